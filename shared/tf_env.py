@@ -1,0 +1,26 @@
+"""Import TensorFlow/Keras quietly and with GPU memory growth, in one place.
+
+Everything in ``shared`` that needs TensorFlow imports it through ``import_tf()`` so the CLI can
+stay TensorFlow-free until real work starts (``--help`` must be fast), and so GPU hosts never
+grab all device memory at start-up (several workers may share one GPU).
+"""
+
+from __future__ import annotations
+
+import os
+from functools import cache
+from typing import Any
+
+
+@cache
+def import_tf() -> Any:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+    import tensorflow as tf
+
+    for gpu in tf.config.list_physical_devices("GPU"):
+        try:
+            tf.config.experimental.set_memory_growth(gpu, True)
+        except RuntimeError:  # already initialised: nothing to do
+            pass
+    return tf
