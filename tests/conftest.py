@@ -1,0 +1,62 @@
+"""Shared fixtures: real throwaway servers on free loopback ports, stopped at teardown.
+
+More fixture modules: create ``tests/fixtures_<topic>.py`` and add ``"tests.fixtures_<topic>"``
+to ``pytest_plugins`` below.
+"""
+
+from __future__ import annotations
+
+import secrets
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from producer.servers import RedisServer, SeaweedS3Server
+from shared.storage import LocalStorage, S3Storage
+
+pytest_plugins: list[str] = []
+
+TEST_BUCKET = "convatlas-test"
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """A password-protected redis-server for the whole session."""
+    server = RedisServer(tmp_path_factory.mktemp("redis"), password=secrets.token_urlsafe(18))
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedS3Server]:
+    """SeaweedFS S3 with random credentials for the whole session. Do not restart it: tests
+    that need a restart start their own ``SeaweedS3Server``."""
+    server = SeaweedS3Server(tmp_path_factory.mktemp("seaweedfs"))
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def s3_storage(s3_server: SeaweedS3Server) -> S3Storage:
+    """S3Storage on the session bucket under a prefix unique to this test."""
+    return S3Storage(
+        bucket=TEST_BUCKET,
+        prefix=f"t-{uuid.uuid4().hex[:12]}",
+        endpoint_url=s3_server.endpoint_url,
+        access_key=s3_server.access_key,
+        secret_key=s3_server.secret_key,
+        create_bucket=True,
+    )
+
+
+@pytest.fixture
+def local_storage(tmp_path: Path) -> LocalStorage:
+    return LocalStorage(tmp_path / "store")
