@@ -53,7 +53,7 @@ def _ascent_fn(lm: LoadedModel, layer: str):  # noqa: ANN202
     if key not in lm.compiled:
         from shared.engine.tf_backend import build_ascent
 
-        lm.compiled[key] = build_ascent(feature_model(lm.model, layer), lm.preprocess)
+        lm.compiled[key] = build_ascent(feature_model(lm.any_size_model(), layer), lm.preprocess)
     return lm.compiled[key]
 
 

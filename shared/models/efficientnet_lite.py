@@ -100,13 +100,18 @@ def _bn(name: str) -> layers.Layer:
     return layers.BatchNormalization(epsilon=BN_EPSILON, name=name)
 
 
-def build_efficientnet_lite0(num_classes: int = 1000) -> keras.Model:
+def build_efficientnet_lite0(
+    num_classes: int = 1000, input_size: int | None = INPUT_SIZE
+) -> keras.Model:
     """Build the (untrained) EfficientNet-Lite0 graph for 224x224x3 inputs.
+
+    ``input_size=None`` accepts any size (used for filter patterns at 64 px); the reference
+    logits were checked at 224, where TF-style "same" padding matches the PyTorch port.
 
     The output is un-normalised logits; ``LAST_CONV_LAYER`` names the last 4-D
     feature map (ReLU6 after the head conv), the usual Grad-CAM target.
     """
-    inputs = keras.Input(shape=(INPUT_SIZE, INPUT_SIZE, 3), name="input_image")
+    inputs = keras.Input(shape=(input_size, input_size, 3), name="input_image")
     x = layers.Conv2D(
         _STEM_FILTERS, 3, strides=2, padding="same", use_bias=False, name="stem_conv"
     )(inputs)

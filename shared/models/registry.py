@@ -34,6 +34,7 @@ class ModelSpec:
     load: Callable[[Settings], tuple[Any, str]]  # (model with weights, weights sha256)
     available_offline: Callable[[Settings], bool]
     grad_cam_hint: str = ""  # why Grad-CAM is refused, when it is
+    build_any_size: Callable[[], Any] | None = None  # same layers, any input size (patterns)
 
     @property
     def can_gradcam(self) -> bool:
@@ -61,6 +62,17 @@ class LoadedModel:
     @property
     def preprocess(self) -> Callable[[Any], Any]:
         return PREPROCESSORS[self.spec.preprocessing]
+
+    def any_size_model(self) -> Any:
+        """The model accepting any input size (filter patterns run at 64 px, not 224)."""
+        shape = tuple(self.model.inputs[0].shape[1:3])
+        if shape == (None, None) or self.spec.build_any_size is None:
+            return self.model
+        if "any_size" not in self.compiled:
+            flexible = self.spec.build_any_size()
+            flexible.set_weights(self.model.get_weights())
+            self.compiled["any_size"] = flexible
+        return self.compiled["any_size"]
 
 
 BUILTIN: dict[str, ModelSpec] = {
@@ -97,6 +109,7 @@ BUILTIN: dict[str, ModelSpec] = {
             build=zoo.efficientnet_lite0_architecture,
             load=zoo.efficientnet_lite0_load,
             available_offline=lambda s: zoo.efficientnet_lite0_available(),
+            build_any_size=zoo.efficientnet_lite0_any_size,
         ),
     )
 }

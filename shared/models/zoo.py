@@ -127,6 +127,13 @@ def efficientnet_lite0_architecture() -> Any:
     return build_efficientnet_lite0()
 
 
+def efficientnet_lite0_any_size() -> Any:
+    import_tf()
+    from shared.models.efficientnet_lite import build_efficientnet_lite0
+
+    return build_efficientnet_lite0(input_size=None)
+
+
 def efficientnet_lite0_load(settings: Settings) -> tuple[Any, str]:
     import_tf()
     from shared.models.efficientnet_lite import load_efficientnet_lite0

@@ -1,0 +1,139 @@
+"""The ``convatlas`` command line.
+
+Local mode (``grids``, ``heatmaps``) runs the same job functions as the workers, in this process.
+Fleet mode (``submit``, ``status``, ``fetch``, ``worker``, ``stack``) goes through Redis, Celery
+and S3. Heavy imports (TensorFlow) happen inside commands, so ``--help`` stays instant.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+app = typer.Typer(
+    help="Show what convolutional networks see: filter-pattern grids and Grad-CAM heatmaps.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+ModelOpt = Annotated[str, typer.Option("--model", "-m", help="Model name (see `convatlas models`) or a .keras/.h5 file[#preprocessing].")]
+OutOpt = Annotated[Path, typer.Option("--out", "-o", help="Output folder (results, runs/<id>/report.json, index.html).")]
+
+
+def fail(message: str, code: int = 2) -> None:
+    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
+    raise typer.Exit(code)
+
+
+@app.command()
+def models(
+    classes: Annotated[bool, typer.Option(help="Also list the 1000 ImageNet class names.")] = False,
+    layers: Annotated[bool, typer.Option(help="List every conv layer with its filter count.")] = True,
+) -> None:
+    """List the models: offline availability, what each can do, conv layers and filter counts."""
+    from shared.config import Settings
+    from shared.models.registry import BUILTIN, layer_table
+
+    settings = Settings.from_env()
+    for spec in BUILTIN.values():
+        avail = "available offline" if spec.available_offline(settings) else "NOT available offline (weights missing)"
+        can = ", ".join(x for x, ok in (("patterns", spec.can_patterns), ("grad-cam", spec.can_gradcam)) if ok)
+        typer.echo(f"{spec.name}: {spec.description}\n  {avail}; can do: {can}; preprocessing: {spec.preprocessing}")
+        if layers:
+            convs = [i for i in layer_table(spec.name) if i.kind == "Conv2D"]
+            typer.echo(f"  {len(convs)} conv layers: " + ", ".join(f"{i.name}({i.channels})" for i in convs))
+    if classes:
+        from shared.models.labels import imagenet_classes
+
+        for c in imagenet_classes():
+            typer.echo(f"{c.index}\t{c.wnid}\t{c.label}")
+
+
+@app.command()
+def grids(
+    model: ModelOpt = "vgg16-hed",
+    layers: Annotated[str, typer.Option(help="Comma-separated layer names, or 'all' (every Conv2D).")] = "block1_conv1",
+    filters: Annotated[str, typer.Option(help="'0:64', '0,5,9', 'all' (every filter, pages of 64).")] = "0:64",
+    out: OutOpt = Path("out"),
+    size: Annotated[int, typer.Option(help="Pattern size in pixels.")] = 64,
+    steps: Annotated[int, typer.Option(help="Gradient-ascent steps.")] = 40,
+    step_size: Annotated[float, typer.Option(help="Step size (gradient is RMS-normalised).")] = 1.0,
+    seed: Annotated[int, typer.Option(help="Seed of the grey-noise start images.")] = 0,
+    fallback: Annotated[str, typer.Option(help="For dead filters: 'preactivation' or 'none'.")] = "preactivation",
+    batch_size: Annotated[int, typer.Option(help="Filters per model call.")] = 64,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+) -> None:
+    """Filter-pattern grids in this process: 8×8 pages of patterns with 5 px black margins.
+
+    Tile order is row-major: the tile at (row, col) of page p shows filter p·64 + row·8 + col.
+    Re-running skips patterns that already exist in OUT.
+    """
+    from producer.plan import PlanError, plan_grids
+    from shared.config import Settings
+    from shared.engine.patterns import PatternParams
+
+    try:
+        params = PatternParams(size, steps, step_size, seed, fallback)
+        plan = plan_grids(model, layers, filters, params, Settings.from_env())
+    except (PlanError, ValueError) as exc:
+        fail(str(exc))
+    _run_and_report(plan, out, batch_size, quiet)
+
+
+@app.command()
+def heatmaps(
+    paths: Annotated[list[str], typer.Argument(help="Image files and/or folders (scanned recursively).")],
+    model: ModelOpt = "efficientnet-lite0",
+    class_: Annotated[str | None, typer.Option("--class", "-c", help="Class index, WordNet id or name; default top-1.")] = None,
+    layer: Annotated[str | None, typer.Option(help="Target conv layer; default the last 4-D feature map.")] = None,
+    out: OutOpt = Path("out"),
+    batch_size: Annotated[int, typer.Option(help="Images per model call.")] = 16,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+) -> None:
+    """Grad-CAM heatmaps in this process: heatmap, overlay, raw .npy and a JSON record per image."""
+    from producer.plan import PlanError, plan_heatmaps
+    from shared.config import Settings
+
+    try:
+        plan = plan_heatmaps(paths, model, class_, layer, Settings.from_env())
+    except PlanError as exc:
+        fail(str(exc))
+    _run_and_report(plan, out, batch_size, quiet)
+
+
+def _run_and_report(plan, out: Path, batch_size: int, quiet: bool) -> None:  # noqa: ANN001
+    from producer.local import run_local
+    from producer.report import summary
+
+    report = run_local(plan, out, batch_size, progress=not quiet)
+    run_dir = out / "runs" / plan.run_id
+    typer.echo(summary(report, str(out)))
+    typer.echo(f"  report: {run_dir / 'report.json'}\n  gallery: {run_dir / 'index.html'}")
+    t = report["timing"]
+    typer.echo(f"  {t['jobs_run']} jobs run in {t['seconds']:.1f} s; model load: {json.dumps(t['model_load_seconds'])}")
+    if report["counts"]["failed"]:
+        raise typer.Exit(1)
+
+
+def _mount_fleet() -> None:
+    try:
+        from producer.fleet_cli import register
+    except ImportError:
+        return
+    register(app)
+
+
+_mount_fleet()
+
+
+def main() -> None:
+    app(prog_name="convatlas")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,87 @@
+"""Local mode: run a plan in this process with the same job functions the workers use."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+from producer.plan import Plan
+from producer.report import manifest_key, write_report
+from shared import keys
+from shared.jobs import (
+    FilterJob,
+    GradcamJob,
+    existing_result,
+    reduce_grid,
+    run_filter_jobs,
+    run_gradcam_jobs,
+)
+from shared.storage import LocalStorage, Storage
+
+
+def upload_inputs(plan: Plan, storage: Storage) -> int:
+    """Copy each distinct input photo under its content hash (skipped when already there)."""
+    n = 0
+    for f in {f.sha256: f for f in plan.inputs}.values():
+        key = keys.input_key(f.sha256)
+        if not storage.exists(key):
+            storage.put_bytes(key, f.path.read_bytes(), "application/octet-stream")
+            n += 1
+    return n
+
+
+def write_manifest(plan: Plan, storage: Storage) -> None:
+    import json
+
+    storage.put_bytes(manifest_key(plan.run_id), json.dumps(plan.manifest(), indent=2).encode(),
+                      "application/json")
+
+
+def _chunks(items: list[Any], n: int) -> Iterator[list[Any]]:
+    for i in range(0, len(items), n):
+        yield items[i : i + n]
+
+
+def run_local(plan: Plan, out: Path, batch_size: int | None = None, progress: bool = True) -> dict:
+    """Run every missing job of ``plan`` into ``out``; returns the run report (with timings)."""
+    storage = LocalStorage(out)
+    t0 = time.perf_counter()
+    upload_inputs(plan, storage)
+    write_manifest(plan, storage)
+    todo = [j for j in plan.jobs if existing_result(j, storage) is None]
+    load_seconds: dict[str, float] = {}
+    with tqdm(total=len(plan.jobs), initial=len(plan.jobs) - len(todo), unit="job",
+              desc=plan.kind, disable=not progress) as bar:
+        filters = [j for j in todo if isinstance(j, FilterJob)]
+        cams = [j for j in todo if isinstance(j, GradcamJob)]
+        for chunk in _chunks(filters, batch_size or 64):
+            run_filter_jobs(chunk, storage, batch_size or 64)
+            bar.update(len(chunk))
+        for chunk in _chunks(cams, batch_size or 16):
+            run_gradcam_jobs(chunk, storage, batch_size or 16)
+            bar.update(len(chunk))
+    for grid in plan.grids:
+        reduce_grid(grid, storage)
+    from shared.models.registry import loaded_models
+
+    for lm in loaded_models():
+        load_seconds[lm.name] = round(lm.load_seconds, 3)
+    run_dir = out / keys.run_prefix(plan.run_id)
+    report = write_report(storage, plan.run_id, lambda k: _relative(run_dir, out / k))
+    report["timing"] = {"seconds": round(time.perf_counter() - t0, 3),
+                        "model_load_seconds": load_seconds, "jobs_run": len(todo)}
+    import json
+
+    storage.put_bytes(f"{keys.run_prefix(plan.run_id)}/report.json",
+                      json.dumps(report, indent=2).encode(), "application/json")
+    return report
+
+
+def _relative(start: Path, target: Path) -> str:
+    import os
+
+    return os.path.relpath(target, start)

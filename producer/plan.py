@@ -1,0 +1,239 @@
+"""Planning: turn a user's request into validated jobs, before anything runs or is queued.
+
+Everything the user can get wrong (model, layer, filter range, class, files) is checked here and
+refused with the valid choices listed, so a bad request never reaches a queue.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from shared import keys
+from shared.config import Settings
+from shared.engine.patterns import PatternParams
+from shared.images import IMAGE_SUFFIXES
+from shared.jobs import GradcamJob, GridJob, Job
+
+TILES_PER_PAGE = 64
+
+
+class PlanError(ValueError):
+    """The request is invalid; the message says why and what is valid."""
+
+
+@dataclass
+class InputFile:
+    path: Path
+    name: str  # as shown to the user (relative to the folder given)
+    sha256: str
+    size: int
+
+
+@dataclass
+class Plan:
+    kind: str  # "grids" | "heatmaps"
+    model: str
+    jobs: list[Job]
+    grids: list[GridJob] = field(default_factory=list)
+    inputs: list[InputFile] = field(default_factory=list)
+    rejected: list[tuple[str, str]] = field(default_factory=list)  # (name, reason)
+    run_id: str = ""
+
+    def manifest(self) -> dict:
+        return {
+            "run_id": self.run_id,
+            "kind": self.kind,
+            "model": self.model,
+            "jobs": [j.to_dict() for j in self.jobs],
+            "grids": [g.to_dict() for g in self.grids],
+            "inputs": [
+                {"name": f.name, "sha256": f.sha256, "bytes": f.size} for f in self.inputs
+            ],
+            "rejected": [{"name": n, "error": r} for n, r in self.rejected],
+        }
+
+
+def model_weights_id(model: str, settings: Settings) -> str:
+    """The hash of the weights that will be used, without loading the model."""
+    from shared.models import zoo
+    from shared.models.registry import get_spec
+
+    spec = get_spec(model)
+    if model == "vgg16":
+        path = zoo.vgg16_weights_path(settings)
+        if path is None:
+            raise PlanError(
+                "vgg16 has no ImageNet weights on this machine (set CONVATLAS_VGG16_WEIGHTS or "
+                f"put {zoo.VGG16_WEIGHTS_NAME} in ~/.keras/models). Offline models: "
+                f"{', '.join(zoo.OFFLINE_MODELS)}"
+            )
+        return zoo.file_sha256(path)
+    if model == "vgg16-hed":
+        return zoo.file_sha256(zoo.hed_weights_path())
+    if model == "efficientnet-lite0":
+        from shared.models.efficientnet_lite import weights_file
+
+        return zoo.file_sha256(weights_file())
+    return zoo.file_sha256(Path(spec.name.split("#")[0]).expanduser())
+
+
+def resolve_model(model: str):  # noqa: ANN201
+    from shared.models.registry import UnknownModel, get_spec
+
+    try:
+        return get_spec(model)
+    except UnknownModel as exc:
+        raise PlanError(str(exc)) from exc
+
+
+def parse_filters(spec: str, channels: int) -> list[int]:
+    """'all', '0:64', '3', '0,5,9', '0:64,128:192' → sorted unique indices, range-checked."""
+    spec = spec.strip()
+    if spec == "all":
+        return list(range(channels))
+    out: set[int] = set()
+    for part in spec.split(","):
+        part = part.strip()
+        try:
+            if ":" in part:
+                a, b = part.split(":", 1)
+                lo, hi = int(a or 0), int(b) if b else channels
+                if lo >= hi:
+                    raise PlanError(f"empty filter range {part!r}")
+                rng = range(lo, hi)
+            else:
+                rng = range(int(part), int(part) + 1)
+        except ValueError as exc:
+            raise PlanError(f"bad filter spec {part!r}: use 'all', '0:64' or '0,3,7'") from exc
+        bad = [i for i in (rng.start, rng.stop - 1) if not 0 <= i < channels]
+        if bad:
+            raise PlanError(f"filter index {bad[0]} out of range: this layer has filters 0..{channels - 1}")
+        out.update(rng)
+    return sorted(out)
+
+
+def parse_layers(model: str, layers: str) -> list[tuple[str, int]]:
+    from shared.models.registry import find_layer, layer_table
+
+    if layers.strip() == "all":
+        return [(i.name, i.channels) for i in layer_table(model) if i.kind == "Conv2D"]
+    out = []
+    for name in [s.strip() for s in layers.split(",") if s.strip()]:
+        try:
+            info = find_layer(model, name)
+        except LookupError as exc:
+            raise PlanError(str(exc)) from exc
+        out.append((info.name, info.channels))
+    if not out:
+        raise PlanError("no layers given")
+    return out
+
+
+def _run_id(kind: str, jobs: list[Job]) -> str:
+    return f"{kind[0]}-{keys.short_hash(sorted(j.marker for j in jobs), 12)}"
+
+
+def plan_grids(
+    model: str, layers: str, filters: str, params: PatternParams, settings: Settings
+) -> Plan:
+    resolve_model(model)
+    wid = model_weights_id(model, settings)
+    jobs: list[Job] = []
+    grids: list[GridJob] = []
+    for layer, channels in parse_layers(model, layers):
+        chosen = parse_filters(filters, channels)
+        for page in sorted({f // TILES_PER_PAGE for f in chosen}):
+            on_page = tuple(f for f in chosen if f // TILES_PER_PAGE == page)
+            grid = GridJob(model, wid, layer, page, on_page, params.size, params.steps,
+                           params.step_size, params.seed, params.fallback)
+            grids.append(grid)
+            jobs.extend(grid.tile_jobs())
+    plan = Plan("grids", model, jobs, grids)
+    plan.run_id = _run_id("grids", jobs)
+    return plan
+
+
+def resolve_class(model: str, cls: str | None) -> int | None:
+    if cls is None or cls == "" or cls == "top1":
+        return None
+    from shared.models.labels import find_class, imagenet_classes
+
+    try:
+        return find_class(cls, imagenet_classes()).index
+    except LookupError as exc:
+        raise PlanError(str(exc)) from exc
+
+
+def sha256_file(path: Path) -> tuple[str, int]:
+    h, n = hashlib.sha256(), 0
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+            n += len(chunk)
+    return h.hexdigest(), n
+
+
+def collect_images(paths: list[str]) -> tuple[list[tuple[Path, str]], list[tuple[str, str]]]:
+    """Files given directly are taken as they are; folders are scanned recursively (sorted).
+
+    In a folder, a symlink whose target lies outside that folder is refused (a shared folder
+    must not leak other files); files with other suffixes are listed as ignored.
+    """
+    found: list[tuple[Path, str]] = []
+    rejected: list[tuple[str, str]] = []
+    for p in paths:
+        path = Path(p)
+        if path.is_dir():
+            root = path.resolve()
+            for dirpath, dirnames, filenames in os.walk(path):
+                dirnames.sort()
+                for fn in sorted(filenames):
+                    f = Path(dirpath) / fn
+                    name = str(f.relative_to(path))
+                    if f.suffix.lower() not in IMAGE_SUFFIXES:
+                        rejected.append((name, f"ignored: suffix {f.suffix or '(none)'} is not an image type"))
+                    elif f.is_symlink() and not f.resolve().is_relative_to(root):
+                        rejected.append((name, "refused: symlink points outside the folder"))
+                    elif not f.is_file():
+                        rejected.append((name, "refused: not a regular file"))
+                    else:
+                        found.append((f, name))
+        elif path.is_file():
+            found.append((path, path.name))
+        else:
+            raise PlanError(f"no such file or folder: {p}")
+    return found, rejected
+
+
+def plan_heatmaps(
+    paths: list[str], model: str, cls: str | None, layer: str | None, settings: Settings
+) -> Plan:
+    spec = resolve_model(model)
+    if not spec.can_gradcam:
+        raise PlanError(spec.grad_cam_hint or f"{model} has no classifier for Grad-CAM")
+    class_index = resolve_class(model, cls)
+    if layer is not None:
+        parse_layers(model, layer)
+    wid = model_weights_id(model, settings)
+    files, rejected = collect_images(paths)
+    inputs: list[InputFile] = []
+    jobs: list[Job] = []
+    seen: set[str] = set()
+    for path, name in files:
+        try:
+            sha, size = sha256_file(path)
+        except OSError as exc:
+            rejected.append((name, f"unreadable: {exc.strerror or exc}"))
+            continue
+        inputs.append(InputFile(path, name, sha, size))
+        if sha not in seen:  # the same photo twice is computed once
+            seen.add(sha)
+            jobs.append(GradcamJob(model, wid, sha, class_index, layer, name))
+    if not inputs and not rejected:
+        raise PlanError("no images found")
+    plan = Plan("heatmaps", model, jobs, [], inputs, rejected)
+    plan.run_id = _run_id("heatmaps", jobs)
+    return plan

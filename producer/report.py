@@ -1,0 +1,167 @@
+"""The run report: what was asked, what is done, what failed and why, where the outputs are.
+
+Built from the run's manifest and the jobs' markers in storage (not from a task-result backend),
+so it is the same for a local run and a fleet run, survives restarts, and can be rebuilt any time.
+Written as ``runs/<id>/report.json`` plus a human summary and an HTML gallery (``index.html``).
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import time
+from typing import Any
+
+from shared import keys
+from shared.jobs import GridJob, existing_result, job_from_dict
+from shared.storage import Storage
+
+
+def manifest_key(run_id: str) -> str:
+    return f"{keys.run_prefix(run_id)}/manifest.json"
+
+
+def report_key(run_id: str) -> str:
+    return f"{keys.run_prefix(run_id)}/report.json"
+
+
+def gallery_key(run_id: str) -> str:
+    return f"{keys.run_prefix(run_id)}/index.html"
+
+
+def load_manifest(storage: Storage, run_id: str) -> dict[str, Any]:
+    return json.loads(storage.get_bytes(manifest_key(run_id)))
+
+
+def build_report(storage: Storage, manifest: dict[str, Any]) -> dict[str, Any]:
+    """Status of every job and grid of a run, read from storage."""
+    items = []
+    counts = {"done": 0, "failed": 0, "pending": 0}
+    for d in manifest["jobs"]:
+        job = job_from_dict(d)
+        res = existing_result(job, storage)
+        status = "pending" if res is None else ("failed" if res.status == "failed" else "done")
+        counts[status] += 1
+        item: dict[str, Any] = {"kind": job.kind, "status": status}
+        if job.kind == "filter":
+            item.update(layer=job.layer, filter=job.filter)
+        else:
+            item.update(name=job.name, image_sha256=job.image_sha)
+        if status == "done":
+            item["outputs"] = job.outputs()
+            info = res.info if res else {}
+            if job.kind == "gradcam":
+                item["top"] = info.get("top", [])
+                item["class_index"] = info.get("class_index")
+                item["empty_heatmap"] = info.get("empty_heatmap", False)
+            else:
+                item["dead"] = info.get("dead", False)
+                item["fallback_used"] = info.get("fallback_used", False)
+        elif status == "failed":
+            item["error"] = res.error if res else None
+        items.append(item)
+    grids = []
+    for d in manifest.get("grids", []):
+        d = dict(d)
+        d.pop("kind")
+        d["filters"] = tuple(d["filters"])
+        g = GridJob(**d)
+        info = None
+        if storage.exists(g.marker):
+            info = json.loads(storage.get_bytes(g.marker))
+        grids.append({
+            "layer": g.layer,
+            "page": g.page,
+            "status": "pending" if info is None else ("incomplete" if info["missing"] else "done"),
+            "png": g.outputs()["png"],
+            "missing": None if info is None else info["missing"],
+            "dead": None if info is None else info.get("dead", []),
+        })
+    names_by_sha: dict[str, list[str]] = {}
+    for f in manifest.get("inputs", []):
+        names_by_sha.setdefault(f["sha256"], []).append(f["name"])
+    return {
+        "run_id": manifest["run_id"],
+        "kind": manifest["kind"],
+        "model": manifest["model"],
+        "generated": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "counts": {**counts, "total": len(items), "rejected": len(manifest.get("rejected", []))},
+        "complete": counts["pending"] == 0 and all(g["status"] != "pending" for g in grids),
+        "jobs": items,
+        "grids": grids,
+        "rejected": manifest.get("rejected", []),
+        "duplicates": {s: n for s, n in names_by_sha.items() if len(n) > 1},
+    }
+
+
+def summary(report: dict[str, Any], where: str = "") -> str:
+    """A few lines for a person: counts, failures with reasons, where things are."""
+    c = report["counts"]
+    lines = [
+        f"run {report['run_id']} ({report['kind']}, {report['model']}): {c['done']} done, "
+        f"{c['failed']} failed, {c['pending']} pending of {c['total']} jobs"
+        + (f"; {c['rejected']} files not submitted" if c["rejected"] else "")
+    ]
+    for g in report["grids"]:
+        extra = f", missing tiles {g['missing']}" if g["missing"] else ""
+        lines.append(f"  grid {g['layer']} page {g['page']}: {g['status']}{extra} → {g['png']}")
+    for j in report["jobs"]:
+        if j["status"] == "failed":
+            lines.append(f"  FAILED {j.get('name') or j.get('layer', '')}: {j['error']}")
+    for r in report["rejected"]:
+        lines.append(f"  NOT SUBMITTED {r['name']}: {r['error']}")
+    if report["kind"] == "heatmaps":
+        for j in report["jobs"][:20]:
+            if j["status"] == "done" and j["top"]:
+                t = j["top"][0]
+                lines.append(f"  {j['name']}: {t['label']} ({t['probability']:.2f}) → {j['outputs']['overlay']}")
+    if where:
+        lines.append(f"  outputs in {where}")
+    return "\n".join(lines)
+
+
+def gallery_html(report: dict[str, Any], link: Any) -> str:
+    """A self-contained page; ``link(key)`` gives each object's URL (relative or presigned)."""
+    esc = html.escape
+    parts = [
+        "<!doctype html><meta charset='utf-8'>",
+        f"<title>convatlas run {esc(report['run_id'])}</title>",
+        "<style>body{font-family:sans-serif;background:#111;color:#ddd}img{max-width:100%}"
+        ".g{display:grid;grid-template-columns:repeat(auto-fill,minmax(280px,1fr));gap:12px}"
+        ".f{color:#f77}</style>",
+        f"<h1>convatlas run {esc(report['run_id'])}</h1>",
+        f"<p>{esc(report['kind'])} · model {esc(report['model'])} · "
+        f"{report['counts']['done']} done, {report['counts']['failed']} failed, "
+        f"{report['counts']['pending']} pending</p><div class='g'>",
+    ]
+    for g in report["grids"]:
+        if g["status"] != "pending":
+            parts.append(
+                f"<figure><img src='{esc(link(g['png']))}' alt='grid'><figcaption>"
+                f"{esc(g['layer'])} page {g['page']}"
+                + (f" · missing {g['missing']}" if g["missing"] else "")
+                + "</figcaption></figure>"
+            )
+    for j in report["jobs"]:
+        if j["kind"] != "gradcam":
+            continue
+        if j["status"] == "done":
+            top = ", ".join(f"{esc(t['label'])} {t['probability']:.2f}" for t in j["top"])
+            parts.append(
+                f"<figure><img src='{esc(link(j['outputs']['overlay']))}' alt='overlay'>"
+                f"<figcaption>{esc(j['name'])}: {top}</figcaption></figure>"
+            )
+        elif j["status"] == "failed":
+            parts.append(f"<p class='f'>{esc(j['name'])}: {esc(str(j['error']))}</p>")
+    parts.append("</div>")
+    for r in report["rejected"]:
+        parts.append(f"<p class='f'>not submitted: {esc(r['name'])}: {esc(r['error'])}</p>")
+    return "\n".join(parts)
+
+
+def write_report(storage: Storage, run_id: str, link: Any) -> dict[str, Any]:
+    """Rebuild and store the report and gallery of a run; returns the report."""
+    report = build_report(storage, load_manifest(storage, run_id))
+    storage.put_bytes(report_key(run_id), json.dumps(report, indent=2).encode(), "application/json")
+    storage.put_bytes(gallery_key(run_id), gallery_html(report, link).encode(), "text/html")
+    return report

@@ -1,0 +1,350 @@
+"""Job functions: the units of work, run the same way by the local CLI and by Celery workers.
+
+A job is a small JSON-able description (``FilterJob``, ``GradcamJob``); its outputs live under a
+key derived from it (``shared.keys``), so a job whose outputs exist is skipped, and a list of jobs
+is run in as few model calls as possible (grouped by model and layer, then batched). Every job
+succeeds or fails on its own: one corrupt photo fails that photo, not its batch.
+
+Each job writes its data files first and a small JSON marker last; the marker's presence means
+"done" (``record.json``) or "failed for good" (``error.json``).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import time
+from collections import defaultdict
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+from shared import keys
+from shared.engine.patterns import PatternParams
+from shared.images import ImageDecodeError, decode_image, encode_png
+from shared.storage import ObjectNotFound, Storage
+
+
+@dataclass(frozen=True)
+class FilterJob:
+    model: str
+    weights_id: str
+    layer: str
+    filter: int
+    size: int = 64
+    steps: int = 40
+    step_size: float = 1.0
+    seed: int = 0
+    fallback: str = "preactivation"
+
+    kind = "filter"
+
+    @property
+    def params(self) -> PatternParams:
+        return PatternParams(self.size, self.steps, self.step_size, self.seed, self.fallback)
+
+    @property
+    def prefix(self) -> str:
+        return keys.pattern_prefix(self.model, self.weights_id, self.layer, self.params.slug())
+
+    @property
+    def marker(self) -> str:
+        return keys.pattern_key(self.prefix, self.filter, "json")
+
+    @property
+    def error_key(self) -> str:
+        return keys.pattern_key(self.prefix, self.filter, "error.json")
+
+    def outputs(self) -> dict[str, str]:
+        return {
+            "png": keys.pattern_key(self.prefix, self.filter, "png"),
+            "npy": keys.pattern_key(self.prefix, self.filter, "npy"),
+            "record": self.marker,
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, **asdict(self)}
+
+
+@dataclass(frozen=True)
+class GradcamJob:
+    model: str
+    weights_id: str
+    image_sha: str
+    class_index: int | None = None  # None = top-1
+    layer: str | None = None  # None = last conv feature map
+    name: str = ""  # display name of the photo (never used in keys)
+
+    kind = "gradcam"
+
+    @property
+    def prefix(self) -> str:
+        return keys.gradcam_prefix(
+            self.model, self.weights_id, self.image_sha, self.class_index, self.layer
+        )
+
+    @property
+    def marker(self) -> str:
+        return f"{self.prefix}/record.json"
+
+    @property
+    def error_key(self) -> str:
+        return f"{self.prefix}/error.json"
+
+    def outputs(self) -> dict[str, str]:
+        p = self.prefix
+        return {
+            "heatmap": f"{p}/heatmap.png",
+            "overlay": f"{p}/overlay.png",
+            "cam": f"{p}/cam.npy",
+            "record": self.marker,
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, **asdict(self)}
+
+
+Job = FilterJob | GradcamJob
+
+
+def job_from_dict(d: dict[str, Any]) -> Job:
+    d = dict(d)
+    kind = d.pop("kind")
+    if kind == "filter":
+        return FilterJob(**d)
+    if kind == "gradcam":
+        return GradcamJob(**d)
+    raise ValueError(f"unknown job kind {kind!r}")
+
+
+@dataclass
+class JobResult:
+    status: str  # "done" | "skipped" (already done) | "failed"
+    outputs: dict[str, str] = field(default_factory=dict)
+    error: str | None = None
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _npy_bytes(arr: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, arr, allow_pickle=False)
+    return buf.getvalue()
+
+
+def _json_bytes(obj: Any) -> bytes:
+    return json.dumps(obj, indent=2, sort_keys=True).encode()
+
+
+def existing_result(job: Job, storage: Storage) -> JobResult | None:
+    """The recorded outcome of a job, if it has one (done or failed for good)."""
+    if storage.exists(job.marker):
+        info = json.loads(storage.get_bytes(job.marker))
+        return JobResult("skipped", job.outputs(), None, info)
+    if storage.exists(job.error_key):
+        err = json.loads(storage.get_bytes(job.error_key))
+        return JobResult("failed", {}, err.get("error", "failed"), err)
+    return None
+
+
+def record_failure(job: Job, storage: Storage, error: str) -> JobResult:
+    """A permanent failure (bad input): recorded so reports and re-runs see it."""
+    storage.put_bytes(
+        job.error_key, _json_bytes({"error": error, "job": job.to_dict()}), "application/json"
+    )
+    return JobResult("failed", {}, error)
+
+
+# --- filter patterns -----------------------------------------------------------------------------
+
+
+def run_filter_jobs(jobs: list[FilterJob], storage: Storage, batch_size: int = 64) -> list[JobResult]:
+    """Run filter jobs, skipping finished ones; one batched model call per (model, layer, params)."""
+    from shared.engine.patterns import filter_patterns
+    from shared.models.registry import get_model
+
+    results: list[JobResult | None] = [existing_result(j, storage) for j in jobs]
+    groups: dict[tuple[str, str, PatternParams], list[int]] = defaultdict(list)
+    for i, job in enumerate(jobs):
+        if results[i] is None:
+            groups[(job.model, job.layer, job.params)].append(i)
+    for (model, layer, params), idx in groups.items():
+        lm = get_model(model)
+        t0 = time.perf_counter()
+        wanted = sorted({jobs[i].filter for i in idx})
+        patterns = {p.filter: p for p in filter_patterns(lm, layer, wanted, params, batch_size)}
+        seconds = (time.perf_counter() - t0) / max(1, len(wanted))
+        for i in idx:
+            job, p = jobs[i], patterns[jobs[i].filter]
+            out = job.outputs()
+            info = {
+                "filter": job.filter,
+                "layer": job.layer,
+                "model": job.model,
+                "dead": p.dead,
+                "fallback_used": p.fallback_used,
+                "start_activation": p.start_activation,
+                "final_activation": p.final_activation,
+                "seconds": seconds,
+                "batch": len(wanted),
+            }
+            storage.put_bytes(out["png"], encode_png(p.image), "image/png")
+            storage.put_bytes(out["npy"], _npy_bytes(p.raw), "application/octet-stream")
+            storage.put_bytes(out["record"], _json_bytes(info), "application/json")
+            results[i] = JobResult("done", out, None, info)
+    return [r for r in results if r is not None]
+
+
+# --- Grad-CAM ------------------------------------------------------------------------------------
+
+
+def run_gradcam_jobs(jobs: list[GradcamJob], storage: Storage, batch_size: int = 16) -> list[JobResult]:
+    """Run Grad-CAM jobs: decode each photo (failing it alone if bad), then batch the rest."""
+    from shared.engine.gradcam import grad_cam
+    from shared.models.registry import get_model
+    from shared.render import colorize, overlay
+
+    results: list[JobResult | None] = [existing_result(j, storage) for j in jobs]
+    photos: dict[int, np.ndarray] = {}
+    for i, job in enumerate(jobs):
+        if results[i] is not None:
+            continue
+        try:
+            data = storage.get_bytes(keys.input_key(job.image_sha))
+        except ObjectNotFound:
+            results[i] = record_failure(job, storage, "input image not found in storage")
+            continue
+        try:
+            photos[i] = decode_image(data)
+        except ImageDecodeError as exc:
+            results[i] = record_failure(job, storage, f"bad image: {exc.reason}")
+
+    groups: dict[tuple[str, str | None], list[int]] = defaultdict(list)
+    for i in photos:
+        groups[(jobs[i].model, jobs[i].layer)].append(i)
+    for (model, layer), idx in groups.items():
+        lm = get_model(model)
+        t0 = time.perf_counter()
+        cams = grad_cam(lm, [photos[i] for i in idx], [jobs[i].class_index for i in idx], layer,
+                        batch_size)
+        seconds = (time.perf_counter() - t0) / len(idx)
+        for i, cam in zip(idx, cams, strict=True):
+            job, photo = jobs[i], photos[i]
+            h, w = photo.shape[:2]
+            out = job.outputs()
+            record = {
+                "model": job.model,
+                "weights_id": job.weights_id,
+                "image_sha256": job.image_sha,
+                "image_name": job.name,
+                "image_size": [w, h],
+                "layer": cam.layer,
+                "class_index": cam.class_index,
+                "class_requested": job.class_index,
+                "score": cam.score,
+                "score_kind": "logit (pre-softmax)",
+                "empty_heatmap": cam.empty,
+                "heatmap_peak": cam.peak,
+                "heatmap_shape": list(cam.heatmap.shape),
+                "top": [asdict(p) for p in cam.top],
+                "seconds": seconds,
+                "batch": len(idx),
+            }
+            storage.put_bytes(out["heatmap"], encode_png(colorize(cam.heatmap, w, h)), "image/png")
+            storage.put_bytes(out["overlay"], encode_png(overlay(photo, cam.heatmap)), "image/png")
+            storage.put_bytes(out["cam"], _npy_bytes(cam.heatmap), "application/octet-stream")
+            storage.put_bytes(out["record"], _json_bytes(record), "application/json")
+            results[i] = JobResult("done", out, None, record)
+    return [r for r in results if r is not None]
+
+
+# --- reducer -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class GridJob:
+    """One 8×8 page of a layer: tiles are filters ``page*64 .. page*64+63`` (row-major)."""
+
+    model: str
+    weights_id: str
+    layer: str
+    page: int
+    filters: tuple[int, ...]
+    size: int = 64
+    steps: int = 40
+    step_size: float = 1.0
+    seed: int = 0
+    fallback: str = "preactivation"
+
+    kind = "grid"
+
+    def tile_jobs(self) -> list[FilterJob]:
+        return [
+            FilterJob(self.model, self.weights_id, self.layer, f, self.size, self.steps,
+                      self.step_size, self.seed, self.fallback)
+            for f in self.filters
+        ]
+
+    @property
+    def prefix(self) -> str:
+        return self.tile_jobs()[0].prefix if self.filters else ""
+
+    def outputs(self) -> dict[str, str]:
+        return {"png": keys.grid_key(self.prefix, self.page), "record": self.marker}
+
+    @property
+    def marker(self) -> str:
+        return keys.grid_key(self.prefix, self.page, "json")
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["filters"] = list(self.filters)
+        return {"kind": self.kind, **d}
+
+
+def reduce_grid(job: GridJob, storage: Storage) -> JobResult:
+    """Assemble a page from its tiles; a missing or failed tile stays black and is listed.
+
+    A complete grid is final (skipped on re-runs); an incomplete one is rebuilt each time the
+    reducer runs, so a tile that arrives later (retry) completes the grid.
+    """
+    from shared.images import decode_image as decode
+    from shared.render import assemble_grid
+
+    if storage.exists(job.marker):
+        info = json.loads(storage.get_bytes(job.marker))
+        if not info.get("missing"):
+            return JobResult("skipped", job.outputs(), None, info)
+    tiles: dict[int, np.ndarray] = {}
+    missing: list[int] = []
+    for tile in job.tile_jobs():
+        try:
+            img = decode(storage.get_bytes(tile.outputs()["png"]))
+            if img.shape != (job.size, job.size, 3):
+                raise ValueError(f"tile has shape {img.shape}")
+            tiles[tile.filter - job.page * 64] = img
+        except (ObjectNotFound, ImageDecodeError, ValueError):
+            missing.append(tile.filter)
+    dead = []
+    for tile in job.tile_jobs():
+        if tile.filter not in missing and storage.exists(tile.marker):
+            if json.loads(storage.get_bytes(tile.marker)).get("dead"):
+                dead.append(tile.filter)
+    grid = assemble_grid(tiles, tile=job.size)
+    info = {
+        "model": job.model,
+        "layer": job.layer,
+        "page": job.page,
+        "filters": list(job.filters),
+        "missing": missing,
+        "dead": dead,
+        "order": "row-major: tile (row, col) shows filter page*64 + row*8 + col",
+        "size": list(grid.shape[:2]),
+    }
+    out = job.outputs()
+    storage.put_bytes(out["png"], encode_png(grid), "image/png")
+    storage.put_bytes(out["record"], _json_bytes(info), "application/json")
+    return JobResult("done", out, None, info)
