@@ -1,0 +1,106 @@
+"""Filter patterns: the ascent really maximises each filter, batching changes nothing, dead filters
+are found and rescued, and the offline weights are told apart from an untrained network."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import pytest
+
+from shared.engine.objectives import deprocess, feature_model, start_image
+from shared.engine.patterns import PatternParams, filter_patterns
+from shared.models.registry import BUILTIN, LoadedModel, get_model
+
+FAST = PatternParams(size=32, steps=20)
+
+
+@pytest.fixture(scope="module")
+def hed() -> LoadedModel:
+    return get_model("vgg16-hed")
+
+
+def activations(lm: LoadedModel, layer: str, images: np.ndarray) -> np.ndarray:
+    """Mean post-activation of every channel, per image: (N, C), computed plainly in eager mode."""
+    _, post = feature_model(lm.any_size_model(), layer)(lm.preprocess(images.astype("float32")))
+    return keras.ops.convert_to_numpy(keras.ops.mean(post, axis=(1, 2)))
+
+
+@pytest.mark.parametrize("layer", ["block1_conv1", "block3_conv1"])
+def test_each_pattern_drives_its_own_filter(hed: LoadedModel, layer: str) -> None:
+    filters = list(range(12))
+    pats = filter_patterns(hed, layer, filters, FAST)
+    raw = np.stack([p.raw for p in pats])
+    start = np.stack([start_image(f, FAST.size, FAST.seed) for f in filters])
+    act = activations(hed, layer, raw)[:, filters]  # act[i, j]: filter j on pattern i
+    act0 = activations(hed, layer, start)[:, filters]
+    checked = 0
+    for i, p in enumerate(pats):
+        if p.dead:
+            continue
+        checked += 1
+        own = act[i, i]
+        others = np.mean([act[k, i] for k in range(len(filters)) if k != i])
+        assert own > 3 * act0[i, i] + 1.0, (layer, i, own, act0[i, i])
+        assert own > others, (layer, i, own, others)
+        assert p.final_activation == pytest.approx(own, rel=1e-3, abs=1e-3)
+    assert checked >= len(filters) // 2
+
+
+def test_batch_composition_does_not_change_a_pattern(hed: LoadedModel) -> None:
+    alone = filter_patterns(hed, "block2_conv1", [5], FAST)[0]
+    batched = filter_patterns(hed, "block2_conv1", [1, 5, 9], FAST)[1]
+    assert batched.filter == 5
+    np.testing.assert_allclose(alone.raw, batched.raw, rtol=1e-4, atol=1e-3)
+    other_seed = filter_patterns(hed, "block2_conv1", [5], PatternParams(size=32, steps=20, seed=1))[0]
+    assert np.abs(other_seed.raw - alone.raw).mean() > 0.1
+
+
+def test_dead_filters_are_detected_and_rescued(hed: LoadedModel) -> None:
+    filters = list(range(24))
+    rescued = filter_patterns(hed, "block5_conv1", filters, FAST)
+    dead = [p for p in rescued if p.dead]
+    assert dead, "block5_conv1 of vgg16-hed has filters that are silent on grey noise"
+    for p in dead:
+        assert p.start_activation == 0.0 and p.fallback_used
+    assert any(p.final_activation > 0 for p in dead)
+    plain = filter_patterns(hed, "block5_conv1", [p.filter for p in dead],
+                            PatternParams(size=32, steps=20, fallback="none"))
+    for p in plain:
+        assert p.dead and not p.fallback_used
+        np.testing.assert_allclose(p.raw, start_image(p.filter, 32, 0), atol=1e-4)
+
+
+def test_real_weights_differ_from_untrained_vgg16(hed: LoadedModel) -> None:
+    untrained = LoadedModel(BUILTIN["vgg16-hed"],
+                            keras.applications.VGG16(weights=None, include_top=False), "random", 0.0)
+    for layer in ("block1_conv1", "block3_conv1"):
+        real = np.median([p.final_activation for p in filter_patterns(hed, layer, list(range(16)), FAST)])
+        rand = np.median([p.final_activation for p in filter_patterns(untrained, layer, list(range(16)), FAST)])
+        assert real > 3 * rand, (layer, real, rand)
+
+
+def test_deprocess_is_the_books() -> None:
+    x = np.random.default_rng(0).normal(100, 30, (8, 8, 3))
+    out = deprocess(x)
+    assert out.dtype == np.uint8
+    ref = np.clip(((x - x.mean()) / (x.std() + 1e-5)) * 0.1 + 0.5, 0, 1) * 255
+    np.testing.assert_array_equal(out, ref.astype("uint8"))
+
+
+def test_start_image_is_the_books_grey_noise() -> None:
+    img = start_image(3, 64, 0)
+    assert img.shape == (64, 64, 3) and img.min() >= 128 and img.max() < 148
+    np.testing.assert_array_equal(img, start_image(3, 64, 0))
+
+
+def test_parameters_are_validated() -> None:
+    with pytest.raises(ValueError):
+        PatternParams(size=2)
+    with pytest.raises(ValueError):
+        PatternParams(fallback="magic")
+
+
+def test_efficientnet_patterns_run_at_64px() -> None:
+    lm = get_model("efficientnet-lite0")
+    pats = filter_patterns(lm, "block2a_expand_conv", [0, 1], PatternParams(size=64, steps=3))
+    assert pats[0].image.shape == (64, 64, 3)
