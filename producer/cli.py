@@ -8,6 +8,7 @@ and S3. Heavy imports (TensorFlow) happen inside commands, so ``--help`` stays i
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -22,7 +23,16 @@ app = typer.Typer(
 )
 
 ModelOpt = Annotated[str, typer.Option("--model", "-m", help="Model name (see `convatlas models`) or a .keras/.h5 file[#preprocessing].")]
+WeightsOpt = Annotated[Path | None, typer.Option("--weights", help="vgg16 only: ImageNet weights .h5 (same as CONVATLAS_VGG16_WEIGHTS).")]
 OutOpt = Annotated[Path, typer.Option("--out", "-o", help="Output folder (results, runs/<id>/report.json, index.html).")]
+
+
+def use_weights(weights: Path | None) -> None:
+    """``--weights`` is the command-line spelling of CONVATLAS_VGG16_WEIGHTS."""
+    if weights is not None:
+        if not weights.is_file():
+            fail(f"weights file not found: {weights}")
+        os.environ["CONVATLAS_VGG16_WEIGHTS"] = str(weights.resolve())
 
 
 def fail(message: str, code: int = 2) -> None:
@@ -66,6 +76,7 @@ def grids(
     seed: Annotated[int, typer.Option(help="Seed of the grey-noise start images.")] = 0,
     fallback: Annotated[str, typer.Option(help="For dead filters: 'preactivation' or 'none'.")] = "preactivation",
     batch_size: Annotated[int, typer.Option(help="Filters per model call.")] = 64,
+    weights: WeightsOpt = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
     """Filter-pattern grids in this process: 8×8 pages of patterns with 5 px black margins.
@@ -77,6 +88,7 @@ def grids(
     from shared.config import Settings
     from shared.engine.patterns import PatternParams
 
+    use_weights(weights)
     try:
         params = PatternParams(size, steps, step_size, seed, fallback)
         plan = plan_grids(model, layers, filters, params, Settings.from_env())
@@ -93,12 +105,14 @@ def heatmaps(
     layer: Annotated[str | None, typer.Option(help="Target conv layer; default the last 4-D feature map.")] = None,
     out: OutOpt = Path("out"),
     batch_size: Annotated[int, typer.Option(help="Images per model call.")] = 16,
+    weights: WeightsOpt = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
     """Grad-CAM heatmaps in this process: heatmap, overlay, raw .npy and a JSON record per image."""
     from producer.plan import PlanError, plan_heatmaps
     from shared.config import Settings
 
+    use_weights(weights)
     try:
         plan = plan_heatmaps(paths, model, class_, layer, Settings.from_env())
     except PlanError as exc:
