@@ -1,0 +1,201 @@
+"""Fault-injection rigs: a real ``convatlas worker`` process per rig, on its own throwaway Redis
+(so a test may restart it, and no other test's worker can take its tasks) and on the session's
+SeaweedFS (or a private one, for tests that stop S3).
+
+Server and worker plumbing comes from ``tests.pipeline_fixtures``; this module only adds what
+fault tests need: kill/restart the worker, short visibility timeouts, and checks that every
+expected result exists, decodes and is listed exactly once in the run report.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import secrets
+import subprocess
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from producer.plan import Plan
+from producer.servers import RedisServer, SeaweedS3Server
+from shared.config import Settings
+from shared.images import decode_image
+from shared.storage import S3Storage
+from tests.pipeline_fixtures import (
+    REPO,
+    fleet_env,
+    s3_storage,
+    settings_from,
+    start_worker,
+    stop_worker,
+)
+
+WAIT_S = 150.0
+
+
+def wait_until(pred: Callable[[], Any], timeout: float, what: str, poll: float = 0.1) -> Any:
+    """Poll ``pred`` until truthy; fail the test with ``what`` after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = pred()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(poll)
+
+
+@dataclasses.dataclass
+class Rig:
+    """One fleet under test: its Redis, its S3, its worker (replaceable), a producer app."""
+
+    redis: RedisServer
+    s3: SeaweedS3Server
+    env: dict[str, str]
+    settings: Settings
+    storage: S3Storage
+    app: Any
+    dir: Path
+    concurrency: int
+    worker: subprocess.Popen[bytes] | None = None
+    starts: int = 0
+
+    @property
+    def log_path(self) -> Path:
+        return self.dir / f"worker-{self.starts}.log"
+
+    def logs(self) -> str:
+        """All worker logs of this rig (every restart), concatenated."""
+        return "\n".join(p.read_text(errors="replace") for p in sorted(self.dir.glob("worker-*.log")))
+
+    def start_worker(self, wait_ready: bool = True) -> subprocess.Popen[bytes]:
+        self.starts += 1
+        self.worker = start_worker(self.env, self.log_path, concurrency=self.concurrency)
+        if wait_ready:
+            log = self.log_path
+            wait_until(lambda: " ready." in log.read_text(errors="replace")
+                       or self.worker.poll() is not None, 90, "the worker to be ready")
+            assert self.worker.poll() is None, log.read_text(errors="replace")[-3000:]
+        return self.worker
+
+    def kill_worker(self) -> None:
+        """SIGKILL the worker's main process: no ack, no requeue, no goodbye. With the threads
+        pool that process is the whole worker (there is no pool child to orphan)."""
+        assert self.worker is not None and self.worker.poll() is None, "worker not running"
+        self.worker.kill()
+        self.worker.wait(10)
+
+    def redis_client(self, password: bool = True, db: int = 0) -> Any:
+        import redis
+
+        return redis.Redis(host="127.0.0.1", port=self.redis.port, db=db,
+                           password=self.redis.password if password else None,
+                           socket_timeout=5)
+
+    def ping_worker(self) -> bool:
+        """The worker answers a broadcast ping (it is alive and consuming)."""
+        return bool(self.app.control.ping(timeout=2.0))
+
+    @property
+    def secrets(self) -> tuple[str, ...]:
+        return (self.redis.password or "", self.s3.secret_key)
+
+    def close(self) -> None:
+        if self.worker is not None:
+            stop_worker(self.worker)
+        self.app.close()
+
+
+@pytest.fixture
+def make_rig(
+    s3_server: SeaweedS3Server, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Callable[..., Rig]]:
+    """Factory: ``make_rig(visibility_timeout=…, concurrency=…, s3=…)`` → a started ``Rig``
+    with a private password-protected Redis; everything is stopped at teardown."""
+    from workers.app import make_app
+
+    made: list[Rig] = []
+
+    def make(visibility_timeout: int = 60, concurrency: int = 16,
+             s3: SeaweedS3Server | None = None, worker: bool = True) -> Rig:
+        tmp = tmp_path_factory.mktemp("rig")
+        redis = RedisServer(tmp / "redis", password=secrets.token_urlsafe(18))
+        redis.start()
+        s3 = s3 or s3_server
+        env = fleet_env(redis, s3, f"fault-{uuid.uuid4().hex[:10]}", tmp / "cache", db=0,
+                        visibility_timeout=visibility_timeout)
+        env["CONVATLAS_TASK_TIME_LIMIT"] = str(max(1, visibility_timeout - 2))
+        settings = settings_from(env)
+        rig = Rig(redis, s3, env, settings, s3_storage(s3, settings.s3_prefix),
+                  make_app(settings), tmp, concurrency)
+        made.append(rig)
+        if worker:
+            rig.start_worker()
+        return rig
+
+    try:
+        yield make
+    finally:
+        for rig in made:
+            rig.close()
+            rig.redis.stop()
+
+
+# --- checks --------------------------------------------------------------------------------
+
+
+def _item_key(item: dict[str, Any]) -> tuple[Any, ...]:
+    if item["kind"] == "filter":
+        return ("filter", item["layer"], item["filter"])
+    return ("gradcam", item["image_sha256"])
+
+
+def _job_key(job: Any) -> tuple[Any, ...]:
+    if job.kind == "filter":
+        return ("filter", job.layer, job.filter)
+    return ("gradcam", job.image_sha)
+
+
+def check_report(storage: S3Storage, plan: Plan, report: dict[str, Any],
+                 failed: set[str] = frozenset()) -> None:  # type: ignore[assignment]
+    """Every job of ``plan`` is in the report exactly once; done ones have every output, each
+    PNG decodes in full to the expected geometry; only the ``failed`` names failed."""
+    seen = Counter(_item_key(i) for i in report["jobs"])
+    assert all(n == 1 for n in seen.values()), [k for k, n in seen.items() if n > 1]
+    assert set(seen) == {_job_key(j) for j in plan.jobs}
+    assert report["complete"], report["counts"]
+    by_key = {_item_key(i): i for i in report["jobs"]}
+    inputs = {f.sha256: f.path for f in plan.inputs}
+    for job in plan.jobs:
+        item = by_key[_job_key(job)]
+        if job.kind == "gradcam" and job.name in failed:
+            assert item["status"] == "failed" and item["error"], item
+            continue
+        assert item["status"] == "done", item
+        out = job.outputs()
+        json.loads(storage.get_bytes(out["record"]))
+        if job.kind == "filter":
+            assert decode_image(storage.get_bytes(out["png"])).shape == (job.size, job.size, 3)
+        else:
+            h, w = decode_image(inputs[job.image_sha].read_bytes()).shape[:2]
+            for k in ("heatmap", "overlay"):
+                assert decode_image(storage.get_bytes(out[k])).shape == (h, w, 3), (job.name, k)
+    for grid in plan.grids:
+        info = json.loads(storage.get_bytes(grid.marker))
+        assert info["missing"] == [], info
+        side = decode_image(storage.get_bytes(grid.outputs()["png"])).shape
+        assert side[0] == side[1] and side[2] == 3
+
+
+def received(log: str, task: str) -> int:
+    """How many times the worker logs say a task of this name was received."""
+    return sum(1 for line in log.splitlines() if f"Task {task}[" in line and "] received" in line)
+
+
+__all__ = ["REPO", "WAIT_S", "Rig", "check_report", "received", "wait_until"]
