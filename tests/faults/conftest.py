@@ -13,6 +13,7 @@ import dataclasses
 import json
 import secrets
 import subprocess
+import sys
 import time
 import uuid
 from collections import Counter
@@ -90,6 +91,19 @@ class Rig:
         assert self.worker is not None and self.worker.poll() is None, "worker not running"
         self.worker.kill()
         self.worker.wait(10)
+
+    def cli(self, *args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
+        """``python -m producer.fleet_cli ARGS`` as a user would run it against this rig."""
+        return subprocess.run(
+            [sys.executable, "-m", "producer.fleet_cli", *args], cwd=REPO, env=self.env,
+            capture_output=True, text=True, timeout=timeout,
+        )
+
+    def bucket_keys(self) -> set[str]:
+        """Every key in the rig's bucket (all prefixes), straight from S3."""
+        pages = self.storage.client.get_paginator("list_objects_v2").paginate(
+            Bucket=self.storage.bucket)
+        return {o["Key"] for page in pages for o in page.get("Contents", [])}
 
     def redis_client(self, password: bool = True, db: int = 0) -> Any:
         import redis
