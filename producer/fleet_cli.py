@@ -1,0 +1,203 @@
+"""Fleet commands: ``submit grids|heatmaps``, ``status``, ``fetch``, ``worker``.
+
+Mounted into the main CLI by ``register(app)`` (``producer/cli.py`` calls it) and usable on its
+own as ``fleet_app`` / ``python -m producer.fleet_cli``. Configuration comes from the environment
+(``CONVATLAS_BROKER_URL``, ``CONVATLAS_S3_*``, AWS credentials). Imports are lazy: ``--help``
+loads neither TensorFlow nor boto3. Every request is planned and validated before anything is
+uploaded or queued; an invalid one exits with code 2.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
+
+import typer
+
+if TYPE_CHECKING:
+    from producer.plan import Plan
+    from shared.config import Settings
+
+fleet_app = typer.Typer(
+    help="Run on a Celery fleet: submit, status, fetch, worker.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+submit_app = typer.Typer(
+    help="Plan, upload and queue a run (only what is not already in storage).",
+    no_args_is_help=True,
+)
+
+WaitOpt = Annotated[bool, typer.Option("--wait", help="Wait for the run with a progress bar.")]
+TimeoutOpt = Annotated[float, typer.Option(help="Seconds --wait waits at most.")]
+
+
+def _fail(message: str, code: int = 2) -> NoReturn:
+    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
+    raise typer.Exit(code)
+
+
+def _settings(need_broker: bool = True) -> Settings:
+    from shared.config import Settings
+
+    s = Settings.from_env()
+    if need_broker and not s.broker_url:
+        _fail("CONVATLAS_BROKER_URL is not set (e.g. redis://:PASSWORD@host:6379/0)")
+    return s
+
+
+def _storage(settings: Settings, create: bool = False) -> Any:
+    from shared.storage import s3_storage_from_settings
+
+    return s3_storage_from_settings(settings, create_bucket=create)
+
+
+def _submit(plan: Plan, settings: Settings, wait: bool, timeout: float) -> None:
+    from producer.report import summary
+    from producer.submit import submit_plan, wait_for_run
+    from shared.storage import StorageError
+    from workers.app import make_app
+
+    try:
+        storage = _storage(settings, create=True)
+        res = submit_plan(plan, storage, make_app(settings))
+    except StorageError as exc:
+        _fail(f"storage: {exc}", 1)
+    typer.echo(
+        f"run {res.run_id}: {res.queued_jobs} jobs queued ({res.queued_tasks} tasks), "
+        f"{res.already_done} already in storage, {res.uploaded} photos uploaded"
+    )
+    if not wait:
+        typer.echo(f"  follow it with: convatlas status {res.run_id}")
+        return
+    try:
+        report = wait_for_run(storage, res.run_id, timeout, progress=True)
+    except TimeoutError as exc:
+        _fail(str(exc), 1)
+    typer.echo(summary(report, storage.describe()))
+    if report["counts"]["failed"] or not report["complete"]:
+        raise typer.Exit(1)
+
+
+@submit_app.command("grids")
+def submit_grids(
+    model: Annotated[str, typer.Option("--model", "-m", help="Model name or .keras/.h5 file.")] = "vgg16-hed",
+    layers: Annotated[str, typer.Option(help="Comma-separated layer names, or 'all'.")] = "block1_conv1",
+    filters: Annotated[str, typer.Option(help="'0:64', '0,5,9' or 'all' (pages of 64).")] = "0:64",
+    size: Annotated[int, typer.Option(help="Pattern size in pixels.")] = 64,
+    steps: Annotated[int, typer.Option(help="Gradient-ascent steps.")] = 40,
+    step_size: Annotated[float, typer.Option(help="Step size.")] = 1.0,
+    seed: Annotated[int, typer.Option(help="Seed of the start images.")] = 0,
+    fallback: Annotated[str, typer.Option(help="For dead filters: 'preactivation' or 'none'.")] = "preactivation",
+    wait: WaitOpt = False,
+    timeout: TimeoutOpt = 3600.0,
+) -> None:
+    """Queue filter-pattern grids: one task per filter, one chord per 8×8 page."""
+    from producer.plan import PlanError, plan_grids
+    from shared.engine.patterns import PatternParams
+
+    settings = _settings()
+    try:
+        params = PatternParams(size, steps, step_size, seed, fallback)
+        plan = plan_grids(model, layers, filters, params, settings)
+    except (PlanError, ValueError) as exc:
+        _fail(str(exc))
+    _submit(plan, settings, wait, timeout)
+
+
+@submit_app.command("heatmaps")
+def submit_heatmaps(
+    paths: Annotated[list[str], typer.Argument(help="Image files and/or folders.")],
+    model: Annotated[str, typer.Option("--model", "-m", help="Model name or .keras/.h5 file.")] = "efficientnet-lite0",
+    class_: Annotated[str | None, typer.Option("--class", "-c", help="Class index, WordNet id or name; default top-1.")] = None,
+    layer: Annotated[str | None, typer.Option(help="Target conv layer; default the last feature map.")] = None,
+    wait: WaitOpt = False,
+    timeout: TimeoutOpt = 3600.0,
+) -> None:
+    """Queue Grad-CAM heatmaps: photos are uploaded once by content hash, one task per photo."""
+    from producer.plan import PlanError, plan_heatmaps
+
+    settings = _settings()
+    try:
+        plan = plan_heatmaps(paths, model, class_, layer, settings)
+    except PlanError as exc:
+        _fail(str(exc))
+    for name, reason in plan.rejected:
+        typer.echo(f"  not submitted: {name}: {reason}", err=True)
+    _submit(plan, settings, wait, timeout)
+
+
+def status(run: Annotated[str, typer.Argument(help="Run id printed by submit.")]) -> None:
+    """Progress of a run, rebuilt from storage: counts, failures with reasons, output keys."""
+    from producer.report import build_report, load_manifest, summary
+    from producer.submit import read_report
+    from shared.storage import ObjectNotFound, StorageError
+
+    storage = _storage(_settings(need_broker=False))
+    try:
+        report = build_report(storage, load_manifest(storage, run))
+        written = read_report(storage, run) is not None
+    except ObjectNotFound:
+        _fail(f"no run {run!r} in {storage.describe()}", 1)
+    except (StorageError, ValueError) as exc:
+        _fail(str(exc), 1)
+    typer.echo(summary(report, storage.describe()))
+    typer.echo("  finished (report written)" if written else "  still running or not finished")
+
+
+def fetch(
+    run: Annotated[str, typer.Argument(help="Run id.")],
+    dest: Annotated[Path, typer.Argument(help="Folder to download into.")],
+) -> None:
+    """Download a run's outputs, report and a gallery with relative links into DEST."""
+    from producer.submit import fetch_run
+    from shared.storage import ObjectNotFound, StorageError
+
+    storage = _storage(_settings(need_broker=False))
+    try:
+        n, report = fetch_run(storage, run, dest)
+    except ObjectNotFound:
+        _fail(f"no run {run!r} in {storage.describe()}", 1)
+    except (StorageError, ValueError) as exc:
+        _fail(str(exc), 1)
+    typer.echo(f"{n} files in {dest}; gallery: {dest / 'runs' / run / 'index.html'}")
+    if not report["complete"]:
+        typer.echo("  the run is not complete yet: fetch again later for the rest")
+
+
+def worker(
+    concurrency: Annotated[int | None, typer.Option(help="Task threads = largest batch; default CONVATLAS_MAX_BATCH.")] = None,
+    loglevel: Annotated[str, typer.Option(help="Celery log level.")] = "info",
+    hostname: Annotated[str | None, typer.Option(help="Node name; default convatlas-<pid>@<host>.")] = None,
+) -> None:
+    """Start a Celery worker (threads pool, task events on for Flower); replaces this process."""
+    from workers.app import QUEUE
+
+    settings = _settings()
+    argv = [
+        sys.executable, "-m", "celery", "-A", "workers.app", "worker",
+        "--pool", "threads",
+        "--concurrency", str(concurrency or settings.max_batch),
+        "--loglevel", loglevel,
+        "--queues", QUEUE,
+        "--hostname", hostname or f"convatlas-{os.getpid()}@%h",
+        "--task-events",
+    ]
+    os.execv(sys.executable, argv)
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``submit`` (grids, heatmaps), ``status``, ``fetch`` and ``worker`` to ``app``."""
+    app.add_typer(submit_app, name="submit")
+    app.command("status")(status)
+    app.command("fetch")(fetch)
+    app.command("worker")(worker)
+
+
+register(fleet_app)
+
+if __name__ == "__main__":
+    fleet_app()

@@ -1,0 +1,181 @@
+"""Worker-side micro-batching: many one-job tasks, one model call.
+
+A task is one filter or one photo, but a model call on 1 input wastes the accelerator. The worker
+runs tasks in threads (``--pool threads --concurrency N``); each task thread calls
+``Batcher.run(job)``, which queues the job and blocks on a future. One collector thread per
+process waits up to ``batch_window_ms`` after the first job (or until ``max_batch`` jobs), groups
+the jobs by kind and runs each group with ``shared.jobs.run_filter_jobs`` /
+``run_gradcam_jobs``, which batch by (model, layer, params) themselves. All model calls thus
+happen in one thread, so the models loaded once per process are never used concurrently.
+
+A failing batch is retried job by job, so one bad job fails alone. No Celery import here: the
+batcher is plain threading and can be tested or reused without a broker.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+
+from shared.jobs import FilterJob, GradcamJob, Job, JobResult, run_filter_jobs, run_gradcam_jobs
+from shared.storage import Storage
+
+log = logging.getLogger(__name__)
+
+Runner = Callable[[list[Job], Storage], list[JobResult]]
+
+
+def default_runner(jobs: list[Job], storage: Storage) -> list[JobResult]:
+    """One call per kind; results in the order of ``jobs``."""
+    out: list[JobResult | None] = [None] * len(jobs)
+    by_kind: dict[str, list[int]] = defaultdict(list)
+    for i, job in enumerate(jobs):
+        by_kind[job.kind].append(i)
+    for kind, idx in by_kind.items():
+        group = [jobs[i] for i in idx]
+        if kind == "filter":
+            res = run_filter_jobs([j for j in group if isinstance(j, FilterJob)], storage,
+                                  batch_size=max(1, len(group)))
+        elif kind == "gradcam":
+            res = run_gradcam_jobs([j for j in group if isinstance(j, GradcamJob)], storage,
+                                   batch_size=max(1, len(group)))
+        else:
+            raise ValueError(f"cannot batch jobs of kind {kind!r}")
+        if len(res) != len(group):
+            raise RuntimeError(f"{kind}: {len(res)} results for {len(group)} jobs")
+        for i, r in zip(idx, res, strict=True):
+            out[i] = r
+    return [r for r in out if r is not None]
+
+
+@dataclass
+class _Item:
+    job: Job
+    future: Future[JobResult] = field(default_factory=Future)
+
+
+@dataclass
+class BatchStats:
+    """Counters for logs and tests: how big the model calls really were."""
+
+    batches: int = 0
+    jobs: int = 0
+    largest: int = 0
+    fallbacks: int = 0
+    sizes: list[int] = field(default_factory=list)
+
+
+class Batcher:
+    """Collects jobs from many threads and runs them in batches in one background thread."""
+
+    def __init__(
+        self,
+        storage: Storage,
+        window_ms: int = 50,
+        max_batch: int = 64,
+        runner: Runner = default_runner,
+    ) -> None:
+        if max_batch < 1:
+            raise ValueError("max_batch must be at least 1")
+        self.storage = storage
+        self.window = max(0, window_ms) / 1000.0
+        self.max_batch = max_batch
+        self.runner = runner
+        self.stats = BatchStats()
+        self._queue: queue.Queue[_Item] = queue.Queue()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    def run(self, job: Job, timeout: float | None = None) -> JobResult:
+        """Run ``job`` in the next batch; block until its own result (or its own exception).
+
+        ``TimeoutError`` after ``timeout`` seconds; the job may still run later (harmless:
+        jobs are idempotent).
+        """
+        item = _Item(job)
+        self._ensure_thread()
+        self._queue.put(item)
+        return item.future.result(timeout)
+
+    def _ensure_thread(self) -> None:
+        with self._lock:
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(
+                    target=self._loop, name="convatlas-batcher", daemon=True
+                )
+                self._thread.start()
+
+    def _collect(self) -> list[_Item]:
+        """Block for one job, then gather more until the window closes or the batch is full."""
+        items = [self._queue.get()]
+        deadline = time.monotonic() + self.window
+        while len(items) < self.max_batch:
+            left = deadline - time.monotonic()
+            try:
+                items.append(self._queue.get(timeout=left) if left > 0 else self._queue.get_nowait())
+            except queue.Empty:
+                break
+        return items
+
+    def _loop(self) -> None:
+        while True:
+            items = self._collect()
+            try:
+                self._run_batch(items)
+            except BaseException as exc:  # never let the collector die with futures pending
+                for it in items:
+                    if not it.future.done():
+                        it.future.set_exception(exc)
+
+    def _run_batch(self, items: Sequence[_Item]) -> None:
+        jobs = [it.job for it in items]
+        t0 = time.perf_counter()
+        try:
+            results = self.runner(jobs, self.storage)
+            if len(results) != len(items):
+                raise RuntimeError(f"runner returned {len(results)} results for {len(items)} jobs")
+        except Exception as exc:
+            log.warning("batch of %d jobs failed (%s: %s); running them one by one",
+                        len(items), type(exc).__name__, exc)
+            self.stats.fallbacks += 1
+            self._run_one_by_one(items)
+        else:
+            for it, res in zip(items, results, strict=True):
+                it.future.set_result(res)
+        s = self.stats
+        s.batches += 1
+        s.jobs += len(items)
+        s.largest = max(s.largest, len(items))
+        s.sizes = (s.sizes + [len(items)])[-1000:]
+        log.info("batch of %d jobs (%s) in %.2f s", len(items),
+                 ", ".join(sorted({j.kind for j in jobs})), time.perf_counter() - t0)
+
+    def _run_one_by_one(self, items: Sequence[_Item]) -> None:
+        for it in items:
+            try:
+                (res,) = self.runner([it.job], self.storage)
+            except Exception as exc:
+                it.future.set_exception(exc)
+            else:
+                it.future.set_result(res)
+
+
+_process_batcher: tuple[int, Batcher] | None = None
+_process_lock = threading.Lock()
+
+
+def process_batcher(storage_factory: Callable[[], Storage], window_ms: int,
+                    max_batch: int) -> Batcher:
+    """The batcher of this process (created on first use, again after a fork)."""
+    global _process_batcher
+    with _process_lock:
+        if _process_batcher is None or _process_batcher[0] != os.getpid():
+            _process_batcher = (os.getpid(), Batcher(storage_factory(), window_ms, max_batch))
+        return _process_batcher[1]

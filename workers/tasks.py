@@ -1,0 +1,153 @@
+"""Celery tasks: thin wrappers over ``shared.jobs`` and ``workers.batcher``.
+
+Contract (chosen so chords always reach their callbacks): a task never raises except to retry.
+It returns a small JSON dict ``{"status", "outputs", "error", "batch"}`` where status is
+
+* ``done``: computed now; ``skipped``: already in storage;
+* ``failed``: a permanent bad-input failure, recorded by ``shared.jobs`` as ``error.json``;
+* ``error``: not recorded (storage unreachable after every retry, a bug, a time-out): the job
+  stays pending in the run report and is queued again by the next submission.
+
+The Celery state is SUCCESS in all four cases; the run report, built from storage markers, is
+the source of truth. ``StorageUnavailable`` is retried with exponential backoff.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+from typing import Any
+
+from celery import Task
+
+from shared.config import Settings
+from shared.jobs import GridJob, JobResult, existing_result, job_from_dict
+from shared.storage import Storage, StorageUnavailable, s3_storage_from_settings
+from workers.app import TASK_NAMES, app
+from workers.batcher import Batcher, process_batcher
+
+log = logging.getLogger(__name__)
+
+MAX_RETRIES = 6
+RETRY_BASE_S = 2.0
+RETRY_CAP_S = 120.0
+
+_storage: Storage | None = None
+_storage_lock = threading.Lock()
+# The "already done?" check runs in the task threads; boto3's pool holds 10 connections, so
+# at most 8 threads at once (the batcher thread and reducers use the rest).
+_precheck = threading.BoundedSemaphore(8)
+
+
+def worker_storage() -> Storage:
+    """The S3 storage of this worker process, from the environment (created once)."""
+    global _storage
+    with _storage_lock:
+        if _storage is None:
+            _storage = s3_storage_from_settings(Settings.from_env())
+        return _storage
+
+
+def batcher() -> Batcher:
+    s = Settings.from_env()
+    return process_batcher(worker_storage, s.batch_window_ms, s.max_batch)
+
+
+def backoff(retries: int) -> float:
+    """2, 4, 8 … s (capped), with jitter so retries from one outage do not arrive together."""
+    return min(RETRY_CAP_S, RETRY_BASE_S * 2**retries) * random.uniform(0.75, 1.25)
+
+
+def _summary(res: JobResult) -> dict[str, Any]:
+    return {
+        "status": res.status,
+        "outputs": res.outputs,
+        "error": res.error,
+        "batch": res.info.get("batch"),
+    }
+
+
+def _error(message: str) -> dict[str, Any]:
+    return {"status": "error", "outputs": {}, "error": message, "batch": None}
+
+
+def _retry_or_error(task: Task, exc: StorageUnavailable) -> dict[str, Any]:
+    """Raise ``Retry`` while retries are left; then report the outage without raising."""
+    if task.request.retries < MAX_RETRIES:
+        raise task.retry(exc=exc, countdown=backoff(task.request.retries), max_retries=MAX_RETRIES)
+    log.error("%s: storage still unavailable after %d retries: %s", task.name, MAX_RETRIES, exc)
+    return _error(f"storage unavailable after {MAX_RETRIES} retries: {exc}")
+
+
+def _run_job(task: Task, job_dict: dict[str, Any]) -> dict[str, Any]:
+    try:
+        job = job_from_dict(job_dict)
+    except (TypeError, ValueError, KeyError) as exc:
+        return _error(f"invalid job: {exc}")
+    try:
+        with _precheck:
+            res = existing_result(job, worker_storage())
+        if res is None:
+            res = batcher().run(job, timeout=Settings.from_env().task_time_limit)
+        return _summary(res)
+    except StorageUnavailable as exc:
+        return _retry_or_error(task, exc)
+    except TimeoutError:
+        return _error("timed out waiting for the batch")
+    except Exception as exc:  # a bug or resource error: logged, reported, job stays pending
+        log.exception("%s failed for %s", task.name, job.marker)
+        return _error(f"{type(exc).__name__}: {exc}")
+
+
+@app.task(name=TASK_NAMES["filter"], bind=True, max_retries=MAX_RETRIES)
+def filter_pattern(self: Task, job_dict: dict[str, Any]) -> dict[str, Any]:
+    """One filter's pattern (batched with the other filters this worker is running)."""
+    return _run_job(self, job_dict)
+
+
+@app.task(name=TASK_NAMES["gradcam"], bind=True, max_retries=MAX_RETRIES)
+def gradcam(self: Task, job_dict: dict[str, Any]) -> dict[str, Any]:
+    """One photo's Grad-CAM; the photo is read from storage by its hash, never sent here."""
+    return _run_job(self, job_dict)
+
+
+def grid_from_dict(d: dict[str, Any]) -> GridJob:
+    d = dict(d)
+    d.pop("kind", None)
+    d["filters"] = tuple(d["filters"])
+    return GridJob(**d)
+
+
+@app.task(name=TASK_NAMES["reduce"], bind=True, max_retries=MAX_RETRIES)
+def reduce_grid(self: Task, results: Any, grid_dict: dict[str, Any]) -> dict[str, Any]:
+    """Chord body of one page: assemble it from the tiles in storage (``results`` unused:
+    failed or missing tiles are found in storage and left black)."""
+    from shared.jobs import reduce_grid as reduce
+
+    try:
+        res = reduce(grid_from_dict(grid_dict), worker_storage())
+        return {**_summary(res), "missing": res.info.get("missing", [])}
+    except StorageUnavailable as exc:
+        return _retry_or_error(self, exc)
+    except Exception as exc:
+        log.exception("reduce_grid failed")
+        return _error(f"{type(exc).__name__}: {exc}")
+
+
+@app.task(name=TASK_NAMES["finish"], bind=True, max_retries=MAX_RETRIES)
+def finish_run(self: Task, results: Any, run_id: str) -> dict[str, Any]:
+    """Run-level chord body: write the report and a gallery with presigned links."""
+    from producer.report import write_report
+
+    storage = worker_storage()
+    expiry = Settings.from_env().presign_expiry
+    try:
+        report = write_report(storage, run_id, lambda key: storage.url(key, expiry))
+        return {"status": "done", "run_id": run_id, "counts": report["counts"],
+                "complete": report["complete"]}
+    except StorageUnavailable as exc:
+        return _retry_or_error(self, exc)
+    except Exception as exc:
+        log.exception("finish_run failed for %s", run_id)
+        return _error(f"{type(exc).__name__}: {exc}")
