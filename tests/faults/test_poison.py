@@ -1,0 +1,65 @@
+"""Poison jobs: a job that always fails ends after one bounded attempt (recorded when it is the
+input's fault), never blocks the queue behind it and never takes the worker down."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from pathlib import Path
+
+from producer.plan import plan_heatmaps
+from producer.submit import submit_plan, wait_for_run
+from shared.jobs import existing_result
+from tests.faults.conftest import WAIT_S, check_report, received
+from tests.faults.test_bad_input import _png
+from tests.test_images import photo
+
+GOOD = 6
+
+
+def test_poison_jobs_fail_alone(make_rig, tmp_path: Path) -> None:  # noqa: ANN001
+    rig = make_rig(concurrency=8)
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for i in range(GOOD):
+        (folder / f"p{i}.png").write_bytes(_png(photo(48, 64, i)))
+    (folder / "always-bad.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg" * 10)
+    plan = plan_heatmaps([str(folder)], "efficientnet-lite0", None, None, rig.settings)
+    template = next(j for j in plan.jobs if j.name == "p0.png")
+    ghost_sha = hashlib.sha256(b"never uploaded").hexdigest()
+    ghost = dataclasses.replace(template, image_sha=ghost_sha, name="ghost")
+    poison = {
+        # raises inside the model call (bypasses the planner's class check)
+        "class-out-of-range": {**template.to_dict(), "class_index": 5000},
+        "unknown-kind": {"kind": "bogus", "x": 1},
+        "not-a-dict": "rm -rf /",
+        "missing-fields": {"kind": "gradcam"},
+        "input-not-in-storage": ghost.to_dict(),
+    }
+    # queued first, ahead of the run: the run must not wait behind them
+    sent = {name: rig.app.send_task("convatlas.gradcam", args=[arg])
+            for name, arg in poison.items()}
+    submit_plan(plan, rig.storage, rig.app)
+    report = wait_for_run(rig.storage, plan.run_id, WAIT_S, progress=False)
+    check_report(rig.storage, plan, report, failed={"always-bad.jpg"})
+    assert report["counts"]["done"] == GOOD and report["counts"]["failed"] == 1
+
+    outcomes = {name: r.get(timeout=30) for name, r in sent.items()}
+    for name in ("class-out-of-range", "unknown-kind", "not-a-dict", "missing-fields"):
+        # not the input's fault: reported as an error (Celery SUCCESS), not retried, not
+        # recorded in storage
+        assert outcomes[name]["status"] == "error" and outcomes[name]["error"], (name, outcomes)
+    assert "5000" in outcomes["class-out-of-range"]["error"]
+    assert existing_result(dataclasses.replace(template, class_index=5000), rig.storage) is None
+    # the input's fault: recorded for good as error.json
+    assert outcomes["input-not-in-storage"]["status"] == "failed"
+    rec = existing_result(ghost, rig.storage)
+    assert rec is not None and rec.status == "failed" and "not found" in rec.error
+    assert json.loads(rig.storage.get_bytes(ghost.error_key))["error"] == rec.error
+
+    log = rig.logs()
+    for r in sent.values():  # each poison message was delivered once: no redelivery loop
+        assert sum(f"[{r.id}] received" in line for line in log.splitlines()) == 1
+    assert received(log, "convatlas.gradcam") == len(poison) + GOOD + 1
+    assert rig.ping_worker() and rig.worker.poll() is None
