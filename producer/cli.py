@@ -135,11 +135,12 @@ def _run_and_report(plan, out: Path, batch_size: int, quiet: bool) -> None:  # n
 
 
 def _mount_fleet() -> None:
-    try:
-        from producer.fleet_cli import register
-    except ImportError:
-        return
+    """Fleet commands: submit/status/fetch/worker, and the local stack."""
+    from producer.fleet_cli import register
+    from producer.stack_cli import stack_app
+
     register(app)
+    app.add_typer(stack_app, name="stack", help="Start/stop a local Redis + SeaweedFS + workers + Flower.")
 
 
 _mount_fleet()
