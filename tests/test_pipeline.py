@@ -333,3 +333,24 @@ def test_batcher_isolates_a_failing_job(local_storage) -> None:  # noqa: ANN001
         futures[3].result()
     assert [f.result().status for i, f in enumerate(futures) if i != 3] == ["done"] * 7
     assert calls == [8] + [1] * 8 and b.stats.fallbacks == 1
+
+
+def test_batcher_storage_outage_fails_the_batch_once(local_storage) -> None:  # noqa: ANN001
+    from concurrent.futures import ThreadPoolExecutor
+
+    from shared.storage import StorageUnavailable
+    from workers.batcher import Batcher
+
+    calls: list[int] = []
+
+    def runner(jobs, storage):  # noqa: ANN001, ANN202
+        calls.append(len(jobs))
+        raise StorageUnavailable("S3 is down")
+
+    b = Batcher(local_storage, window_ms=300, max_batch=4, runner=runner)
+    with ThreadPoolExecutor(4) as pool:
+        futures = [pool.submit(b.run, j, 10) for j in _fake_jobs(4)]
+    for f in futures:
+        with pytest.raises(StorageUnavailable):
+            f.result()
+    assert calls == [4]  # no job-by-job fallback against a storage that is down

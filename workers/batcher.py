@@ -8,7 +8,8 @@ the jobs by kind and runs each group with ``shared.jobs.run_filter_jobs`` /
 ``run_gradcam_jobs``, which batch by (model, layer, params) themselves. All model calls thus
 happen in one thread, so the models loaded once per process are never used concurrently.
 
-A failing batch is retried job by job, so one bad job fails alone. No Celery import here: the
+A failing batch is retried job by job, so one bad job fails alone (but an unreachable storage
+fails the whole batch at once: its tasks retry later). No Celery import here: the
 batcher is plain threading and can be tested or reused without a broker.
 """
 
@@ -25,7 +26,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 
 from shared.jobs import FilterJob, GradcamJob, Job, JobResult, run_filter_jobs, run_gradcam_jobs
-from shared.storage import Storage
+from shared.storage import Storage, StorageUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -141,6 +142,10 @@ class Batcher:
             results = self.runner(jobs, self.storage)
             if len(results) != len(items):
                 raise RuntimeError(f"runner returned {len(results)} results for {len(items)} jobs")
+        except StorageUnavailable as exc:  # an outage, not a bad job: all retry later
+            log.warning("batch of %d jobs: storage unavailable (%s)", len(items), exc)
+            for it in items:
+                it.future.set_exception(exc)
         except Exception as exc:
             log.warning("batch of %d jobs failed (%s: %s); running them one by one",
                         len(items), type(exc).__name__, exc)

@@ -5,11 +5,14 @@ It returns a small JSON dict ``{"status", "outputs", "error", "batch"}`` where s
 
 * ``done``: computed now; ``skipped``: already in storage;
 * ``failed``: a permanent bad-input failure, recorded by ``shared.jobs`` as ``error.json``;
-* ``error``: not recorded (storage unreachable after every retry, a bug, a time-out): the job
-  stays pending in the run report and is queued again by the next submission.
+* ``error``: not recorded (an invalid job, a bug, storage unreachable or the batch not done
+  after every retry): the job stays pending in the run report and is queued again by the
+  next submission.
 
 The Celery state is SUCCESS in all four cases; the run report, built from storage markers, is
-the source of truth. ``StorageUnavailable`` is retried with exponential backoff.
+the source of truth. ``StorageUnavailable``, and a wait for the batch longer than
+``CONVATLAS_TASK_TIME_LIMIT`` (the threads pool enforces no time limit itself), are retried
+with exponential backoff.
 """
 
 from __future__ import annotations
@@ -72,12 +75,12 @@ def _error(message: str) -> dict[str, Any]:
     return {"status": "error", "outputs": {}, "error": message, "batch": None}
 
 
-def _retry_or_error(task: Task, exc: StorageUnavailable) -> dict[str, Any]:
-    """Raise ``Retry`` while retries are left; then report the outage without raising."""
+def _retry_or_error(task: Task, exc: Exception, what: str) -> dict[str, Any]:
+    """Raise ``Retry`` while retries are left; then report the problem without raising."""
     if task.request.retries < MAX_RETRIES:
         raise task.retry(exc=exc, countdown=backoff(task.request.retries), max_retries=MAX_RETRIES)
-    log.error("%s: storage still unavailable after %d retries: %s", task.name, MAX_RETRIES, exc)
-    return _error(f"storage unavailable after {MAX_RETRIES} retries: {exc}")
+    log.error("%s: %s after %d retries: %s", task.name, what, MAX_RETRIES, exc)
+    return _error(f"{what} after {MAX_RETRIES} retries: {exc}")
 
 
 def _run_job(task: Task, job_dict: dict[str, Any]) -> dict[str, Any]:
@@ -92,9 +95,9 @@ def _run_job(task: Task, job_dict: dict[str, Any]) -> dict[str, Any]:
             res = batcher().run(job, timeout=Settings.from_env().task_time_limit)
         return _summary(res)
     except StorageUnavailable as exc:
-        return _retry_or_error(task, exc)
-    except TimeoutError:
-        return _error("timed out waiting for the batch")
+        return _retry_or_error(task, exc, "storage unavailable")
+    except TimeoutError as exc:  # the batcher is behind; the job stays queued there
+        return _retry_or_error(task, exc, "timed out waiting for its batch")
     except Exception as exc:  # a bug or resource error: logged, reported, job stays pending
         log.exception("%s failed for %s", task.name, job.marker)
         return _error(f"{type(exc).__name__}: {exc}")
@@ -129,7 +132,7 @@ def reduce_grid(self: Task, results: Any, grid_dict: dict[str, Any]) -> dict[str
         res = reduce(grid_from_dict(grid_dict), worker_storage())
         return {**_summary(res), "missing": res.info.get("missing", [])}
     except StorageUnavailable as exc:
-        return _retry_or_error(self, exc)
+        return _retry_or_error(self, exc, "storage unavailable")
     except Exception as exc:
         log.exception("reduce_grid failed")
         return _error(f"{type(exc).__name__}: {exc}")
@@ -147,7 +150,7 @@ def finish_run(self: Task, results: Any, run_id: str) -> dict[str, Any]:
         return {"status": "done", "run_id": run_id, "counts": report["counts"],
                 "complete": report["complete"]}
     except StorageUnavailable as exc:
-        return _retry_or_error(self, exc)
+        return _retry_or_error(self, exc, "storage unavailable")
     except Exception as exc:
         log.exception("finish_run failed for %s", run_id)
         return _error(f"{type(exc).__name__}: {exc}")
