@@ -56,8 +56,11 @@ def _storage(settings: Settings, create: bool = False) -> Any:
 
 
 def _submit(plan: Plan, settings: Settings, wait: bool, timeout: float) -> None:
+    from kombu.exceptions import OperationalError
+
     from producer.report import summary
     from producer.submit import submit_plan, wait_for_run
+    from shared.config import redact_url
     from shared.storage import StorageError
     from workers.app import make_app
 
@@ -66,6 +69,8 @@ def _submit(plan: Plan, settings: Settings, wait: bool, timeout: float) -> None:
         res = submit_plan(plan, storage, make_app(settings))
     except StorageError as exc:
         _fail(f"storage: {exc}", 1)
+    except OperationalError as exc:
+        _fail(f"broker {redact_url(settings.broker_url)} unreachable: {redact_url(str(exc))}", 1)
     typer.echo(
         f"run {res.run_id}: {res.queued_jobs} jobs queued ({res.queued_tasks} tasks), "
         f"{res.already_done} already in storage, {res.uploaded} photos uploaded"

@@ -140,8 +140,16 @@ def build_canvas(plan: Plan, storage: Storage, app: Celery) -> tuple[list[Signat
     return elements, len(todo), tasks, len(plan.jobs) - len(todo)
 
 
+def check_broker(app: Celery) -> None:
+    """Fail fast (kombu ``OperationalError``) when the broker is down or refuses the password,
+    before any photo is uploaded; Celery would otherwise retry for many seconds."""
+    with app.connection_for_write() as conn:
+        conn.ensure_connection(max_retries=1)
+
+
 def submit_plan(plan: Plan, storage: Storage, app: Celery) -> SubmitResult:
     """Upload inputs, write the manifest, queue what is missing (or write the report now)."""
+    check_broker(app)
     uploaded = upload_inputs(plan, storage)
     write_manifest(plan, storage)
     elements, n_jobs, n_tasks, done = build_canvas(plan, storage, app)

@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -95,6 +96,15 @@ def start_worker(env: dict[str, str], log_path: Path, concurrency: int = 64) -> 
         )
 
 
+def wait_ready(proc: subprocess.Popen[bytes], log_path: Path, timeout: float = 90) -> None:
+    """Until the worker logs `` ready.``; fail with its log if it dies or hangs."""
+    deadline = time.monotonic() + timeout
+    while " ready." not in log_path.read_text(errors="replace"):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            pytest.fail("worker did not start:\n" + log_path.read_text(errors="replace")[-3000:])
+        time.sleep(0.1)
+
+
 def s3_storage(s3: SeaweedS3Server, prefix: str) -> S3Storage:
     return S3Storage(
         bucket=BUCKET, prefix=prefix, endpoint_url=s3.endpoint_url,
@@ -127,6 +137,7 @@ def fleet(
     app.control.purge()  # leftovers of an interrupted earlier session in this database
     log_path = tmp / "worker.log"
     worker = start_worker(env, log_path)
+    wait_ready(worker, log_path)
     f = Fleet(env, settings, storage, app, worker, log_path,
               (redis_server.password or "", s3_server.secret_key))
     try:
