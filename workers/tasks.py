@@ -5,9 +5,12 @@ It returns a small JSON dict ``{"status", "outputs", "error", "batch"}`` where s
 
 * ``done``: computed now; ``skipped``: already in storage;
 * ``failed``: a permanent bad-input failure, recorded by ``shared.jobs`` as ``error.json``;
-* ``error``: not recorded (an invalid job, a bug, storage unreachable or the batch not done
-  after every retry): the job stays pending in the run report and is queued again by the
-  next submission.
+* ``failed`` too for a job that keeps raising (a poison job: e.g. a class index its model does
+  not have): after ``POISON_RETRIES`` retries the error is recorded as its ``error.json``, so
+  the run completes and reports it instead of waiting for it forever;
+* ``error``: not recorded (a job that cannot even be parsed, storage unreachable or the batch
+  not done after every retry): the job stays pending in the run report and is queued again by
+  the next submission.
 
 The Celery state is SUCCESS in all four cases; the run report, built from storage markers, is
 the source of truth. ``StorageUnavailable``, and a wait for the batch longer than
@@ -25,7 +28,7 @@ from typing import Any
 from celery import Task
 
 from shared.config import Settings
-from shared.jobs import GridJob, JobResult, existing_result, job_from_dict
+from shared.jobs import GridJob, JobResult, existing_result, job_from_dict, record_failure
 from shared.storage import Storage, StorageUnavailable, s3_storage_from_settings
 from workers.app import TASK_NAMES, app
 from workers.batcher import Batcher, process_batcher
@@ -33,6 +36,7 @@ from workers.batcher import Batcher, process_batcher
 log = logging.getLogger(__name__)
 
 MAX_RETRIES = 6
+POISON_RETRIES = 2  # a job that raises is tried 1 + 2 times, then recorded as failed
 RETRY_BASE_S = 2.0
 RETRY_CAP_S = 120.0
 
@@ -98,9 +102,16 @@ def _run_job(task: Task, job_dict: dict[str, Any]) -> dict[str, Any]:
         return _retry_or_error(task, exc, "storage unavailable")
     except TimeoutError as exc:  # the batcher is behind; the job stays queued there
         return _retry_or_error(task, exc, "timed out waiting for its batch")
-    except Exception as exc:  # a bug or resource error: logged, reported, job stays pending
+    except Exception as exc:  # a poison job or a bug: bounded retries, then a recorded failure
         log.exception("%s failed for %s", task.name, job.marker)
-        return _error(f"{type(exc).__name__}: {exc}")
+        if task.request.retries < POISON_RETRIES:
+            raise task.retry(exc=exc, countdown=backoff(task.request.retries),
+                             max_retries=MAX_RETRIES) from exc
+        reason = f"{type(exc).__name__}: {exc} (after {POISON_RETRIES} retries)"
+        try:
+            return _summary(record_failure(job, worker_storage(), reason))
+        except StorageUnavailable:
+            return _error(reason)
 
 
 @app.task(name=TASK_NAMES["filter"], bind=True, max_retries=MAX_RETRIES)

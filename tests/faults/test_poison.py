@@ -1,5 +1,5 @@
-"""Poison jobs: a job that always fails ends after one bounded attempt (recorded when it is the
-input's fault), never blocks the queue behind it and never takes the worker down."""
+"""Poison jobs: a job that always fails ends after bounded attempts as a recorded failure (when
+it can be parsed at all), never blocks the queue behind it and never takes the worker down."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from shared.jobs import existing_result
 from tests.faults.conftest import WAIT_S, check_report, received
 from tests.faults.test_bad_input import _png
 from tests.test_images import photo
+from workers.tasks import POISON_RETRIES
 
 GOOD = 6
 
@@ -46,12 +47,14 @@ def test_poison_jobs_fail_alone(make_rig, tmp_path: Path) -> None:  # noqa: ANN0
     assert report["counts"]["done"] == GOOD and report["counts"]["failed"] == 1
 
     outcomes = {name: r.get(timeout=30) for name, r in sent.items()}
-    for name in ("class-out-of-range", "unknown-kind", "not-a-dict", "missing-fields"):
-        # not the input's fault: reported as an error (Celery SUCCESS), not retried, not
-        # recorded in storage
+    for name in ("unknown-kind", "not-a-dict", "missing-fields"):
+        # not even a job: reported as an error (Celery SUCCESS), not retried, nothing to record
         assert outcomes[name]["status"] == "error" and outcomes[name]["error"], (name, outcomes)
+    # a job that keeps raising: retried POISON_RETRIES times, then recorded as failed for good
+    assert outcomes["class-out-of-range"]["status"] == "failed"
     assert "5000" in outcomes["class-out-of-range"]["error"]
-    assert existing_result(dataclasses.replace(template, class_index=5000), rig.storage) is None
+    bad = existing_result(dataclasses.replace(template, class_index=5000), rig.storage)
+    assert bad is not None and bad.status == "failed" and "retries" in bad.error
     # the input's fault: recorded for good as error.json
     assert outcomes["input-not-in-storage"]["status"] == "failed"
     rec = existing_result(ghost, rig.storage)
@@ -59,7 +62,8 @@ def test_poison_jobs_fail_alone(make_rig, tmp_path: Path) -> None:  # noqa: ANN0
     assert json.loads(rig.storage.get_bytes(ghost.error_key))["error"] == rec.error
 
     log = rig.logs()
-    for r in sent.values():  # each poison message was delivered once: no redelivery loop
-        assert sum(f"[{r.id}] received" in line for line in log.splitlines()) == 1
-    assert received(log, "convatlas.gradcam") == len(poison) + GOOD + 1
+    for name, r in sent.items():  # bounded deliveries: no redelivery loop
+        times = 1 + POISON_RETRIES if name == "class-out-of-range" else 1
+        assert sum(f"[{r.id}] received" in line for line in log.splitlines()) == times, name
+    assert received(log, "convatlas.gradcam") == len(poison) + GOOD + 1 + POISON_RETRIES
     assert rig.ping_worker() and rig.worker.poll() is None
