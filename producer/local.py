@@ -10,7 +10,8 @@ from typing import Any
 from tqdm import tqdm
 
 from producer.plan import Plan
-from producer.report import manifest_key, write_report
+from producer.report import write_report
+from producer.staging import upload_inputs, write_manifest
 from shared import keys
 from shared.jobs import (
     FilterJob,
@@ -20,25 +21,7 @@ from shared.jobs import (
     run_filter_jobs,
     run_gradcam_jobs,
 )
-from shared.storage import LocalStorage, Storage
-
-
-def upload_inputs(plan: Plan, storage: Storage) -> int:
-    """Copy each distinct input photo under its content hash (skipped when already there)."""
-    n = 0
-    for f in {f.sha256: f for f in plan.inputs}.values():
-        key = keys.input_key(f.sha256)
-        if not storage.exists(key):
-            storage.put_bytes(key, f.path.read_bytes(), "application/octet-stream")
-            n += 1
-    return n
-
-
-def write_manifest(plan: Plan, storage: Storage) -> None:
-    import json
-
-    storage.put_bytes(manifest_key(plan.run_id), json.dumps(plan.manifest(), indent=2).encode(),
-                      "application/json")
+from shared.storage import LocalStorage
 
 
 def _chunks(items: list[Any], n: int) -> Iterator[list[Any]]:

@@ -9,7 +9,6 @@ TensorFlow. A submission whose results all exist queues nothing and writes the r
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 from dataclasses import dataclass
@@ -19,11 +18,12 @@ from typing import Any
 from celery import Celery, chord
 from celery.canvas import Signature
 
-from producer.plan import Plan, PlanError
+from producer.plan import Plan
 from producer.report import build_report, load_manifest, manifest_key, report_key, write_report
+from producer.staging import upload_inputs, write_manifest
 from shared import keys
 from shared.jobs import GradcamJob, GridJob, Job, job_from_dict
-from shared.storage import ObjectNotFound, Storage
+from shared.storage import ObjectNotFound, Storage, StorageUnavailable
 from workers.app import TASK_NAMES
 
 
@@ -81,28 +81,6 @@ def _grid_needs_reduce(grid: GridJob, storage: Storage, found: set[str], missing
 
 
 # --- uploads -------------------------------------------------------------------------------
-
-
-def upload_inputs(plan: Plan, storage: Storage) -> int:
-    """Put each distinct photo under ``inputs/<sha>`` unless it is there; one file in memory at
-    a time. A file changed since planning is refused (its key would no longer match)."""
-    n = 0
-    for f in {f.sha256: f for f in plan.inputs}.values():
-        key = keys.input_key(f.sha256)
-        if storage.exists(key):
-            continue
-        data = f.path.read_bytes()
-        if hashlib.sha256(data).hexdigest() != f.sha256:
-            raise PlanError(f"{f.name} changed while being submitted; submit again")
-        storage.put_bytes(key, data, "application/octet-stream")
-        del data
-        n += 1
-    return n
-
-
-def write_manifest(plan: Plan, storage: Storage) -> None:
-    storage.put_bytes(manifest_key(plan.run_id), json.dumps(plan.manifest(), indent=2).encode(),
-                      "application/json")
 
 
 # --- queueing ------------------------------------------------------------------------------
@@ -225,13 +203,16 @@ def wait_for_run(
     all_done_since: float | None = None
     with tqdm(total=len(manifest["jobs"]), unit="job", desc=run_id, disable=not progress) as bar:
         while True:
-            report = read_report(storage, run_id)
-            done, total = run_progress(storage, manifest)
+            try:
+                report = read_report(storage, run_id)
+                done, total = run_progress(storage, manifest)
+            except StorageUnavailable:  # S3 down for a while: keep waiting until the deadline
+                report, done, total = None, bar.n, len(manifest["jobs"])
             bar.update(done - bar.n)
             if report is not None:
                 return report
             now = time.monotonic()
-            if done == total:
+            if done == total and report is None:
                 all_done_since = all_done_since or now
                 if now - all_done_since > grace:
                     report = build_report(storage, manifest)
