@@ -279,11 +279,18 @@ class RedisServer(_Managed):
     name = "redis"
 
     def __init__(
-        self, dir: Path | str, port: int | None = None, password: str | None = None
+        self,
+        dir: Path | str,
+        port: int | None = None,
+        password: str | None = None,
+        persistent: bool = False,
     ) -> None:
         super().__init__(dir)
         self.port = port or free_port()
         self.password = password
+        # persistent: an append-only file in ``dir`` keeps queued tasks across a restart, as a
+        # production Redis must; throwaway test servers keep nothing.
+        self.persistent = persistent
 
     @property
     def url(self) -> str:
@@ -327,7 +334,8 @@ class RedisServer(_Managed):
             f"bind {LOOPBACK}",
             "protected-mode yes",
             'save ""',
-            "appendonly no",
+            "appendonly yes" if self.persistent else "appendonly no",
+            "appendfsync everysec",
             f'dir "{self.dir}"',
             "daemonize no",
             'logfile ""',
@@ -347,10 +355,10 @@ class RedisServer(_Managed):
             time.sleep(0.05)
 
     def stop(self) -> None:
-        """SHUTDOWN NOSAVE, falling back to signals."""
+        """SHUTDOWN (NOSAVE unless persistent), falling back to signals."""
         if self.running:
             with contextlib.suppress(Exception):
-                self._client(self.password).shutdown(nosave=True)
+                self._client(self.password).shutdown(nosave=not self.persistent)
         self._terminate(timeout=10)
 
 

@@ -238,6 +238,7 @@ class LocalStack:
             self.dir / "redis",
             port=ports.get("redis"),
             password=redis_password or secrets.token_urlsafe(24),
+            persistent=True,
         )
         s3_ports = {k: v for k, v in ports.items() if k in S3_ROLES}
         self.s3 = _S3(self.dir / "s3", s3_access_key, s3_secret_key, ports=s3_ports)

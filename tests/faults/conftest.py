@@ -139,7 +139,7 @@ def make_rig(
     def make(visibility_timeout: int = 60, concurrency: int = 16,
              s3: SeaweedS3Server | None = None, worker: bool = True) -> Rig:
         tmp = tmp_path_factory.mktemp("rig")
-        redis = RedisServer(tmp / "redis", password=secrets.token_urlsafe(18))
+        redis = RedisServer(tmp / "redis", password=secrets.token_urlsafe(18), persistent=True)
         redis.start()
         s3 = s3 or s3_server
         env = fleet_env(redis, s3, f"fault-{uuid.uuid4().hex[:10]}", tmp / "cache", db=0,

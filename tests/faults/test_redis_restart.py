@@ -33,16 +33,14 @@ def test_redis_restart_mid_run(make_rig) -> None:  # noqa: ANN001
     markers = {j.marker for j in plan.jobs}
     wait_until(lambda: len(markers & set(rig.storage.list_keys("results/"))) >= 4, 90,
                "the first tiles")
-    # This throwaway Redis keeps no data across a restart (save "", SHUTDOWN NOSAVE); a
-    # production Redis snapshots on shutdown or keeps an AOF, which this SAVE stands for.
-    # Without it the queue is gone, and re-submitting the run queues what is missing.
+    # The rig's Redis keeps an append-only file, as the local stack's and a production Redis
+    # do; without one the queue would be lost, and re-submitting the run would queue it again.
     client = rig.redis_client()
     assert client.llen("convatlas") > 0  # mid-run: tasks still queued
-    client.save()
     client.close()
     rig.redis.stop()
     time.sleep(2)
-    rig.redis.start()  # same port, same password, the snapshot reloaded
+    rig.redis.start()  # same port, same password, the append-only file replayed
     follower.join(WAIT_S + 10)
     assert "error" not in waited, waited.get("error")
     report = waited["report"]
