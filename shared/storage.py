@@ -231,6 +231,7 @@ class S3Storage:
         retry_mode: str = "standard",
         connect_timeout: float = 5.0,
         read_timeout: float = 60.0,
+        max_pool_connections: int = 64,
     ) -> None:
         if len(bucket) < 3:
             raise ValueError("S3 bucket names have at least 3 characters")
@@ -250,6 +251,8 @@ class S3Storage:
             "retry_mode": retry_mode,
             "connect_timeout": connect_timeout,
             "read_timeout": read_timeout,
+            # a worker's task threads (up to its concurrency) share one client
+            "max_pool_connections": max_pool_connections,
         }
         self._client_obj: Any = None
         self._client_pid = 0
@@ -287,6 +290,7 @@ class S3Storage:
             retries={"mode": a["retry_mode"], "max_attempts": a["max_attempts"]},
             connect_timeout=a["connect_timeout"],
             read_timeout=a["read_timeout"],
+            max_pool_connections=a["max_pool_connections"],
         )
         return session.client("s3", endpoint_url=self.endpoint_url, config=config)
 

@@ -42,8 +42,8 @@ RETRY_CAP_S = 120.0
 
 _storage: Storage | None = None
 _storage_lock = threading.Lock()
-# The "already done?" check runs in the task threads; boto3's pool holds 10 connections, so
-# at most 8 threads at once (the batcher thread and reducers use the rest).
+# The "already done?" check runs in every task thread: at most 8 at once, so a burst of
+# deliveries does not turn into dozens of simultaneous HEAD requests per worker.
 _precheck = threading.BoundedSemaphore(8)
 
 
