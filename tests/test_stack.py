@@ -11,6 +11,7 @@ import signal
 import stat
 import subprocess
 import sys
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -154,6 +155,34 @@ def test_flower_page_renders_in_chromium(stack: LocalStack, tmp_path: Path) -> N
     assert colours is None or len(colours) > 20  # not one flat colour, not an error page
 
 
+def test_flower_lists_succeeded_tasks_without_secrets(stack: LocalStack) -> None:
+    """A real run through the stack: Flower shows each job as its own succeeded task, by its
+    readable name, and nothing it shows contains a secret."""
+    env = {**os.environ, **stack.env()}
+    p = subprocess.run(
+        [sys.executable, "-m", "producer.cli", "submit", "grids", "--model", "vgg16-hed",
+         "--layers", "block1_conv1", "--filters", "0:4", "--size", "16", "--steps", "1", "--wait"],
+        capture_output=True, text=True, env=env, cwd=ROOT, timeout=300,
+    )
+    assert p.returncode == 0, p.stdout + p.stderr
+    auth = (stack.flower_user, stack.flower_password)
+    deadline = time.monotonic() + 30
+    while True:
+        status, body = _http(stack.urls()["flower"] + "api/tasks", auth=auth)
+        assert status == 200
+        tasks = json.loads(body)
+        names = [t.get("name") for t in tasks.values()]
+        if names.count("convatlas.filter_pattern") >= 4 or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    filters = [t for t in tasks.values() if t.get("name") == "convatlas.filter_pattern"]
+    assert len(filters) >= 4 and all(t["state"] == "SUCCESS" for t in filters)
+    assert "convatlas.reduce_grid" in names and "convatlas.finish_run" in names
+    text = body.decode() + p.stdout + p.stderr
+    for secret in _secrets(stack):
+        assert secret and secret not in text
+
+
 def test_fault_hooks(stack: LocalStack) -> None:
     import redis
 
@@ -248,3 +277,4 @@ def read_env_example() -> dict[str, str]:
             k, v = line.split("=", 1)
             out[k] = v
     return out
+
