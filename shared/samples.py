@@ -10,13 +10,12 @@ from pathlib import Path
 
 __all__ = ["SAMPLE_NAMES", "samples_dir", "sample_photos"]
 
-#: The sample files, in a fixed order (cat, espresso, rocket, astronaut, motorcycle).
+#: The sample files, in a fixed order (cat, espresso, rocket, astronaut).
 SAMPLE_NAMES: tuple[str, ...] = (
     "chelsea.png",
     "coffee.png",
     "rocket.jpg",
     "astronaut.png",
-    "motorcycle_left.png",
 )
 
 

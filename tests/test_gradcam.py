@@ -45,8 +45,8 @@ def reference_cam(model: keras.Model, x: np.ndarray, layer: str, class_index: in
 
 def test_batched_engine_matches_one_image_reference(effnet, photos) -> None:  # noqa: ANN001
     images = list(photos.values())
-    classes = [None, 281, None, 967, None]
-    cams = grad_cam(effnet, images, classes, batch_size=4)
+    classes = [None, 281, None, 967]
+    cams = grad_cam(effnet, images, classes, batch_size=3)
     for img, cls, cam in zip(images, classes, cams, strict=True):
         x = effnet.preprocess(model_input(effnet, img))
         ref = reference_cam(effnet.model, np.asarray(x), "top_activation", cls)

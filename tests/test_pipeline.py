@@ -136,13 +136,14 @@ def photo_folder(tmp_path: Path) -> Path:
 
 
 def test_heatmaps(fleet: Fleet, photo_folder: Path, tmp_path: Path) -> None:
+    n = len(sample_photos())  # distinct real photos; + a duplicate and a corrupt file
     plan = plan_heatmaps([str(photo_folder)], "efficientnet-lite0", None, None, fleet.settings)
-    assert len(plan.inputs) == 7 and len(plan.jobs) == 6  # the duplicate is one job
+    assert len(plan.inputs) == n + 2 and len(plan.jobs) == n + 1  # the duplicate is one job
     res = submit_plan(plan, fleet.storage, fleet.app)
-    assert res.queued_jobs == 6 and res.uploaded == 6
+    assert res.queued_jobs == n + 1 and res.uploaded == n + 1
     report = wait_for_run(fleet.storage, plan.run_id, WAIT_S, progress=False)
     assert report["complete"]
-    assert report["counts"]["done"] == 5 and report["counts"]["failed"] == 1
+    assert report["counts"]["done"] == n and report["counts"]["failed"] == 1
     by_name = {j["name"]: j for j in report["jobs"]}
     assert by_name["broken.jpg"]["status"] == "failed"
     assert "bad image" in by_name["broken.jpg"]["error"]
@@ -165,9 +166,9 @@ def test_heatmaps(fleet: Fleet, photo_folder: Path, tmp_path: Path) -> None:
     print(f"grad-cam batch sizes: {batches}")
     # the duplicate photo was uploaded and computed once
     inputs = fleet.storage.list_keys("inputs/")
-    assert len(inputs) == 6
+    assert len(inputs) == n + 1
     assert sum("/gradcam/" in k and k.endswith("record.json")
-               for k in fleet.storage.list_keys("results/")) == 5
+               for k in fleet.storage.list_keys("results/")) == n
 
     again = submit_plan(plan, fleet.storage, fleet.app)
     assert (again.queued_jobs, again.queued_tasks, again.uploaded) == (0, 0, 0)
@@ -175,7 +176,7 @@ def test_heatmaps(fleet: Fleet, photo_folder: Path, tmp_path: Path) -> None:
     # status and fetch through the CLI
     st = fleet.cli("status", plan.run_id)
     assert st.returncode == 0, st.stderr
-    assert "5 done, 1 failed" in st.stdout and "broken.jpg" in st.stdout
+    assert f"{n} done, 1 failed" in st.stdout and "broken.jpg" in st.stdout
     dest = tmp_path / "fetched"
     fe = fleet.cli("fetch", plan.run_id, str(dest))
     assert fe.returncode == 0, fe.stderr

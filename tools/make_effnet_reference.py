@@ -42,8 +42,6 @@ PHOTOS = (
     "coffee.png",
     "rocket.jpg",
     "astronaut.png",
-    "motorcycle_left.png",
-    "motorcycle_right.png",
     "hubble_deep_field.jpg",
     "ihc.png",
     "camera.png",
