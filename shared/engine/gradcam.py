@@ -56,9 +56,15 @@ def _gradcam_fn(lm: LoadedModel, layer: str):  # noqa: ANN202
     return lm.compiled[key]
 
 
+def input_size(lm: LoadedModel) -> int:
+    """The classifier's square input side: the spec's, else the model's own, else 224."""
+    fixed = lm.model.inputs[0].shape[1]
+    return lm.spec.input_size or (int(fixed) if fixed else 224)
+
+
 def model_input(lm: LoadedModel, image: np.ndarray) -> np.ndarray:
     """Resize an RGB uint8 photo to the classifier's square input, as float32 pixels."""
-    size = lm.spec.input_size or 224
+    size = input_size(lm)
     interp = cv2.INTER_AREA if min(image.shape[:2]) > size else cv2.INTER_LINEAR
     return cv2.resize(image, (size, size), interpolation=interp).astype(np.float32)
 

@@ -66,10 +66,22 @@ class LoadedModel:
     def any_size_model(self) -> Any:
         """The model accepting any input size (filter patterns run at 64 px, not 224)."""
         shape = tuple(self.model.inputs[0].shape[1:3])
-        if shape == (None, None) or self.spec.build_any_size is None:
+        if shape == (None, None):
             return self.model
         if "any_size" not in self.compiled:
-            flexible = self.spec.build_any_size()
+            if self.spec.build_any_size is not None:
+                flexible = self.spec.build_any_size()
+            else:  # a user's model: the same graph on a size-free input, where its layers allow
+                import keras
+
+                try:
+                    flexible = keras.models.clone_model(
+                        self.model, input_tensors=keras.Input((None, None, self.model.inputs[0].shape[-1]))
+                    )
+                except Exception as exc:
+                    raise ValueError(
+                        f"{self.name} takes only {shape[0]}×{shape[1]} inputs: use --size {shape[0]}"
+                    ) from exc
             flexible.set_weights(self.model.get_weights())
             self.compiled["any_size"] = flexible
         return self.compiled["any_size"]
