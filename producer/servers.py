@@ -171,6 +171,7 @@ class _Managed:
     """One child process with its log in ``dir``; stopped at interpreter exit as a last resort."""
 
     name = "server"
+    new_session = False  # True: the child leads its own session (Ctrl-C reaches only the parent)
 
     def __init__(self, dir: Path | str) -> None:
         self.dir = Path(dir).resolve()
@@ -189,6 +190,7 @@ class _Managed:
         if self.running:
             raise ServerError(f"{self.name} already running (pid {self.pid})")
         self.dir.mkdir(parents=True, exist_ok=True)
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
                 argv,
@@ -197,6 +199,7 @@ class _Managed:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 env=env,
+                start_new_session=self.new_session,
             )
         _live.add(self)
 

@@ -34,6 +34,7 @@ from producer.servers import (
     RedisServer,
     SeaweedS3Server,
     ServerError,
+    _live,
     _Managed,
     _write_private,
     free_port,
@@ -112,21 +113,11 @@ class _Part(_Managed):
 
     adopted: tuple[int, int | None] | None = None  # (pid, start) of a child of another process
 
+    new_session = True  # each part leads its own process group: Ctrl-C reaches only the CLI
+
     def _spawn(self, argv: list[str], env: dict[str, str] | None = None) -> None:
-        if self.running:
-            raise ServerError(f"{self.name} already running (pid {self.pid})")
-        self.dir.mkdir(parents=True, exist_ok=True)
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen(
-                argv,
-                cwd=self.dir,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env=env,
-                start_new_session=True,
-            )
+        super()._spawn(argv, env)  # type: ignore[misc]
+        _live.discard(self)  # a detached stack outlives this process: no kill-at-exit
         self.adopted = None
 
     def record(self) -> dict[str, int | None] | None:
