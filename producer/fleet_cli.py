@@ -174,7 +174,7 @@ def fetch(
 
 
 def worker(
-    concurrency: Annotated[int | None, typer.Option(help="Task threads = largest batch; default CONVATLAS_MAX_BATCH.")] = None,
+    concurrency: Annotated[int | None, typer.Option(help="Task threads; default 2 × CONVATLAS_MAX_BATCH, so the next batch gathers while one runs.")] = None,
     loglevel: Annotated[str, typer.Option(help="Celery log level.")] = "info",
     hostname: Annotated[str | None, typer.Option(help="Node name; default convatlas-<pid>@<host>.")] = None,
 ) -> None:
@@ -185,7 +185,7 @@ def worker(
     argv = [
         sys.executable, "-m", "celery", "-A", "workers.app", "worker",
         "--pool", "threads",
-        "--concurrency", str(concurrency or settings.max_batch),
+        "--concurrency", str(concurrency or 2 * settings.max_batch),
         "--loglevel", loglevel,
         "--queues", QUEUE,
         "--hostname", hostname or f"convatlas-{os.getpid()}@%h",

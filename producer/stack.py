@@ -189,7 +189,7 @@ class LocalStack:
         self,
         dir: Path | str,
         workers: int = 1,
-        concurrency: int = 32,
+        concurrency: int = 128,
         ports: Mapping[str, int] | None = None,
         flower_user: str = "admin",
         flower_password: str | None = None,

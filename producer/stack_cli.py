@@ -35,7 +35,7 @@ def _interrupt(signum: int, frame: FrameType | None) -> None:
 def up(
     dir: DirOpt = Path(".stack"),
     workers: Annotated[int, typer.Option(help="Worker processes.")] = 1,
-    concurrency: Annotated[int, typer.Option(help="Threads per worker (= largest batch).")] = 32,
+    concurrency: Annotated[int, typer.Option(help="Threads per worker (2× CONVATLAS_MAX_BATCH lets the next batch gather while one runs).")] = 128,
     flower_port: Annotated[int | None, typer.Option(help="Flower's port; default a free one.")] = None,
     detach: Annotated[bool, typer.Option("--detach/--foreground", help="Return once up, or stay and stop everything on Ctrl-C.")] = False,
 ) -> None:

@@ -15,8 +15,11 @@ import io
 import json
 import time
 from collections import defaultdict
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from functools import partial
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -129,6 +132,21 @@ class JobResult:
         return asdict(self)
 
 
+T = TypeVar("T")
+R = TypeVar("R")
+IO_THREADS = 8  # storage round trips overlap; the model waits for them otherwise
+
+
+def io_map(fn: Callable[[T], R], items: Iterable[T]) -> list[R]:
+    """``[fn(x) for x in items]`` with storage calls overlapped in threads (order kept; the
+    first exception, e.g. ``StorageUnavailable``, propagates as in the plain loop)."""
+    items = list(items)
+    if len(items) <= 1:
+        return [fn(x) for x in items]
+    with ThreadPoolExecutor(min(IO_THREADS, len(items)), thread_name_prefix="convatlas-io") as ex:
+        return list(ex.map(fn, items))
+
+
 def _npy_bytes(arr: np.ndarray) -> bytes:
     buf = io.BytesIO()
     np.save(buf, arr, allow_pickle=False)
@@ -161,12 +179,35 @@ def record_failure(job: Job, storage: Storage, error: str) -> JobResult:
 # --- filter patterns -----------------------------------------------------------------------------
 
 
+def _write_pattern(
+    storage: Storage, pair: tuple[FilterJob, Any], *, seconds: float, batch: int
+) -> JobResult:
+    """Data first, the ``.json`` marker last: a marker means the PNG and .npy are complete."""
+    job, p = pair
+    out = job.outputs()
+    info = {
+        "filter": job.filter,
+        "layer": job.layer,
+        "model": job.model,
+        "dead": p.dead,
+        "fallback_used": p.fallback_used,
+        "start_activation": p.start_activation,
+        "final_activation": p.final_activation,
+        "seconds": seconds,
+        "batch": batch,
+    }
+    storage.put_bytes(out["png"], encode_png(p.image), "image/png")
+    storage.put_bytes(out["npy"], _npy_bytes(p.raw), "application/octet-stream")
+    storage.put_bytes(out["record"], _json_bytes(info), "application/json")
+    return JobResult("done", out, None, info)
+
+
 def run_filter_jobs(jobs: list[FilterJob], storage: Storage, batch_size: int = 64) -> list[JobResult]:
     """Run filter jobs, skipping finished ones; one batched model call per (model, layer, params)."""
     from shared.engine.patterns import filter_patterns
     from shared.models.registry import get_model
 
-    results: list[JobResult | None] = [existing_result(j, storage) for j in jobs]
+    results: list[JobResult | None] = io_map(lambda j: existing_result(j, storage), jobs)
     groups: dict[tuple[str, str, PatternParams], list[int]] = defaultdict(list)
     for i, job in enumerate(jobs):
         if results[i] is None:
@@ -177,50 +218,77 @@ def run_filter_jobs(jobs: list[FilterJob], storage: Storage, batch_size: int = 6
         wanted = sorted({jobs[i].filter for i in idx})
         patterns = {p.filter: p for p in filter_patterns(lm, layer, wanted, params, batch_size)}
         seconds = (time.perf_counter() - t0) / max(1, len(wanted))
-        for i in idx:
-            job, p = jobs[i], patterns[jobs[i].filter]
-            out = job.outputs()
-            info = {
-                "filter": job.filter,
-                "layer": job.layer,
-                "model": job.model,
-                "dead": p.dead,
-                "fallback_used": p.fallback_used,
-                "start_activation": p.start_activation,
-                "final_activation": p.final_activation,
-                "seconds": seconds,
-                "batch": len(wanted),
-            }
-            storage.put_bytes(out["png"], encode_png(p.image), "image/png")
-            storage.put_bytes(out["npy"], _npy_bytes(p.raw), "application/octet-stream")
-            storage.put_bytes(out["record"], _json_bytes(info), "application/json")
-            results[i] = JobResult("done", out, None, info)
+
+        write = partial(_write_pattern, storage, seconds=seconds, batch=len(wanted))
+        pairs = [(jobs[i], patterns[jobs[i].filter]) for i in idx]
+        for i, res in zip(idx, io_map(write, pairs), strict=True):
+            results[i] = res
     return [r for r in results if r is not None]
 
 
 # --- Grad-CAM ------------------------------------------------------------------------------------
 
 
+def _write_cam(
+    storage: Storage, triple: tuple[GradcamJob, np.ndarray, Any], *, score_kind: str,
+    seconds: float, batch: int,
+) -> JobResult:
+    """Heatmap, overlay and raw map first, ``record.json`` (the marker) last."""
+    from shared.render import colorize, overlay
+
+    job, photo, cam = triple
+    h, w = photo.shape[:2]
+    out = job.outputs()
+    record = {
+        "model": job.model,
+        "weights_id": job.weights_id,
+        "image_sha256": job.image_sha,
+        "image_name": job.name,
+        "image_size": [w, h],
+        "layer": cam.layer,
+        "class_index": cam.class_index,
+        "class_requested": job.class_index,
+        "score": cam.score,
+        "score_kind": score_kind,
+        "empty_heatmap": cam.empty,
+        "heatmap_peak": cam.peak,
+        "heatmap_shape": list(cam.heatmap.shape),
+        "top": [asdict(p) for p in cam.top],
+        "seconds": seconds,
+        "batch": batch,
+    }
+    storage.put_bytes(out["heatmap"], encode_png(colorize(cam.heatmap, w, h)), "image/png")
+    storage.put_bytes(out["overlay"], encode_png(overlay(photo, cam.heatmap)), "image/png")
+    storage.put_bytes(out["cam"], _npy_bytes(cam.heatmap), "application/octet-stream")
+    storage.put_bytes(out["record"], _json_bytes(record), "application/json")
+    return JobResult("done", out, None, record)
+
+
 def run_gradcam_jobs(jobs: list[GradcamJob], storage: Storage, batch_size: int = 16) -> list[JobResult]:
     """Run Grad-CAM jobs: decode each photo (failing it alone if bad), then batch the rest."""
     from shared.engine.gradcam import grad_cam
     from shared.models.registry import get_model
-    from shared.render import colorize, overlay
 
-    results: list[JobResult | None] = [existing_result(j, storage) for j in jobs]
-    photos: dict[int, np.ndarray] = {}
-    for i, job in enumerate(jobs):
-        if results[i] is not None:
-            continue
+    def load(job: GradcamJob) -> JobResult | np.ndarray:
+        """The recorded outcome, or the decoded photo (a bad one fails here, alone)."""
+        done = existing_result(job, storage)
+        if done is not None:
+            return done
         try:
             data = storage.get_bytes(keys.input_key(job.image_sha))
         except ObjectNotFound:
-            results[i] = record_failure(job, storage, "input image not found in storage")
-            continue
+            return record_failure(job, storage, "input image not found in storage")
         try:
-            photos[i] = decode_image(data)
+            return decode_image(data)
         except ImageDecodeError as exc:
-            results[i] = record_failure(job, storage, f"bad image: {exc.reason}")
+            return record_failure(job, storage, f"bad image: {exc.reason}")
+
+    results: list[JobResult | None] = []
+    photos: dict[int, np.ndarray] = {}
+    for i, got in enumerate(io_map(load, jobs)):
+        results.append(got if isinstance(got, JobResult) else None)
+        if isinstance(got, np.ndarray):
+            photos[i] = got
 
     groups: dict[tuple[str, str | None], list[int]] = defaultdict(list)
     for i in photos:
@@ -231,33 +299,14 @@ def run_gradcam_jobs(jobs: list[GradcamJob], storage: Storage, batch_size: int =
         cams = grad_cam(lm, [photos[i] for i in idx], [jobs[i].class_index for i in idx], layer,
                         batch_size)
         seconds = (time.perf_counter() - t0) / len(idx)
-        for i, cam in zip(idx, cams, strict=True):
-            job, photo = jobs[i], photos[i]
-            h, w = photo.shape[:2]
-            out = job.outputs()
-            record = {
-                "model": job.model,
-                "weights_id": job.weights_id,
-                "image_sha256": job.image_sha,
-                "image_name": job.name,
-                "image_size": [w, h],
-                "layer": cam.layer,
-                "class_index": cam.class_index,
-                "class_requested": job.class_index,
-                "score": cam.score,
-                "score_kind": "logit (pre-softmax)",
-                "empty_heatmap": cam.empty,
-                "heatmap_peak": cam.peak,
-                "heatmap_shape": list(cam.heatmap.shape),
-                "top": [asdict(p) for p in cam.top],
-                "seconds": seconds,
-                "batch": len(idx),
-            }
-            storage.put_bytes(out["heatmap"], encode_png(colorize(cam.heatmap, w, h)), "image/png")
-            storage.put_bytes(out["overlay"], encode_png(overlay(photo, cam.heatmap)), "image/png")
-            storage.put_bytes(out["cam"], _npy_bytes(cam.heatmap), "application/octet-stream")
-            storage.put_bytes(out["record"], _json_bytes(record), "application/json")
-            results[i] = JobResult("done", out, None, record)
+        builtin = lm.spec.name in ("vgg16", "efficientnet-lite0")
+        score_kind = "logit (pre-softmax)" if builtin else "the model's output"
+
+        write = partial(_write_cam, storage, score_kind=score_kind, seconds=seconds,
+                        batch=len(idx))
+        triples = [(jobs[i], photos[i], cam) for i, cam in zip(idx, cams, strict=True)]
+        for i, res in zip(idx, io_map(write, triples), strict=True):
+            results[i] = res
     return [r for r in results if r is not None]
 
 

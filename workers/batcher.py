@@ -114,11 +114,15 @@ class Batcher:
                 self._thread.start()
 
     def _collect(self) -> list[_Item]:
-        """Block for one job, then gather more until the window closes or the batch is full."""
+        """Block for one job, then gather more while they keep coming.
+
+        The window restarts at each arrival (deliveries trickle in as task threads free up and
+        pre-check their jobs), up to ``4 × window`` in all, or until the batch is full.
+        """
         items = [self._queue.get()]
-        deadline = time.monotonic() + self.window
+        cap = time.monotonic() + 4 * self.window
         while len(items) < self.max_batch:
-            left = deadline - time.monotonic()
+            left = min(self.window, cap - time.monotonic())
             try:
                 items.append(self._queue.get(timeout=left) if left > 0 else self._queue.get_nowait())
             except queue.Empty:
