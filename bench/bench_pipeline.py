@@ -811,20 +811,19 @@ def build_report(
         f"{fmt_sizes(p.sizes)} vs a fixed 16), so the gap is I/O and scheduling. "
         f"(a) Storage inside the batches: {d['batch_io']:.2f} s, {io_stack:.1f} ms per photo, "
         f"against {io_local:.1f} ms per photo for everything but the model in-process (local "
-        f"files). The batcher thread does, one after another for each photo, 2 HEADs "
-        f"(`existing_result` again in `run_gradcam_jobs`), 1 GET of the input and 4 PUTs "
-        f"(heatmap, overlay, cam.npy, record): {s3_serial:.1f} ms per photo at the latencies "
-        f"measured here, against a measured difference of {io_stack - io_local:.1f} ms per "
-        f"photo; meanwhile the model waits. Each task thread also does 2 HEADs of its own (the pre-check), and "
+        f"files). For each photo the batch does 2 HEADs (`existing_result` again in "
+        f"`run_gradcam_jobs`), 1 GET of the input and 4 PUTs (heatmap, overlay, cam.npy, "
+        f"record), overlapped 8 at a time (`shared.jobs.io_map`): {s3_serial:.1f} ms per photo "
+        f"if they ran one after another, against a measured difference of "
+        f"{io_stack - io_local:.1f} ms per photo; meanwhile the model waits. Each task thread also does 2 HEADs of its own (the pre-check), and "
         f"SeaweedFS and boto3 signing burn CPU on the same 2 cores. "
         f"(b) {d['before_first']:.2f} s from the start to the first batch: `submit_plan` hashes, "
         f"HEADs and PUTs each of the {n} photos, writes the manifest and sends {n + 1} messages "
         f"before any task can run (submit_plan took {d['submit']:.2f} s in all). "
         f"(c) {d['between']:.2f} s with the batcher idle between its {len(p.sizes)} batches "
         f"({d['between'] / max(1, len(p.sizes) - 1) * 1000:.0f} ms per gap): each batch waits "
-        f"the 50 ms window after its first job, and a finished batch's threads must ack, fetch "
-        f"and pre-check their next tasks before those can join a batch (32 task threads, "
-        f"prefetch 1). "
+        f"up to the 50 ms window after each arrival, and a finished batch's threads must ack, fetch "
+        f"and pre-check their next tasks before those can join a batch (prefetch 1). "
         f"(d) {d['tail']:.2f} s from the last batch to the report: the `finish_run` chord "
         f"callback lists every result folder, writes report.json and the gallery with "
         f"presigned links, then the 0.1 s poll sees it."
@@ -845,12 +844,9 @@ def build_report(
         f"the page's `reduce_grid`: {nf} tile GETs, {nf} record HEADs + GETs, 2 PUTs). The "
         f"worker never formed one batch of {nf}: batches were "
         + ", ".join(fmt_sizes(q.sizes) for q in grid)
-        + f". LocalStack's worker reserves at most 32 tasks (`concurrency=32` threads, "
-        f"prefetch multiplier 1), so no batch can exceed 32 whatever CONVATLAS_MAX_BATCH (64) "
-        f"says; and since the threads of the running batch are blocked on it, the next batch "
-        f"mostly gathers the other threads' jobs (plus what the freed threads bring within its "
-        f"window): consecutive batches roughly share those 32. The "
-        f"first batch closes 50 ms after its first job while the tasks are still being fetched "
+        + f". The worker has 2 × 64 task threads (prefetch 1), so a batch can reach "
+        f"CONVATLAS_MAX_BATCH (64); but the first batch closes once no job arrived for 50 ms "
+        f"(at most 200 ms after its first) while the tasks are still being fetched "
         f"and pre-checked (8 at a time), so it starts small ({first} here). The smaller batches "
         f"cost {statistics.median(crv) - 1:+.0%} model time in the median repeat "
         f"(stack/in-process model-compute ratio per repeat {', '.join(cr)}; time ratio per "
@@ -983,7 +979,7 @@ def write_results(raw: dict[str, Any]) -> None:
         f"`bench/bench_pipeline.py` ({cfg.name}, {raw['minutes']:.1f} min). The cores were "
         f"shared with other work (load average {env['load']:.1f} at the end), so every speed "
         f"figure is a ratio of two sides measured side by side, alternating, median over "
-        f"repeats. The stack is `LocalStack(workers=1, concurrency=32)` with the default "
+        f"repeats. The stack is `LocalStack(workers=1)` (default 128 threads) with the default "
         f"50 ms batch window and max batch 64; both sides have their model loaded and traced "
         f"before timing.\n\n" + table + "\n" + rest
     )
@@ -1022,7 +1018,7 @@ def main() -> None:
     from shared.models.registry import get_model
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-pipeline-"))
-    stack = LocalStack(tmp / "stack", workers=1, concurrency=32)
+    stack = LocalStack(tmp / "stack", workers=1)  # the default: 2 × max batch threads
     env = {
         "date": datetime.datetime.now().strftime("%Y-%m-%d %H:%M"),
         "nproc": os.cpu_count(),
