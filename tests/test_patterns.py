@@ -104,3 +104,19 @@ def test_efficientnet_patterns_run_at_64px() -> None:
     lm = get_model("efficientnet-lite0")
     pats = filter_patterns(lm, "block2a_expand_conv", [0, 1], PatternParams(size=64, steps=3))
     assert pats[0].image.shape == (64, 64, 3)
+
+
+@pytest.mark.parametrize("layer", ["block1_conv1", "block2_conv2", "block3_conv1"])
+def test_one_channel_conv_equals_the_full_layer(hed: LoadedModel, layer: str) -> None:
+    """The fast path (only each sample's own channel at the target conv) computes exactly what
+    the full layer gives for that channel, before and after the ReLU."""
+    from shared.engine.objectives import selected_channels
+
+    filters = np.array([3, 0, 17, 3], dtype="int32")
+    x = hed.preprocess(np.stack([start_image(int(f), 24, 1) for f in filters]))
+    pre, post = selected_channels(hed.model, layer)(x, filters)
+    full_pre, full_post = feature_model(hed.model, layer)(x)
+    for got, full in ((pre, full_pre), (post, full_post)):
+        got, full = keras.ops.convert_to_numpy(got), keras.ops.convert_to_numpy(full)
+        want = np.stack([full[i, :, :, f] for i, f in enumerate(filters)])
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-3)

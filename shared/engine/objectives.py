@@ -10,6 +10,7 @@ Lucid splits feature visualisation into objective × parameterisation × transfo
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -18,11 +19,12 @@ RMS_EPS = 1e-5
 
 
 def feature_model(model: Any, layer_name: str) -> Any:
-    """A model from the input to (pre-activation, activation) of ``layer_name``.
+    """A model from the input to (pre-activation, activation) of ``layer_name``, all channels.
 
     Conv layers with a fused activation (Keras VGG16's ``relu``) are re-applied linearly to
-    expose the value before the ReLU; a standalone activation layer's input is its
-    pre-activation; other layers have none (both outputs are the same).
+    expose the value before the ReLU (the activation is then applied to it, so the conv runs
+    once); a standalone activation layer's input is its pre-activation; other layers have none
+    (both outputs are the same).
     """
     import keras
     from keras import ops
@@ -36,24 +38,77 @@ def feature_model(model: Any, layer_name: str) -> Any:
         pre = layer.convolution_op(x, layer.kernel)
         if layer.use_bias:
             pre = pre + ops.reshape(layer.bias, (1, 1, 1, -1))
+        post = act(pre)
     elif type(layer).__name__ in ("Activation", "ReLU"):
         pre = layer.input
     return keras.Model(model.inputs, [pre, post], name=f"features_{layer_name}")
 
 
-def channel_means(features: Any, filters: Any) -> Any:
-    """Per-sample mean over space of channel ``filters[i]`` of sample i: shape (N,)."""
+def _selectable_conv(layer: Any) -> bool:
+    return (
+        type(layer).__name__ == "Conv2D"
+        and tuple(layer.strides) == (1, 1)
+        and tuple(layer.dilation_rate) == (1, 1)
+        and getattr(layer, "groups", 1) == 1
+        and layer.data_format == "channels_last"
+    )
+
+
+def selected_channels(model: Any, layer_name: str) -> Callable[[Any, Any], tuple[Any, Any]]:
+    """``(x, filters) → (pre, post)``: channel ``filters[i]`` of sample i only, (N, H, W) each.
+
+    Sample i needs one channel, so at a stride-1 Conv2D target the N selected kernels are
+    gathered and applied as one depthwise convolution over the batch folded into channels:
+    the target layer costs 1/C of the full convolution, and its gradient likewise (this is what
+    makes block1_conv1 fast). Other layers compute all channels and pick one.
+    """
+    import keras
     from keras import ops
 
-    means = ops.mean(features, axis=(1, 2))  # (N, C)
-    return ops.take_along_axis(means, ops.expand_dims(filters, 1), axis=1)[:, 0]
+    layer = model.get_layer(layer_name)
+    if not _selectable_conv(layer):
+        features = feature_model(model, layer_name)
+
+        def all_channels(x: Any, filters: Any) -> tuple[Any, Any]:
+            pre, post = features(x, training=False)
+            return _pick(pre, filters), _pick(post, filters)
+
+        return all_channels
+
+    trunk = keras.Model(model.inputs, layer.input, name=f"trunk_{layer_name}")
+    act = layer.activation or keras.activations.linear
+    kh, kw, cin, _ = layer.kernel.shape
+
+    def one_channel(x: Any, filters: Any) -> tuple[Any, Any]:
+        h = trunk(x, training=False)  # (N, H, W, Cin)
+        n, hh, ww = ops.shape(h)[0], ops.shape(h)[1], ops.shape(h)[2]
+        k = ops.take(layer.kernel, filters, axis=3)  # (kh, kw, Cin, N)
+        k = ops.reshape(ops.transpose(k, (0, 1, 3, 2)), (kh, kw, -1, 1))  # (kh, kw, N·Cin, 1)
+        folded = ops.reshape(ops.transpose(h, (1, 2, 0, 3)), (1, hh, ww, -1))  # (1, H, W, N·Cin)
+        y = ops.depthwise_conv(folded, k, strides=1, padding=layer.padding)
+        yh, yw = ops.shape(y)[1], ops.shape(y)[2]
+        pre = ops.transpose(ops.sum(ops.reshape(y, (yh, yw, n, cin)), axis=-1), (2, 0, 1))
+        if layer.use_bias:
+            pre = pre + ops.reshape(ops.take(layer.bias, filters), (-1, 1, 1))
+        return pre, act(pre)
+
+    return one_channel
 
 
-def objective(pre: Any, post: Any, filters: Any, use_pre: Any) -> Any:
-    """Per-sample objective; ``use_pre`` picks the pre-activation for dead filters."""
+def _pick(features: Any, filters: Any) -> Any:
+    """(N, H, W, C) → (N, H, W): channel ``filters[i]`` of sample i."""
     from keras import ops
 
-    return ops.where(use_pre, channel_means(pre, filters), channel_means(post, filters))
+    idx = ops.reshape(filters, (-1, 1, 1, 1))
+    return ops.take_along_axis(features, ops.broadcast_to(idx, (*ops.shape(features)[:3], 1)), axis=3)[..., 0]
+
+
+def objective(pre: Any, post: Any, use_pre: Any) -> Any:
+    """Per-sample mean of the selected maps (N, H, W); ``use_pre`` picks the pre-activation
+    for dead filters."""
+    from keras import ops
+
+    return ops.where(use_pre, ops.mean(pre, axis=(1, 2)), ops.mean(post, axis=(1, 2)))
 
 
 def rms_normalize(grads: Any) -> Any:

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from shared.engine.objectives import deprocess, feature_model, start_image
+from shared.engine.objectives import deprocess, selected_channels, start_image
 from shared.models.registry import LoadedModel
 
 
@@ -53,7 +53,7 @@ def _ascent_fn(lm: LoadedModel, layer: str):  # noqa: ANN202
     if key not in lm.compiled:
         from shared.engine.tf_backend import build_ascent
 
-        lm.compiled[key] = build_ascent(feature_model(lm.any_size_model(), layer), lm.preprocess)
+        lm.compiled[key] = build_ascent(selected_channels(lm.any_size_model(), layer), lm.preprocess)
     return lm.compiled[key]
 
 

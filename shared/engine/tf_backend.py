@@ -14,8 +14,13 @@ from shared.engine.objectives import objective, rms_normalize
 from shared.tf_env import import_tf
 
 
-def build_ascent(features: Any, preprocess: Callable[[Any], Any]) -> Callable[..., Any]:
+def build_ascent(
+    features: Callable[[Any, Any], tuple[Any, Any]], preprocess: Callable[[Any], Any]
+) -> Callable[..., Any]:
     """Compile the whole gradient-ascent loop for one (model, layer).
+
+    ``features(x, filters)`` gives each sample's own channel before and after the activation
+    (``objectives.selected_channels``).
 
     Returns ``ascend(x0, filters, steps, step_size, fallback) -> (x, dead, start, final)`` where
     ``dead`` marks filters whose activation objective has zero gradient on the start image
@@ -27,10 +32,10 @@ def build_ascent(features: Any, preprocess: Callable[[Any], Any]) -> Callable[..
     def value_and_grad(x: Any, filters: Any, use_pre: Any) -> tuple[Any, Any, Any]:
         with tf.GradientTape() as tape:
             tape.watch(x)
-            pre, post = features(preprocess(x), training=False)
-            obj = objective(pre, post, filters, use_pre)
+            pre, post = features(preprocess(x), filters)
+            obj = objective(pre, post, use_pre)
             total = tf.reduce_sum(obj)
-        post_obj = objective(pre, post, filters, tf.zeros_like(use_pre))
+        post_obj = objective(pre, post, tf.zeros_like(use_pre))
         return obj, post_obj, tape.gradient(total, x)
 
     @tf.function(reduce_retracing=True)
