@@ -47,7 +47,7 @@ import keras  # noqa: E402
 
 from shared.engine import tf_backend  # noqa: E402
 from shared.engine.gradcam import grad_cam  # noqa: E402
-from shared.engine.objectives import RMS_EPS, feature_model, start_image  # noqa: E402
+from shared.engine.objectives import RMS_EPS, selected_channels, start_image  # noqa: E402
 from shared.engine.patterns import PatternParams, filter_patterns  # noqa: E402
 from shared.models.preprocessing import CAFFE_MEAN_BGR, caffe  # noqa: E402
 from shared.models.registry import BUILTIN, LoadedModel  # noqa: E402
@@ -602,72 +602,6 @@ def xla_functions():  # noqa: ANN201
         tf.function = orig
 
 
-def single_conv_features(model: Any, layer_name: str) -> Any:
-    """Like ``feature_model`` but the layer's conv runs once: post = activation(pre).
-
-    ``feature_model`` takes ``post`` from the layer's own output and recomputes ``pre`` with a
-    second ``convolution_op`` on the same input, so the graph holds the conv twice.
-    """
-    from keras import ops
-
-    layer = model.get_layer(layer_name)
-    pre = layer.convolution_op(layer.input, layer.kernel)
-    if layer.use_bias:
-        pre = pre + ops.reshape(layer.bias, (1, 1, 1, -1))
-    return keras.Model(model.inputs, [pre, layer.activation(pre)], name=f"single_{layer_name}")
-
-
-def selected_channel_ascent(model: Any, layer_name: str, preprocess: Callable[[Any], Any]) -> Any:
-    """The engine's ascent loop, but the target conv computes only each sample's own channel.
-
-    Same signature, objective, normalisation and dead-filter fallback as
-    ``tf_backend.build_ascent``. Sample i needs channel ``filters[i]`` only, so instead of the full
-    (N, H, W, C) output of the last conv (and its dense gradient), the N selected kernels are
-    gathered and applied as one depthwise convolution over the batch folded into channels, then
-    summed over the input channels: (N, H, W). For a stride-1 'same' Conv2D (VGG16).
-    """
-    from shared.engine.objectives import rms_normalize
-
-    layer = model.get_layer(layer_name)
-    if type(layer).__name__ != "Conv2D" or layer.strides != (1, 1) or layer.padding != "same":
-        raise ValueError(f"{layer_name}: only stride-1 'same' Conv2D layers")
-    trunk = keras.Model(model.inputs, layer.input)
-    kh, kw, cin, _ = layer.kernel.shape
-
-    def selected_pre(x: Any, filters: Any) -> Any:
-        h = trunk(preprocess(x), training=False)  # (N, H, W, Cin)
-        n, hh, ww = tf.shape(h)[0], tf.shape(h)[1], tf.shape(h)[2]
-        k = tf.gather(tf.convert_to_tensor(layer.kernel), filters, axis=3)  # (kh, kw, Cin, N)
-        k = tf.reshape(tf.transpose(k, [0, 1, 3, 2]), [kh, kw, -1, 1])  # (kh, kw, N·Cin, 1)
-        folded = tf.reshape(tf.transpose(h, [1, 2, 0, 3]), [1, hh, ww, -1])  # (1, H, W, N·Cin)
-        y = tf.nn.depthwise_conv2d(folded, k, [1, 1, 1, 1], "SAME")
-        y = tf.transpose(tf.reduce_sum(tf.reshape(y, [hh, ww, n, cin]), -1), [2, 0, 1])
-        return y + tf.gather(tf.convert_to_tensor(layer.bias), filters)[:, None, None]
-
-    def value_and_grad(x: Any, filters: Any, use_pre: Any) -> tuple[Any, Any, Any]:
-        with tf.GradientTape() as tape:
-            tape.watch(x)
-            pre = selected_pre(x, filters)
-            post_obj = tf.reduce_mean(layer.activation(pre), axis=[1, 2])
-            obj = tf.where(use_pre, tf.reduce_mean(pre, axis=[1, 2]), post_obj)
-            total = tf.reduce_sum(obj)
-        return obj, post_obj, tape.gradient(total, x)
-
-    @tf.function(reduce_retracing=True)
-    def ascend(x: Any, filters: Any, steps: Any, step_size: Any, fallback: Any) -> Any:
-        no_pre = tf.zeros(tf.shape(filters), dtype=tf.bool)
-        _, start, g0 = value_and_grad(x, filters, no_pre)
-        dead = tf.reduce_max(tf.abs(g0), axis=[1, 2, 3]) == 0.0
-        use_pre = tf.logical_and(dead, fallback)
-        for _ in tf.range(steps):
-            _, _, g = value_and_grad(x, filters, use_pre)
-            x = x + rms_normalize(g) * step_size
-        _, final, _ = value_and_grad(x, filters, no_pre)
-        return x, dead, start, final
-
-    return ascend
-
-
 def bench_ideas(cfg: Config, lm: LoadedModel, rep: Report) -> None:
     steps = cfg.ideas_steps
     n, nx = cfg.filters, cfg.ideas_xla_filters
@@ -691,15 +625,13 @@ def bench_ideas(cfg: Config, lm: LoadedModel, rep: Report) -> None:
             args = (tf.constant(fs, tf.int32), tf.constant(steps), tf.constant(1.0))
             return fn(x0[: len(fs)], *args, tf.constant(True))[0].numpy()
 
-        single = tf_backend.build_ascent(single_conv_features(lm.model, layer), lm.preprocess)
-        selected = selected_channel_ascent(lm.model, layer, lm.preprocess)
+        # (the one-channel target conv and the single conv, measured here before, are now the
+        # engine itself: shared/engine/objectives.selected_channels)
         with xla_functions():
-            xla = tf_backend.build_ascent(feature_model(lm.model, layer), lm.preprocess)
+            xla = tf_backend.build_ascent(selected_channels(lm.model, layer), lm.preprocess)
         dbl = filters + filters
         tasks = {
             "engine": lambda: filter_patterns(lm, layer, filters, params, batch_size=n),
-            "single_conv": lambda: call(single, filters),
-            "selected": lambda: call(selected, filters),
             "batch_half": lambda: filter_patterns(lm, layer, filters, params, batch_size=n // 2),
             "batch_double": lambda: filter_patterns(lm, layer, dbl, params, batch_size=2 * n),
             f"engine_{nx}": lambda: filter_patterns(lm, layer, filters[:nx], params, batch_size=nx),
@@ -712,8 +644,6 @@ def bench_ideas(cfg: Config, lm: LoadedModel, rep: Report) -> None:
         agree = {
             name: float(np.abs(call(fn, fs, 1) - ref[: len(fs)]).max() / moved)
             for name, fn, fs in (
-                ("single_conv", single, filters),
-                ("selected", selected, filters),
                 ("xla", xla, filters[:nx]),
             )
         }
@@ -732,8 +662,6 @@ def bench_ideas(cfg: Config, lm: LoadedModel, rep: Report) -> None:
         for name, v in t.items():
             log(f"  {name:<13} runs {runs(v)} s")
         for what, name, ref_name, scale in (
-            ("feature_model with one conv: post = relu(pre)", "single_conv", "engine", 1.0),
-            ("last conv computes only each sample's own channel", "selected", "engine", 1.0),
             (f"batch_size {n // 2} (2 calls) instead of {n}", "batch_half", "engine", 1.0),
             (
                 f"batch {2 * n} in one call (each filter twice; per filter)",
