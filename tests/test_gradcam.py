@@ -58,7 +58,7 @@ def test_batched_engine_matches_one_image_reference(effnet, photos) -> None:  # 
 
 def test_top1_and_predictions(effnet, photos) -> None:  # noqa: ANN001
     cams = grad_cam(effnet, [photos["chelsea"], photos["coffee"]])
-    assert cams[0].top[0].label in {"tabby", "tiger cat", "Egyptian Mau", "Egyptian cat"}
+    assert cams[0].top[0].label in {"tabby", "tiger cat", "Egyptian cat"}
     assert cams[1].top[0].label == "espresso"
     for cam in cams:
         assert len(cam.top) == 3 and cam.top[0].probability >= cam.top[1].probability

