@@ -13,7 +13,7 @@ import time
 from typing import Any
 
 from shared import keys
-from shared.jobs import GridJob, existing_result, job_from_dict
+from shared.jobs import existing_result, grid_from_dict, job_from_dict, read_json
 from shared.storage import Storage
 
 
@@ -62,13 +62,8 @@ def build_report(storage: Storage, manifest: dict[str, Any]) -> dict[str, Any]:
         items.append(item)
     grids = []
     for d in manifest.get("grids", []):
-        d = dict(d)
-        d.pop("kind")
-        d["filters"] = tuple(d["filters"])
-        g = GridJob(**d)
-        info = None
-        if storage.exists(g.marker):
-            info = json.loads(storage.get_bytes(g.marker))
+        g = grid_from_dict(d)
+        info = read_json(storage, g.marker)
         grids.append({
             "layer": g.layer,
             "page": g.page,

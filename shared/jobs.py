@@ -157,13 +157,21 @@ def _json_bytes(obj: Any) -> bytes:
     return json.dumps(obj, indent=2, sort_keys=True).encode()
 
 
+def read_json(storage: Storage, key: str) -> dict[str, Any] | None:
+    """A JSON object, or None when it does not exist: one GET, not a HEAD then a GET."""
+    try:
+        return json.loads(storage.get_bytes(key))
+    except ObjectNotFound:
+        return None
+
+
 def existing_result(job: Job, storage: Storage) -> JobResult | None:
     """The recorded outcome of a job, if it has one (done or failed for good)."""
-    if storage.exists(job.marker):
-        info = json.loads(storage.get_bytes(job.marker))
+    info = read_json(storage, job.marker)
+    if info is not None:
         return JobResult("skipped", job.outputs(), None, info)
-    if storage.exists(job.error_key):
-        err = json.loads(storage.get_bytes(job.error_key))
+    err = read_json(storage, job.error_key)
+    if err is not None:
         return JobResult("failed", {}, err.get("error", "failed"), err)
     return None
 
@@ -338,8 +346,13 @@ class GridJob:
         ]
 
     @property
+    def params(self) -> PatternParams:
+        return PatternParams(self.size, self.steps, self.step_size, self.seed, self.fallback)
+
+    @property
     def prefix(self) -> str:
-        return self.tile_jobs()[0].prefix if self.filters else ""
+        """The folder of its tiles (``FilterJob.prefix``), where the page is written too."""
+        return keys.pattern_prefix(self.model, self.weights_id, self.layer, self.params.slug())
 
     def outputs(self) -> dict[str, str]:
         return {"png": keys.grid_key(self.prefix, self.page), "record": self.marker}
@@ -354,34 +367,48 @@ class GridJob:
         return {"kind": self.kind, **d}
 
 
+def grid_from_dict(d: dict[str, Any]) -> GridJob:
+    """Inverse of ``GridJob.to_dict`` (JSON has lists, the job a tuple)."""
+    d = dict(d)
+    d.pop("kind", None)
+    d["filters"] = tuple(d["filters"])
+    return GridJob(**d)
+
+
 def reduce_grid(job: GridJob, storage: Storage) -> JobResult:
     """Assemble a page from its tiles; a missing or failed tile stays black and is listed.
 
     A complete grid is final (skipped on re-runs); an incomplete one is rebuilt each time the
     reducer runs, so a tile that arrives later (retry) completes the grid.
     """
-    from shared.images import decode_image as decode
     from shared.render import assemble_grid
 
-    if storage.exists(job.marker):
-        info = json.loads(storage.get_bytes(job.marker))
-        if not info.get("missing"):
-            return JobResult("skipped", job.outputs(), None, info)
+    info = read_json(storage, job.marker)
+    if info is not None and not info.get("missing"):
+        return JobResult("skipped", job.outputs(), None, info)
+
+    def load(tile: FilterJob) -> tuple[np.ndarray | None, bool]:
+        """(the tile's image or None when missing or bad, whether the filter was dead)."""
+        try:
+            img = decode_image(storage.get_bytes(tile.outputs()["png"]))
+        except (ObjectNotFound, ImageDecodeError):
+            return None, False
+        if img.shape != (job.size, job.size, 3):
+            return None, False
+        record = read_json(storage, tile.marker) or {}
+        return img, bool(record.get("dead"))
+
     tiles: dict[int, np.ndarray] = {}
     missing: list[int] = []
-    for tile in job.tile_jobs():
-        try:
-            img = decode(storage.get_bytes(tile.outputs()["png"]))
-            if img.shape != (job.size, job.size, 3):
-                raise ValueError(f"tile has shape {img.shape}")
-            tiles[tile.filter - job.page * 64] = img
-        except (ObjectNotFound, ImageDecodeError, ValueError):
+    dead: list[int] = []
+    tile_jobs = job.tile_jobs()
+    for tile, (img, is_dead) in zip(tile_jobs, io_map(load, tile_jobs), strict=True):
+        if img is None:
             missing.append(tile.filter)
-    dead = []
-    for tile in job.tile_jobs():
-        if tile.filter not in missing and storage.exists(tile.marker):
-            if json.loads(storage.get_bytes(tile.marker)).get("dead"):
-                dead.append(tile.filter)
+            continue
+        tiles[tile.filter - job.page * 64] = img
+        if is_dead:
+            dead.append(tile.filter)
     grid = assemble_grid(tiles, tile=job.size)
     info = {
         "model": job.model,

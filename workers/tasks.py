@@ -28,7 +28,13 @@ from typing import Any
 from celery import Task
 
 from shared.config import Settings
-from shared.jobs import GridJob, JobResult, existing_result, job_from_dict, record_failure
+from shared.jobs import (
+    JobResult,
+    existing_result,
+    grid_from_dict,
+    job_from_dict,
+    record_failure,
+)
 from shared.storage import Storage, StorageUnavailable, s3_storage_from_settings
 from workers.app import TASK_NAMES, app
 from workers.batcher import Batcher, process_batcher
@@ -124,13 +130,6 @@ def filter_pattern(self: Task, job_dict: dict[str, Any]) -> dict[str, Any]:
 def gradcam(self: Task, job_dict: dict[str, Any]) -> dict[str, Any]:
     """One photo's Grad-CAM; the photo is read from storage by its hash, never sent here."""
     return _run_job(self, job_dict)
-
-
-def grid_from_dict(d: dict[str, Any]) -> GridJob:
-    d = dict(d)
-    d.pop("kind", None)
-    d["filters"] = tuple(d["filters"])
-    return GridJob(**d)
 
 
 @app.task(name=TASK_NAMES["reduce"], bind=True, max_retries=MAX_RETRIES)
