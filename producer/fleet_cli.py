@@ -33,6 +33,7 @@ submit_app = typer.Typer(
 
 WaitOpt = Annotated[bool, typer.Option("--wait", help="Wait for the run with a progress bar.")]
 TimeoutOpt = Annotated[float, typer.Option(help="Seconds --wait waits at most.")]
+PrecisionOpt = Annotated[str | None, typer.Option(help="Network precision: float32, or bfloat16 (about 2x faster on workers with AVX512_BF16/AMX). Default CONVATLAS_PRECISION, else float32.")]
 
 
 def _fail(message: str, code: int = 2) -> NoReturn:
@@ -97,6 +98,7 @@ def submit_grids(
     step_size: Annotated[float, typer.Option(help="Step size.")] = 1.0,
     seed: Annotated[int, typer.Option(help="Seed of the start images.")] = 0,
     fallback: Annotated[str, typer.Option(help="For dead filters: 'preactivation' or 'none'.")] = "preactivation",
+    precision: PrecisionOpt = None,
     wait: WaitOpt = False,
     timeout: TimeoutOpt = 3600.0,
 ) -> None:
@@ -106,7 +108,7 @@ def submit_grids(
 
     settings = _settings()
     try:
-        params = PatternParams(size, steps, step_size, seed, fallback)
+        params = PatternParams(size, steps, step_size, seed, fallback, precision or settings.precision)
         plan = plan_grids(model, layers, filters, params, settings)
     except (PlanError, ValueError) as exc:
         _fail(str(exc))
@@ -119,6 +121,7 @@ def submit_heatmaps(
     model: Annotated[str, typer.Option("--model", "-m", help="Model name or .keras/.h5 file.")] = "efficientnet-lite0",
     class_: Annotated[str | None, typer.Option("--class", "-c", help="Class index, WordNet id or name; default top-1.")] = None,
     layer: Annotated[str | None, typer.Option(help="Target conv layer; default the last feature map.")] = None,
+    precision: PrecisionOpt = None,
     wait: WaitOpt = False,
     timeout: TimeoutOpt = 3600.0,
 ) -> None:
@@ -127,7 +130,7 @@ def submit_heatmaps(
 
     settings = _settings()
     try:
-        plan = plan_heatmaps(paths, model, class_, layer, settings)
+        plan = plan_heatmaps(paths, model, class_, layer, settings, precision or settings.precision)
     except PlanError as exc:
         _fail(str(exc))
     for name, reason in plan.rejected:

@@ -14,6 +14,7 @@ from pathlib import Path
 from shared import keys
 from shared.config import Settings
 from shared.engine.patterns import PatternParams
+from shared.engine.precision import check_precision
 from shared.images import IMAGE_SUFFIXES
 from shared.jobs import GradcamJob, GridJob, Job
 
@@ -146,7 +147,7 @@ def plan_grids(
         for page in sorted({f // TILES_PER_PAGE for f in chosen}):
             on_page = tuple(f for f in chosen if f // TILES_PER_PAGE == page)
             grid = GridJob(model, wid, layer, page, on_page, params.size, params.steps,
-                           params.step_size, params.seed, params.fallback)
+                           params.step_size, params.seed, params.fallback, params.precision)
             grids.append(grid)
             jobs.extend(grid.tile_jobs())
     plan = Plan("grids", model, jobs, grids)
@@ -207,9 +208,14 @@ def collect_images(paths: list[str]) -> tuple[list[tuple[Path, str]], list[tuple
 
 
 def plan_heatmaps(
-    paths: list[str], model: str, cls: str | None, layer: str | None, settings: Settings
+    paths: list[str], model: str, cls: str | None, layer: str | None, settings: Settings,
+    precision: str = "float32",
 ) -> Plan:
     spec = resolve_model(model)
+    try:
+        check_precision(precision)
+    except ValueError as exc:
+        raise PlanError(str(exc)) from exc
     if not spec.can_gradcam:
         raise PlanError(spec.grad_cam_hint or f"{model} has no classifier for Grad-CAM")
     class_index = resolve_class(model, cls)
@@ -229,7 +235,7 @@ def plan_heatmaps(
         inputs.append(InputFile(path, name, sha, size))
         if sha not in seen:  # the same photo twice is computed once
             seen.add(sha)
-            jobs.append(GradcamJob(model, wid, sha, class_index, layer, name))
+            jobs.append(GradcamJob(model, wid, sha, class_index, layer, name, precision))
     if not inputs and not rejected:
         raise PlanError("no images found")
     plan = Plan("heatmaps", model, jobs, [], inputs, rejected)

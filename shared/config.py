@@ -42,6 +42,7 @@ class Settings:
     task_time_limit: int = 1800  # CONVATLAS_TASK_TIME_LIMIT seconds (hard)
     visibility_timeout: int = 3600  # CONVATLAS_VISIBILITY_TIMEOUT seconds (> longest task)
     presign_expiry: int = 86400  # CONVATLAS_PRESIGN_EXPIRY seconds for gallery links
+    precision: str = "float32"  # CONVATLAS_PRECISION: default --precision (float32 | bfloat16)
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -61,6 +62,7 @@ class Settings:
             task_time_limit=int(_env("CONVATLAS_TASK_TIME_LIMIT", "1800")),
             visibility_timeout=int(_env("CONVATLAS_VISIBILITY_TIMEOUT", "3600")),
             presign_expiry=int(_env("CONVATLAS_PRESIGN_EXPIRY", "86400")),
+            precision=_env("CONVATLAS_PRECISION", "float32"),
         )
 
     def redacted(self) -> dict[str, object]:

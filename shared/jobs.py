@@ -40,12 +40,14 @@ class FilterJob:
     step_size: float = 1.0
     seed: int = 0
     fallback: str = "preactivation"
+    precision: str = "float32"
 
     kind = "filter"
 
     @property
     def params(self) -> PatternParams:
-        return PatternParams(self.size, self.steps, self.step_size, self.seed, self.fallback)
+        return PatternParams(self.size, self.steps, self.step_size, self.seed, self.fallback,
+                             self.precision)
 
     @property
     def prefix(self) -> str:
@@ -78,13 +80,15 @@ class GradcamJob:
     class_index: int | None = None  # None = top-1
     layer: str | None = None  # None = last conv feature map
     name: str = ""  # display name of the photo (never used in keys)
+    precision: str = "float32"  # of the network pass (shared.engine.precision)
 
     kind = "gradcam"
 
     @property
     def prefix(self) -> str:
         return keys.gradcam_prefix(
-            self.model, self.weights_id, self.image_sha, self.class_index, self.layer
+            self.model, self.weights_id, self.image_sha, self.class_index, self.layer,
+            self.precision,
         )
 
     @property
@@ -201,6 +205,7 @@ def _write_pattern(
         "fallback_used": p.fallback_used,
         "start_activation": p.start_activation,
         "final_activation": p.final_activation,
+        "precision": job.precision,
         "seconds": seconds,
         "batch": batch,
     }
@@ -259,6 +264,7 @@ def _write_cam(
         "score": cam.score,
         "score_kind": score_kind,
         "empty_heatmap": cam.empty,
+        "precision": job.precision,
         "heatmap_peak": cam.peak,
         "heatmap_shape": list(cam.heatmap.shape),
         "top": [asdict(p) for p in cam.top],
@@ -298,14 +304,14 @@ def run_gradcam_jobs(jobs: list[GradcamJob], storage: Storage, batch_size: int =
         if isinstance(got, np.ndarray):
             photos[i] = got
 
-    groups: dict[tuple[str, str | None], list[int]] = defaultdict(list)
+    groups: dict[tuple[str, str | None, str], list[int]] = defaultdict(list)
     for i in photos:
-        groups[(jobs[i].model, jobs[i].layer)].append(i)
-    for (model, layer), idx in groups.items():
+        groups[(jobs[i].model, jobs[i].layer, jobs[i].precision)].append(i)
+    for (model, layer, precision), idx in groups.items():
         lm = get_model(model)
         t0 = time.perf_counter()
         cams = grad_cam(lm, [photos[i] for i in idx], [jobs[i].class_index for i in idx], layer,
-                        batch_size)
+                        batch_size, precision=precision)
         seconds = (time.perf_counter() - t0) / len(idx)
         builtin = lm.spec.name in ("vgg16", "efficientnet-lite0")
         score_kind = "logit (pre-softmax)" if builtin else "the model's output"
@@ -335,19 +341,21 @@ class GridJob:
     step_size: float = 1.0
     seed: int = 0
     fallback: str = "preactivation"
+    precision: str = "float32"
 
     kind = "grid"
 
     def tile_jobs(self) -> list[FilterJob]:
         return [
             FilterJob(self.model, self.weights_id, self.layer, f, self.size, self.steps,
-                      self.step_size, self.seed, self.fallback)
+                      self.step_size, self.seed, self.fallback, self.precision)
             for f in self.filters
         ]
 
     @property
     def params(self) -> PatternParams:
-        return PatternParams(self.size, self.steps, self.step_size, self.seed, self.fallback)
+        return PatternParams(self.size, self.steps, self.step_size, self.seed, self.fallback,
+                             self.precision)
 
     @property
     def prefix(self) -> str:

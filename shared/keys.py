@@ -55,13 +55,17 @@ def input_key(sha256: str) -> str:
 
 
 def gradcam_prefix(
-    model: str, weights_id: str, image_sha: str, class_index: int | None, layer: str | None
+    model: str, weights_id: str, image_sha: str, class_index: int | None, layer: str | None,
+    precision: str = "float32",
 ) -> str:
+    from shared.engine.precision import key_suffix
+
     target = "top1" if class_index is None else f"c{int(class_index)}"
     lay = "auto" if layer is None else safe_name(layer, "layer")
     input_key(image_sha)  # validates the hash
     return (
-        f"results/{model_slug(model)}/{weights_id[:12]}/gradcam/v{ENGINE_VERSION}/"
+        f"results/{model_slug(model)}/{weights_id[:12]}/gradcam/v{ENGINE_VERSION}"
+        f"{key_suffix(precision)}/"
         f"{lay}/{target}/{image_sha[:2]}/{image_sha}"
     )
 

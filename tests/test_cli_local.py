@@ -46,6 +46,8 @@ def test_help_is_fast_and_does_not_import_tensorflow() -> None:
         (["heatmaps", "samples/photos", "--class", "1000"], "out of range"),
         (["heatmaps", "samples/photos", "--class", "unicornfish"], "unknown class"),
         (["heatmaps", "no/such/folder"], "no such file"),
+        (["grids", "--precision", "float8"], "precision must be one of float32, bfloat16"),
+        (["heatmaps", "samples/photos", "--precision", "half"], "precision must be one of"),
     ],
 )
 def test_bad_requests_are_refused_before_any_work(tmp_path: Path, args: list[str], message: str) -> None:

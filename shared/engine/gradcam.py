@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from shared.engine.precision import check_precision
 from shared.models.labels import imagenet_classes
 from shared.models.registry import LoadedModel, last_conv_layer
 
@@ -42,16 +43,15 @@ def target_layer(lm: LoadedModel, layer: str | None) -> str:
     return layer or last_conv_layer(lm.model)
 
 
-def _gradcam_fn(lm: LoadedModel, layer: str):  # noqa: ANN202
-    key = ("gradcam", layer)
+def _gradcam_fn(lm: LoadedModel, layer: str, precision: str):  # noqa: ANN202
+    key = ("gradcam", layer, precision)
     if key not in lm.compiled:
         import keras
 
         from shared.engine.tf_backend import build_gradcam
 
-        grad_model = keras.Model(
-            lm.model.inputs, [lm.model.get_layer(layer).output, lm.model.output]
-        )
+        model = lm.at_precision(precision)
+        grad_model = keras.Model(model.inputs, [model.get_layer(layer).output, model.output])
         lm.compiled[key] = build_gradcam(grad_model, lm.preprocess)
     return lm.compiled[key]
 
@@ -81,15 +81,20 @@ def grad_cam(
     layer: str | None = None,
     batch_size: int = 16,
     top_k: int = 3,
+    precision: str = "float32",
 ) -> list[Cam]:
-    """Heatmaps for RGB uint8 photos (any size); ``None`` class = the top-1 prediction."""
+    """Heatmaps for RGB uint8 photos (any size); ``None`` class = the top-1 prediction.
+
+    ``precision`` is that of the network pass (``shared.engine.precision``); the heatmap
+    arithmetic is float32 either way.
+    """
     if not lm.spec.can_gradcam:
         raise GradCamUnsupported(lm.spec.grad_cam_hint or f"{lm.name} has no classifier")
     from shared.tf_env import import_tf
 
     tf = import_tf()
     layer = target_layer(lm, layer)
-    fn = _gradcam_fn(lm, layer)
+    fn = _gradcam_fn(lm, layer, check_precision(precision))
     classes = imagenet_classes()
     wanted = class_indices or [None] * len(images)
     out: list[Cam] = []

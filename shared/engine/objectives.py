@@ -35,9 +35,9 @@ def feature_model(model: Any, layer_name: str) -> Any:
     act = getattr(layer, "activation", None)
     if hasattr(layer, "convolution_op") and act is not None and act is not keras.activations.linear:
         x = layer.input
-        pre = layer.convolution_op(x, layer.kernel)
+        pre = layer.convolution_op(x, ops.cast(layer.kernel, x.dtype))
         if layer.use_bias:
-            pre = pre + ops.reshape(layer.bias, (1, 1, 1, -1))
+            pre = pre + ops.reshape(ops.cast(layer.bias, x.dtype), (1, 1, 1, -1))
         post = act(pre)
     elif type(layer).__name__ in ("Activation", "ReLU"):
         pre = layer.input
@@ -60,7 +60,8 @@ def selected_channels(model: Any, layer_name: str) -> Callable[[Any, Any], tuple
     Sample i needs one channel, so at a stride-1 Conv2D target the N selected kernels are
     gathered and applied as one depthwise convolution over the batch folded into channels:
     the target layer costs 1/C of the full convolution, and its gradient likewise (this is what
-    makes block1_conv1 fast). Other layers compute all channels and pick one.
+    makes block1_conv1 fast). Other layers compute all channels and pick one. The outputs are
+    float32 whatever the model's compute precision.
     """
     import keras
     from keras import ops
@@ -71,7 +72,7 @@ def selected_channels(model: Any, layer_name: str) -> Callable[[Any, Any], tuple
 
         def all_channels(x: Any, filters: Any) -> tuple[Any, Any]:
             pre, post = features(x, training=False)
-            return _pick(pre, filters), _pick(post, filters)
+            return _pick(ops.cast(pre, "float32"), filters), _pick(ops.cast(post, "float32"), filters)
 
         return all_channels
 
@@ -80,7 +81,8 @@ def selected_channels(model: Any, layer_name: str) -> Callable[[Any, Any], tuple
     kh, kw, cin, _ = layer.kernel.shape
 
     def one_channel(x: Any, filters: Any) -> tuple[Any, Any]:
-        h = trunk(x, training=False)  # (N, H, W, Cin)
+        # (N, H, W, Cin); a bfloat16 trunk hands over here: the one-channel conv is cheap in float32
+        h = ops.cast(trunk(x, training=False), "float32")
         n, hh, ww = ops.shape(h)[0], ops.shape(h)[1], ops.shape(h)[2]
         k = ops.take(layer.kernel, filters, axis=3)  # (kh, kw, Cin, N)
         k = ops.reshape(ops.transpose(k, (0, 1, 3, 2)), (kh, kw, -1, 1))  # (kh, kw, N·Cin, 1)

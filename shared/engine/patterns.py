@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from shared.engine.objectives import deprocess, selected_channels, start_image
+from shared.engine.precision import check_precision, key_suffix
 from shared.models.registry import LoadedModel
 
 
@@ -21,8 +22,10 @@ class PatternParams:
     step_size: float = 1.0
     seed: int = 0
     fallback: str = "preactivation"  # for dead filters; or "none"
+    precision: str = "float32"  # of the network passes; or "bfloat16" (shared.engine.precision)
 
     def __post_init__(self) -> None:
+        check_precision(self.precision)
         if self.size < 8 or self.size > 1024:
             raise ValueError(f"size must be 8..1024, got {self.size}")
         if self.steps < 0 or self.steps > 10_000:
@@ -34,6 +37,7 @@ class PatternParams:
         """Stable text of every parameter that changes the result (used in result keys)."""
         return (
             f"s{self.size}-n{self.steps}-lr{self.step_size:g}-seed{self.seed}-fb{self.fallback}"
+            f"{key_suffix(self.precision)}"
         )
 
 
@@ -48,12 +52,13 @@ class Pattern:
     final_activation: float
 
 
-def _ascent_fn(lm: LoadedModel, layer: str):  # noqa: ANN202
-    key = ("ascent", layer)
+def _ascent_fn(lm: LoadedModel, layer: str, precision: str):  # noqa: ANN202
+    key = ("ascent", layer, precision)
     if key not in lm.compiled:
         from shared.engine.tf_backend import build_ascent
 
-        lm.compiled[key] = build_ascent(selected_channels(lm.any_size_model(), layer), lm.preprocess)
+        features = selected_channels(lm.any_size_model(precision), layer)
+        lm.compiled[key] = build_ascent(features, lm.preprocess)
     return lm.compiled[key]
 
 
@@ -68,7 +73,7 @@ def filter_patterns(
     from shared.tf_env import import_tf
 
     tf = import_tf()
-    ascend = _ascent_fn(lm, layer)
+    ascend = _ascent_fn(lm, layer, params.precision)
     out: list[Pattern] = []
     for i in range(0, len(filters), batch_size):
         chunk = filters[i : i + batch_size]

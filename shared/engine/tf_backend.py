@@ -32,7 +32,7 @@ def build_ascent(
     def value_and_grad(x: Any, filters: Any, use_pre: Any) -> tuple[Any, Any, Any]:
         with tf.GradientTape() as tape:
             tape.watch(x)
-            pre, post = features(preprocess(x), filters)
+            pre, post = features(preprocess(x), filters)  # float32 at any model precision
             obj = objective(pre, post, use_pre)
             total = tf.reduce_sum(obj)
         post_obj = objective(pre, post, tf.zeros_like(use_pre))
@@ -47,7 +47,8 @@ def build_ascent(
         for _ in tf.range(steps):
             _, _, g = value_and_grad(x, filters, use_pre)
             x = x + rms_normalize(g) * step_size
-        _, final, _ = value_and_grad(x, filters, no_pre)
+        pre, post = features(preprocess(x), filters)  # the result: forward only
+        final = objective(pre, post, no_pre)
         return x, dead, start, final
 
     return ascend
@@ -66,10 +67,11 @@ def build_gradcam(grad_model: Any, preprocess: Callable[[Any], Any]) -> Callable
     def gradcam(x: Any, class_index: Any) -> Any:
         with tf.GradientTape() as tape:
             features, logits = grad_model(preprocess(x), training=False)
+            logits = tf.cast(logits, tf.float32)  # a bfloat16 model's scores, as float32
             score, chosen = select_scores(logits, class_index)
             total = tf.reduce_sum(score)
-        grads = tape.gradient(total, features)
-        heat, peak = cam_from_gradients(features, grads)
+        grads = tf.cast(tape.gradient(total, features), tf.float32)
+        heat, peak = cam_from_gradients(tf.cast(features, tf.float32), grads)
         return heat, peak, logits, chosen
 
     return gradcam

@@ -19,6 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from shared.config import Settings
+from shared.engine.precision import DEFAULT as DEFAULT_PRECISION
+from shared.engine.precision import with_precision
 from shared.models import zoo
 from shared.models.preprocessing import PREPROCESSORS
 
@@ -63,8 +65,21 @@ class LoadedModel:
     def preprocess(self) -> Callable[[Any], Any]:
         return PREPROCESSORS[self.spec.preprocessing]
 
-    def any_size_model(self) -> Any:
+    def at_precision(self, precision: str = DEFAULT_PRECISION) -> Any:
+        """The model computing in ``precision`` (the same weights; built once, then kept)."""
+        key = ("model", precision)
+        if key not in self.compiled:
+            self.compiled[key] = with_precision(self.model, precision)
+        return self.compiled[key]
+
+    def any_size_model(self, precision: str = DEFAULT_PRECISION) -> Any:
         """The model accepting any input size (filter patterns run at 64 px, not 224)."""
+        key = ("any_size", precision)
+        if key not in self.compiled:
+            self.compiled[key] = with_precision(self._any_size_float32(), precision)
+        return self.compiled[key]
+
+    def _any_size_float32(self) -> Any:
         shape = tuple(self.model.inputs[0].shape[1:3])
         if shape == (None, None):
             return self.model
