@@ -121,6 +121,7 @@ TARGETS = {  # (section key) -> minimum ratio
     "am_batched": 1.8,
     "am_single": 5.0,
 }
+BF16 = "bfloat16"  # the engine's opt-in precision, measured beside the float32 default
 DEEP = ("block3_conv1", "block5_conv1")
 
 
@@ -162,14 +163,14 @@ class Row:
 class Report:
     rows: list[Row] = field(default_factory=list)
     peaks: list[float] = field(default_factory=list)  # every matmul GFLOP/s measured
-    gflops: dict[str, list[float]] = field(default_factory=dict)  # engine, per layer and repeat
+    gflops: dict[tuple[str, str], dict[int, list[float]]] = field(default_factory=dict)  # GFLOP/s per (layer, engine), factor, repeat
 
     def add(self, *a: Any, **k: Any) -> None:
         self.rows.append(Row(*a, **k))
 
     def table(self) -> str:
         head = (
-            f"{'section':<20} {'comparison':<56} {'median':>7} {'best':>6} {'target':>7}  verdict"
+            f"{'section':<20} {'comparison':<66} {'median':>7} {'best':>6} {'target':>7}  verdict"
         )
         out = [head, "-" * len(head)]
         for r in self.rows:
@@ -177,7 +178,7 @@ class Report:
             best = "-" if r.best is None else f"{r.best:.2f}"
             target = "-" if r.target is None else f">={r.target:g}"
             out.append(
-                f"{r.section:<20} {r.what:<56} {ratio:>7} {best:>6} {target:>7}  {r.verdict()}"
+                f"{r.section:<20} {r.what:<66} {ratio:>7} {best:>6} {target:>7}  {r.verdict()}"
             )
             if r.note:
                 out.append(f"{'':<22}   {r.note}")
@@ -365,13 +366,16 @@ def bench_grid(
         "batched mode (all filters, one call) and single mode (same subset, one call per filter)."
     )
     log(
-        "GFLOP/s formula: filters × (steps + 2) × 3 × F_fwd, F_fwd = Σ conv 2·kh·kw·Cin·Cout·Hout·Wout\n"
-        "up to and including the layer (the engine does steps + 2 forward+backward passes: one extra\n"
-        "on the start image to detect dead filters, one on the result). ×3 = forward + input-grad +\n"
-        "weight-grad as is customary; the engine needs no weight gradients, so its real work is ×2\n"
-        "(both shown; the target is checked on ×3 as specified)."
+        "GFLOP/s formula: filters × ((steps + 1) × 3 + 1) × F_fwd, F_fwd = Σ conv 2·kh·kw·Cin·Cout·Hout·Wout\n"
+        "up to and including the layer (the engine does steps + 1 forward+backward passes, one extra\n"
+        "on the start image to detect dead filters, and one forward pass on the result). ×3 = forward\n"
+        "+ input-grad + weight-grad as is customary; the engine needs no weight gradients, so its real\n"
+        "work is ×2: filters × ((steps + 1) × 2 + 1) × F_fwd (both shown; the target is checked on ×3\n"
+        "as specified). engine_bf16 = the same engine with --precision bfloat16 (network passes in\n"
+        "bfloat16, everything else float32); its rows are listed apart from the float32 targets."
     )
     params = PatternParams(size=cfg.size, steps=cfg.steps, seed=0)
+    params_bf = PatternParams(size=cfg.size, steps=cfg.steps, seed=0, precision=BF16)
     filters = list(range(cfg.filters))
     x0_all = np.stack([start_image(f, cfg.size, 0) for f in filters])
 
@@ -385,16 +389,20 @@ def bench_grid(
             "engine": lambda: store.__setitem__(
                 "engine", filter_patterns(lm, layer, filters, params, batch_size=cfg.filters)
             ),
+            "engine_bf16": lambda: store.__setitem__(
+                "engine_bf16", filter_patterns(lm, layer, filters, params_bf, batch_size=cfg.filters)
+            ),
             "book": lambda: store.__setitem__("book", [book(f) for f in sub]),
         }
         # warm-up (tracing/compilation), same shapes as measured
-        filter_patterns(
-            lm,
-            layer,
-            filters,
-            PatternParams(size=cfg.size, steps=1, seed=0),
-            batch_size=cfg.filters,
-        )
+        for precision in ("float32", BF16):
+            filter_patterns(
+                lm,
+                layer,
+                filters,
+                PatternParams(size=cfg.size, steps=1, seed=0, precision=precision),
+                batch_size=cfg.filters,
+            )
         book(0, 2)
         tfkv = None
         if tfkv_err is None:
@@ -407,11 +415,14 @@ def bench_grid(
             )
         t = interleaved(tasks, cfg.repeats)
         n = cfg.filters
-        counts = {"engine": n, "book": k, "tfkv_batched": n, "tfkv_single": k}
+        counts = {"engine": n, "engine_bf16": n, "book": k, "tfkv_batched": n, "tfkv_single": k}
         per = {name: [x / c for x in t[name]] for name, c in counts.items() if name in t}
         f_fwd = conv_flops(lm.model, layer, cfg.size)
-        work3 = n * (cfg.steps + 2) * 3 * f_fwd
-        rep.gflops[layer] = [work3 / s / 1e9 for s in t["engine"]]
+        work = {f: n * ((cfg.steps + 1) * f + 1) * f_fwd for f in (3, 2)}
+        for engine in ("engine", "engine_bf16"):
+            rep.gflops[(layer, engine)] = {
+                f: [w / sec / 1e9 for sec in t[engine]] for f, w in work.items()
+            }
         rep.peaks.extend(t["peak"])
         log(f"\n### {layer}  (F_fwd = {f_fwd / 1e6:.1f} MFLOP/image at {cfg.size} px)")
         for name, c in counts.items():
@@ -420,14 +431,24 @@ def bench_grid(
                     f"  {name:<13} {med(per[name]) * 1e3:8.1f} ms/filter  ({c} filters; "
                     f"runs {runs(t[name])} s)"
                 )
-        g = rep.gflops[layer]
-        log(
-            f"  engine GFLOP/s (×3 formula): {runs(g)} (×2: {runs([x * 2 / 3 for x in g])}); "
-            f"matmul peak: {runs(t['peak'])}"
-        )
-        med_r, best_r = speedup(per["book"], per["engine"])
-        what = f"engine vs book loop, per filter (book: {k} of {n})"
-        rep.add(f"grid {layer}", what, med_r, TARGETS[("grid", layer)], best=best_r)
+        for engine in ("engine", "engine_bf16"):
+            g = rep.gflops[(layer, engine)]
+            log(
+                f"  {engine} GFLOP/s (×3 formula): {runs(g[3])} (×2: {runs(g[2])}); "
+                f"matmul peak (float32): {runs(t['peak'])}"
+            )
+        contenders = [("book", f"book loop, per filter (book: {k} of {n})", TARGETS[("grid", layer)])]
+        if tfkv_err is None:
+            contenders += [
+                ("tfkv_batched", f"tf-keras-vis AM batched ({n} filters/call)", TARGETS["am_batched"]),
+                ("tfkv_single", f"tf-keras-vis AM 1 filter/call ({k} of {n})", TARGETS["am_single"]),
+            ]
+        else:
+            rep.add(f"grid {layer}", "engine vs tf-keras-vis AM", None, None, note=tfkv_err)
+        for engine, label in (("engine", "engine"), ("engine_bf16", "bf16 engine")):
+            for other, what, target in contenders:
+                med_r, best_r = speedup(per[other], per[engine])
+                rep.add(f"grid {layer}", f"{label} vs {what}", med_r, target, best=best_r)
         # agreement: same algorithm, same start image -> same pixels (live filters only)
         eng = {p.filter: p for p in store["engine"]}
         live = [f for f in sub if not eng[f].dead]
@@ -438,12 +459,6 @@ def bench_grid(
         )
         msg = f"  agreement (max |Δx| / max |x_ref − x0|, {len(live)}/{k} live filters): book {d_book:.1e}"
         if tfkv is not None:
-            med_r, best_r = speedup(per["tfkv_batched"], per["engine"])
-            what = f"engine vs tf-keras-vis AM batched ({n} filters/call)"
-            rep.add(f"grid {layer}", what, med_r, TARGETS["am_batched"], best=best_r)
-            med_r, best_r = speedup(per["tfkv_single"], per["engine"])
-            what = f"engine vs tf-keras-vis AM 1 filter/call ({k} of {n})"
-            rep.add(f"grid {layer}", what, med_r, TARGETS["am_single"], best=best_r)
             d_b = max(
                 (rel_diff(eng[f].raw, store["tfkv_b"][f], x0_all[f]) for f in live),
                 default=float("nan"),
@@ -454,9 +469,16 @@ def bench_grid(
                 default=float("nan"),
             )
             msg += f", tf-keras-vis batched {d_b:.1e}, single {d_s:.1e}"
-        else:
-            rep.add(f"grid {layer}", "engine vs tf-keras-vis AM", None, None, note=tfkv_err)
         log(msg)
+        bf = {p.filter: p for p in store["engine_bf16"]}
+        both = [f for f in filters if not eng[f].dead and not bf[f].dead and eng[f].final_activation > 0]
+        reached = [bf[f].final_activation / eng[f].final_activation for f in both]
+        if reached:
+            log(
+                f"  bf16 engine: objective reached ÷ float32 engine's, {len(both)} live filters: "
+                f"median {med(reached):.3f}, min {min(reached):.3f}, max {max(reached):.3f}; "
+                f"dead filters {sum(p.dead for p in bf.values())} (float32: {sum(p.dead for p in eng.values())})"
+            )
         dead = sum(p.dead for p in store["engine"])
         if dead:
             log(
@@ -537,6 +559,9 @@ def bench_gradcam(cfg: Config, lm: LoadedModel, rep: Report, tfkv_err: str | Non
         "engine": lambda: store.__setitem__(
             "engine", grad_cam(lm, imgs, classes, GRADCAM_LAYER, batch_size=b)
         ),
+        "engine_bf16": lambda: store.__setitem__(
+            "engine_bf16", grad_cam(lm, imgs, classes, GRADCAM_LAYER, batch_size=b, precision=BF16)
+        ),
         "predict": lambda: store.__setitem__(
             "predict", model.predict(caffe_np(x), batch_size=b, verbose=0)
         ),
@@ -558,29 +583,37 @@ def bench_gradcam(cfg: Config, lm: LoadedModel, rep: Report, tfkv_err: str | Non
     t = interleaved(tasks, cfg.repeats)
     per = {n: [s / (k if n == "book" else len(imgs)) for s in v] for n, v in t.items()}
     for n in tasks:
-        log(f"  {n:<8} {1 / med(per[n]):7.2f} img/s   (runs {runs(t[n])} s)")
+        log(f"  {n:<11} {1 / med(per[n]):7.2f} img/s   (runs {runs(t[n])} s)")
     f_img = conv_flops(model, None, 224)
     log(
         f"  (VGG16 forward = {f_img / 1e9:.1f} GFLOP/image: predict reaches "
         f"{f_img / med(per['predict']) / 1e9:.0f} GFLOP/s)"
     )
-    med_r, best_r = speedup(per["book"], per["engine"])
-    what = f"engine vs book one-image eager loop ({k} images), img/s"
-    rep.add("grad-cam", what, med_r, TARGETS["cam_book"], best=best_r)
-    med_r, best_r = speedup(per["predict"], per["engine"])
-    what = f"engine img/s ÷ model.predict img/s (batch {b})"
-    rep.add("grad-cam", what, med_r, TARGETS["cam_predict"], best=best_r)
+    for engine, label in (("engine", "engine"), ("engine_bf16", "bf16 engine")):
+        med_r, best_r = speedup(per["book"], per[engine])
+        what = f"{label} vs book one-image eager loop ({k} images), img/s"
+        rep.add("grad-cam", what, med_r, TARGETS["cam_book"], best=best_r)
+        med_r, best_r = speedup(per["predict"], per[engine])
+        what = f"{label} img/s ÷ model.predict img/s (batch {b})"
+        rep.add("grad-cam", what, med_r, TARGETS["cam_predict"], best=best_r)
+        if "tfkv" in per:
+            med_r, best_r = speedup(per["tfkv"], per[engine])
+            what = f"{label} vs tf-keras-vis Gradcam (batch {b}), img/s"
+            rep.add("grad-cam", what, med_r, TARGETS["cam_tfkv"], best=best_r)
+    if "tfkv" not in per:
+        rep.add("grad-cam", "engine vs tf-keras-vis Gradcam", None, None, note=tfkv_err)
     heat = np.stack([c.heatmap for c in store["engine"]])
     d_book = max(float(np.abs(heat[i] - store["book"][i]).max()) for i in range(k))
     msg = f"  agreement (max |Δheatmap|, maps in 0..1): book {d_book:.1e}"
     if gc is not None:
-        med_r, best_r = speedup(per["tfkv"], per["engine"])
-        what = f"engine vs tf-keras-vis Gradcam (batch {b}), img/s"
-        rep.add("grad-cam", what, med_r, TARGETS["cam_tfkv"], best=best_r)
         msg += f", tf-keras-vis {float(np.abs(heat - store['tfkv']).max()):.1e} (it min-max normalises)"
-    else:
-        rep.add("grad-cam", "engine vs tf-keras-vis Gradcam", None, None, note=tfkv_err)
     log(msg)
+    heat_bf = np.stack([c.heatmap for c in store["engine_bf16"]])
+    corr = [float(np.corrcoef(a.ravel(), c.ravel())[0, 1]) for a, c in zip(heat, heat_bf, strict=True)]
+    log(
+        f"  bf16 engine vs float32 engine: max |Δheatmap| {float(np.abs(heat - heat_bf).max()):.1e}, "
+        f"min correlation {min(corr):.4f}"
+    )
 
 
 # --- ideas: cheap speed-ups, side by side ---------------------------------------------------------
@@ -783,11 +816,12 @@ def main(argv: list[str] | None = None) -> int:
         log(
             f"\nmatmul peak (best of all {len(rep.peaks)} measurements in this run): {peak:.0f} GFLOP/s"
         )
-        for layer, g in rep.gflops.items():
-            target = TARGETS["peak_deep"] if layer in DEEP else None
-            for factor, label in ((3, "×3 formula, as specified"), (2, "×2 = work actually done")):
-                gf = [x * factor / 3 for x in g]
-                what = f"engine GFLOP/s ({label}) / matmul peak"
+        for (layer, engine), g in rep.gflops.items():
+            target = TARGETS["peak_deep"] if layer in DEEP and engine == "engine" else None
+            label = "engine" if engine == "engine" else "bf16 engine"
+            for factor, how in ((3, "×3 formula, as specified"), (2, "×2 = work actually done")):
+                gf = g[factor]
+                what = f"{label} GFLOP/s ({how}) / fp32 matmul peak"
                 rep.add(f"grid {layer}", what, med(gf) / peak, target, best=max(gf) / peak)
     sections = list(dict.fromkeys(r.section for r in rep.rows))
     rep.rows.sort(key=lambda r: sections.index(r.section))
