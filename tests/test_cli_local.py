@@ -112,3 +112,21 @@ def test_heatmap_run_reports_a_bad_file_and_finishes_the_rest(tmp_path: Path) ->
             assert decode_image((out / j["outputs"]["overlay"]).read_bytes()).shape == (h, w, 3)
             assert np.load(out / j["outputs"]["cam"]).shape == (7, 7)
     assert len(report["duplicates"]) == 1
+
+
+def test_precision_runs_are_kept_apart_and_each_idempotent(tmp_path: Path) -> None:
+    """A bfloat16 run does not reuse float32 results (nor the reverse); CONVATLAS_PRECISION sets
+    the default and --precision overrides it."""
+    out = tmp_path / "out"
+    args = ["grids", "--layers", "block2_conv1", "--filters", "0:4", "--size", "32", "--steps", "3",
+            "--out", str(out), "-q"]
+    p = run(*args, env={"CONVATLAS_PRECISION": "bfloat16"})
+    assert p.returncode == 0 and "4 jobs run" in p.stdout, p.stdout + p.stderr
+    records = [json.loads(f.read_text()) for f in out.glob("results/**/f000?.json")]
+    assert len(records) == 4 and {r["precision"] for r in records} == {"bfloat16"}
+    p = run(*args, "--precision", "float32")
+    assert p.returncode == 0 and "4 jobs run" in p.stdout, p.stdout + p.stderr
+    p = run(*args, "--precision", "bfloat16")
+    assert p.returncode == 0 and "0 jobs run" in p.stdout, p.stdout + p.stderr
+    grids = sorted(out.glob("results/**/grid-page00.png"))
+    assert len(grids) == 2 and sum("-bf16" in str(g) for g in grids) == 1
