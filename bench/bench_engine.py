@@ -612,13 +612,13 @@ def bench_gradcam(cfg: Config, lm: LoadedModel, rep: Report, tfkv_err: str | Non
     flat = [(a, c) for a, c in zip(heat, heat_bf, strict=True) if a.std() > 0 and c.std() > 0]
     corr = [float(np.corrcoef(a.ravel(), c.ravel())[0, 1]) for a, c in flat]
     same_top = sum(
-        a.class_index == c.class_index for a, c in zip(store["engine"], store["engine_bf16"], strict=True)
+        a.top[0].index == c.top[0].index for a, c in zip(store["engine"], store["engine_bf16"], strict=True)
     )
     log(
         f"  bf16 engine vs float32 engine: max |Δheatmap| {float(np.abs(heat - heat_bf).max()):.1e}, "
         f"correlation median {med(corr) if corr else float('nan'):.4f} min "
         f"{min(corr) if corr else float('nan'):.4f} ({len(heat) - len(flat)} constant maps left out); "
-        f"same class {same_top}/{len(heat)}"
+        f"same top-1 prediction {same_top}/{len(heat)}"
     )
 
 
