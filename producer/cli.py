@@ -36,6 +36,22 @@ def use_weights(weights: Path | None) -> None:
         os.environ["CONVATLAS_VGG16_WEIGHTS"] = str(weights.resolve())
 
 
+def bf16_note() -> str:
+    """Whether --precision bfloat16 is fast on this machine's CPU (it is slow where emulated)."""
+    from shared.engine.precision import native_bfloat16
+
+    if native_bfloat16():
+        return "bfloat16 is native on this CPU (AVX512_BF16/AMX): --precision bfloat16 is about 2x faster"
+    return "this CPU has no native bfloat16: --precision bfloat16 would be emulated and slow here"
+
+
+def warn_if_slow(precision: str) -> None:
+    from shared.engine.precision import native_bfloat16
+
+    if precision == "bfloat16" and not native_bfloat16():
+        typer.secho(f"warning: {bf16_note()}", fg=typer.colors.YELLOW, err=True)
+
+
 def fail(message: str, code: int = 2) -> None:
     typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
     raise typer.Exit(code)
@@ -58,6 +74,7 @@ def models(
         if layers:
             convs = [i for i in layer_table(spec.name) if i.kind == "Conv2D"]
             typer.echo(f"  {len(convs)} conv layers: " + ", ".join(f"{i.name}({i.channels})" for i in convs))
+    typer.echo(f"precision: default {settings.precision}; {bf16_note()}")
     if classes:
         from shared.models.labels import imagenet_classes
 
@@ -97,6 +114,7 @@ def grids(
         plan = plan_grids(model, layers, filters, params, settings)
     except (PlanError, ValueError) as exc:
         fail(str(exc))
+    warn_if_slow(params.precision)
     _run_and_report(plan, out, batch_size, quiet)
 
 
@@ -122,6 +140,7 @@ def heatmaps(
         plan = plan_heatmaps(paths, model, class_, layer, settings, precision or settings.precision)
     except PlanError as exc:
         fail(str(exc))
+    warn_if_slow(precision or settings.precision)
     _run_and_report(plan, out, batch_size, quiet)
 
 

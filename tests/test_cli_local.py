@@ -66,10 +66,15 @@ def test_vgg16_without_weights_names_the_offline_models(tmp_path: Path) -> None:
 
 
 def test_models_lists_all_with_availability() -> None:
-    p = run("models")
+    p = run("models", env={"CONVATLAS_PRECISION": ""})
     assert p.returncode == 0, p.stderr
     assert "vgg16-hed" in p.stdout and "efficientnet-lite0" in p.stdout
     assert "block5_conv1(512)" in p.stdout and "available offline" in p.stdout
+    flags = Path("/proc/cpuinfo").read_text().split()
+    native = "avx512_bf16" in flags or "amx_bf16" in flags
+    assert "precision: default float32" in p.stdout
+    assert ("bfloat16 is native on this CPU" in p.stdout) == native
+    assert ("no native bfloat16" in p.stdout) == (not native)
 
 
 def test_grid_run_is_complete_and_idempotent(tmp_path: Path) -> None:
