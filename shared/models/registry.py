@@ -76,30 +76,31 @@ class LoadedModel:
         """The model accepting any input size (filter patterns run at 64 px, not 224)."""
         key = ("any_size", precision)
         if key not in self.compiled:
-            self.compiled[key] = with_precision(self._any_size_float32(), precision)
+            if precision == DEFAULT_PRECISION:
+                self.compiled[key] = self._build_any_size()
+            else:
+                self.compiled[key] = with_precision(self.any_size_model(), precision)
         return self.compiled[key]
 
-    def _any_size_float32(self) -> Any:
+    def _build_any_size(self) -> Any:
         shape = tuple(self.model.inputs[0].shape[1:3])
         if shape == (None, None):
             return self.model
-        if "any_size" not in self.compiled:
-            if self.spec.build_any_size is not None:
-                flexible = self.spec.build_any_size()
-            else:  # a user's model: the same graph on a size-free input, where its layers allow
-                import keras
+        if self.spec.build_any_size is not None:
+            flexible = self.spec.build_any_size()
+        else:  # a user's model: the same graph on a size-free input, where its layers allow
+            import keras
 
-                try:
-                    flexible = keras.models.clone_model(
-                        self.model, input_tensors=keras.Input((None, None, self.model.inputs[0].shape[-1]))
-                    )
-                except Exception as exc:
-                    raise ValueError(
-                        f"{self.name} takes only {shape[0]}×{shape[1]} inputs: use --size {shape[0]}"
-                    ) from exc
-            flexible.set_weights(self.model.get_weights())
-            self.compiled["any_size"] = flexible
-        return self.compiled["any_size"]
+            try:
+                flexible = keras.models.clone_model(
+                    self.model, input_tensors=keras.Input((None, None, self.model.inputs[0].shape[-1]))
+                )
+            except Exception as exc:
+                raise ValueError(
+                    f"{self.name} takes only {shape[0]}×{shape[1]} inputs: use --size {shape[0]}"
+                ) from exc
+        flexible.set_weights(self.model.get_weights())
+        return flexible
 
 
 BUILTIN: dict[str, ModelSpec] = {
