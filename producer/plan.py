@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from shared import keys
@@ -146,8 +146,7 @@ def plan_grids(
         chosen = parse_filters(filters, channels)
         for page in sorted({f // TILES_PER_PAGE for f in chosen}):
             on_page = tuple(f for f in chosen if f // TILES_PER_PAGE == page)
-            grid = GridJob(model, wid, layer, page, on_page, params.size, params.steps,
-                           params.step_size, params.seed, params.fallback, params.precision)
+            grid = GridJob(model, wid, layer, page, on_page, **asdict(params))
             grids.append(grid)
             jobs.extend(grid.tile_jobs())
     plan = Plan("grids", model, jobs, grids)

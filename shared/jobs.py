@@ -17,7 +17,7 @@ import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from functools import partial
 from typing import Any, TypeVar
 
@@ -27,6 +27,11 @@ from shared import keys
 from shared.engine.patterns import PatternParams
 from shared.images import ImageDecodeError, decode_image, encode_png
 from shared.storage import ObjectNotFound, Storage
+
+
+def pattern_params(job: FilterJob | GridJob) -> PatternParams:
+    """The ``PatternParams`` a job carries as flat JSON-able fields of the same names."""
+    return PatternParams(**{f.name: getattr(job, f.name) for f in fields(PatternParams)})
 
 
 @dataclass(frozen=True)
@@ -46,8 +51,7 @@ class FilterJob:
 
     @property
     def params(self) -> PatternParams:
-        return PatternParams(self.size, self.steps, self.step_size, self.seed, self.fallback,
-                             self.precision)
+        return pattern_params(self)
 
     @property
     def prefix(self) -> str:
@@ -346,16 +350,12 @@ class GridJob:
     kind = "grid"
 
     def tile_jobs(self) -> list[FilterJob]:
-        return [
-            FilterJob(self.model, self.weights_id, self.layer, f, self.size, self.steps,
-                      self.step_size, self.seed, self.fallback, self.precision)
-            for f in self.filters
-        ]
+        params = asdict(self.params)
+        return [FilterJob(self.model, self.weights_id, self.layer, f, **params) for f in self.filters]
 
     @property
     def params(self) -> PatternParams:
-        return PatternParams(self.size, self.steps, self.step_size, self.seed, self.fallback,
-                             self.precision)
+        return pattern_params(self)
 
     @property
     def prefix(self) -> str:
