@@ -135,12 +135,13 @@ def heatmaps(
     from shared.config import Settings
 
     use_weights(weights)
+    settings = Settings.from_env()
+    precision = precision or settings.precision
     try:
-        settings = Settings.from_env()
-        plan = plan_heatmaps(paths, model, class_, layer, settings, precision or settings.precision)
+        plan = plan_heatmaps(paths, model, class_, layer, settings, precision)
     except PlanError as exc:
         fail(str(exc))
-    warn_if_slow(precision or settings.precision)
+    warn_if_slow(precision)
     _run_and_report(plan, out, batch_size, quiet)
 
 

@@ -12,6 +12,8 @@ import json
 import re
 from typing import Any
 
+from shared.engine.precision import key_suffix
+
 ENGINE_VERSION = "1"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
@@ -58,8 +60,6 @@ def gradcam_prefix(
     model: str, weights_id: str, image_sha: str, class_index: int | None, layer: str | None,
     precision: str = "float32",
 ) -> str:
-    from shared.engine.precision import key_suffix
-
     target = "top1" if class_index is None else f"c{int(class_index)}"
     lay = "auto" if layer is None else safe_name(layer, "layer")
     input_key(image_sha)  # validates the hash

@@ -11,6 +11,7 @@ part of every result key.
 
 from __future__ import annotations
 
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,7 @@ def key_suffix(precision: str) -> str:
     return "" if check_precision(precision) == DEFAULT else "-bf16"
 
 
+@cache
 def native_bfloat16() -> bool:
     """Whether this CPU has bf16 arithmetic (AVX512_BF16 or AMX): bf16 is fast only there."""
     try:
