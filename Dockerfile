@@ -25,12 +25,15 @@ WORKDIR /app
 RUN pip install "${TENSORFLOW}"
 
 COPY pyproject.toml README.md ./
+# convatlas/ holds the package's __init__ and links to the rooms below (see README, Layout).
+COPY convatlas ./convatlas
 COPY shared ./shared
 COPY producer ./producer
 COPY workers ./workers
+COPY stack ./stack
 COPY samples ./samples
-RUN pip install . && python -c "import producer.cli, workers.app"
+RUN pip install . && python -c "import convatlas.producer.cli, convatlas.workers.app"
 
 USER convatlas
 
-CMD ["celery", "-A", "workers.app", "worker", "--pool", "threads", "--concurrency", "32", "-E", "-n", "worker@%h", "--loglevel", "info"]
+CMD ["celery", "-A", "convatlas.workers.app", "worker", "--pool", "threads", "--concurrency", "32", "-E", "-n", "worker@%h", "--loglevel", "info"]

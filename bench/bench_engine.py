@@ -40,17 +40,17 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from shared.tf_env import import_tf  # noqa: E402
+from convatlas.shared.tf_env import import_tf  # noqa: E402
 
 tf = import_tf()
 import keras  # noqa: E402
 
-from shared.engine import tf_backend  # noqa: E402
-from shared.engine.gradcam import grad_cam  # noqa: E402
-from shared.engine.objectives import RMS_EPS, selected_channels, start_image  # noqa: E402
-from shared.engine.patterns import PatternParams, filter_patterns  # noqa: E402
-from shared.models.preprocessing import CAFFE_MEAN_BGR, caffe  # noqa: E402
-from shared.models.registry import BUILTIN, LoadedModel  # noqa: E402
+from convatlas.shared.engine import tf_backend  # noqa: E402
+from convatlas.shared.engine.gradcam import grad_cam  # noqa: E402
+from convatlas.shared.engine.objectives import RMS_EPS, selected_channels, start_image  # noqa: E402
+from convatlas.shared.engine.patterns import PatternParams, filter_patterns  # noqa: E402
+from convatlas.shared.models.preprocessing import CAFFE_MEAN_BGR, caffe  # noqa: E402
+from convatlas.shared.models.registry import BUILTIN, LoadedModel  # noqa: E402
 
 warnings.filterwarnings("ignore", message="The structure of `inputs` doesn't match")
 warnings.filterwarnings("ignore", category=DeprecationWarning)
@@ -524,8 +524,8 @@ def photos(n: int, size: int = 224) -> list[np.ndarray]:
     """The bundled sample photos resized to size², cycled (flipped on later cycles) to n images."""
     import cv2
 
-    from shared.images import load_image
-    from shared.samples import sample_photos
+    from convatlas.shared.images import load_image
+    from convatlas.shared.samples import sample_photos
 
     base = [
         cv2.resize(load_image(p), (size, size), interpolation=cv2.INTER_AREA)

@@ -237,9 +237,9 @@ class Fleet:
     """The producer side of a running ``LocalStack``."""
 
     def __init__(self, stack: Any) -> None:
-        from shared.config import Settings
-        from shared.storage import s3_storage_from_settings
-        from workers.app import make_app
+        from convatlas.shared.config import Settings
+        from convatlas.shared.storage import s3_storage_from_settings
+        from convatlas.workers.app import make_app
 
         self.stack = stack
         os.environ.update(stack.env())
@@ -274,7 +274,7 @@ class Fleet:
         return out
 
     def wait_report(self, run_id: str, timeout: float, poll: float = 0.1) -> None:
-        from producer.report import report_key
+        from convatlas.producer.report import report_key
 
         key = report_key(run_id)
         deadline = time.monotonic() + timeout
@@ -286,7 +286,7 @@ class Fleet:
             time.sleep(poll)
 
     def submit(self, plan: Any) -> Any:
-        from producer.submit import submit_plan
+        from convatlas.producer.submit import submit_plan
 
         res = submit_plan(plan, self.storage, self.app)
         if res.already_done:
@@ -314,7 +314,7 @@ class Fleet:
 
 
 def local_run(plan: Any, tmp: Path) -> tuple[float, list[dict[str, Any]]]:
-    from producer.local import run_local
+    from convatlas.producer.local import run_local
 
     out = Path(tempfile.mkdtemp(prefix="local-", dir=tmp))
     t0 = time.perf_counter()
@@ -398,8 +398,8 @@ def pair_runs(fleet: Fleet, tmp: Path, plans: list[Any], label: str) -> list[Pai
 
 def section_leak(cfg: Config, fleet: Fleet) -> dict[str, Any]:
     """Worker RSS at cumulative job counts (filter jobs, each new: a new seed per 64 filters)."""
-    from producer.plan import plan_grids
-    from shared.engine.patterns import PatternParams
+    from convatlas.producer.plan import plan_grids
+    from convatlas.shared.engine.patterns import PatternParams
 
     rss = {0: tree_rss_mb(fleet.worker_pid)}
     done, seed = 0, 10_000
@@ -432,7 +432,7 @@ def section_leak(cfg: Config, fleet: Fleet) -> dict[str, Any]:
 def warm_cam(fleet: Fleet, tmp: Path) -> None:
     """Load efficientnet-lite0 and trace its Grad-CAM for two batch sizes, on both sides
     (with ``reduce_retracing`` the second size makes the batch dimension generic)."""
-    from producer.plan import plan_heatmaps
+    from convatlas.producer.plan import plan_heatmaps
 
     for i, n in enumerate((1, 3)):
         d = make_photos(tmp / f"warm-cam-{i}", n, seed=900 + i)
@@ -442,7 +442,7 @@ def warm_cam(fleet: Fleet, tmp: Path) -> None:
 
 
 def section_cam(cfg: Config, fleet: Fleet, tmp: Path) -> list[Pair]:
-    from producer.plan import plan_heatmaps
+    from convatlas.producer.plan import plan_heatmaps
 
     warm_cam(fleet, tmp)
     plans = []
@@ -456,8 +456,8 @@ def section_cam(cfg: Config, fleet: Fleet, tmp: Path) -> list[Pair]:
 
 
 def section_grid(cfg: Config, fleet: Fleet, tmp: Path) -> list[Pair]:
-    from producer.plan import plan_grids
-    from shared.engine.patterns import PatternParams
+    from convatlas.producer.plan import plan_grids
+    from convatlas.shared.engine.patterns import PatternParams
 
     def plan(filters: str, steps: int, seed: int) -> Any:
         return plan_grids(
@@ -502,7 +502,7 @@ def s3_latency(fleet: Fleet, n: int) -> dict[str, float]:
 
 def _cli() -> list[str]:
     exe = Path(sys.executable).parent / "convatlas"
-    return [str(exe)] if exe.exists() else [sys.executable, "-m", "producer.cli"]
+    return [str(exe)] if exe.exists() else [sys.executable, "-m", "convatlas.producer.cli"]
 
 
 # Starts the command and reports its rusage from wait4. A separate small launcher is needed:
@@ -543,8 +543,8 @@ def phases_child(folder: str, out_json: str) -> None:
     with the peak (VmHWM) and current RSS recorded after each phase and at exit."""
     import atexit
 
-    import producer.plan as plan_mod
-    import producer.submit as sub
+    import convatlas.producer.plan as plan_mod
+    import convatlas.producer.submit as sub
 
     marks: list[tuple[str, float, float]] = []
     info: dict[str, Any] = {}
@@ -574,7 +574,7 @@ def phases_child(folder: str, out_json: str) -> None:
         Path(out_json).write_text(json.dumps({"marks": marks, **info}))
 
     atexit.register(dump)  # registered first, so it runs after every other exit hook
-    import producer.cli
+    import convatlas.producer.cli
 
     mark("CLI imports")
     wrap(plan_mod, "model_weights_id", "model_weights_id (imports keras, TensorFlow)")
@@ -584,7 +584,7 @@ def phases_child(folder: str, out_json: str) -> None:
     wrap(sub, "build_canvas", "build_canvas")
     wrap(sub, "submit_plan", "chord apply_async (send), submit_plan returns")
     sys.argv = ["convatlas", "submit", "heatmaps", folder, "--model", CAM_MODEL]
-    producer.cli.main()
+    convatlas.producer.cli.main()
 
 
 def section_producer(cfg: Config, fleet: Fleet, tmp: Path) -> dict[str, Any]:
@@ -813,7 +813,7 @@ def build_report(
         f"against {io_local:.1f} ms per photo for everything but the model in-process (local "
         f"files). For each photo the batch does 2 HEADs (`existing_result` again in "
         f"`run_gradcam_jobs`), 1 GET of the input and 4 PUTs (heatmap, overlay, cam.npy, "
-        f"record), overlapped 8 at a time (`shared.jobs.io_map`): {s3_serial:.1f} ms per photo "
+        f"record), overlapped 8 at a time (`convatlas.shared.jobs.io_map`): {s3_serial:.1f} ms per photo "
         f"if they ran one after another, against a measured difference of "
         f"{io_stack - io_local:.1f} ms per photo; meanwhile the model waits. Each task thread also does 2 HEADs of its own (the pre-check), and "
         f"SeaweedFS and boto3 signing burn CPU on the same 2 cores. "
@@ -908,7 +908,7 @@ def build_report(
         f"AsyncResults); `plan_heatmaps` also keeps every InputFile and GradcamJob. At this rate "
         f"100 000 images would add ≈{per_img_kb * 100_000 / 1024**2:.1f} GiB. Independently "
         f"of size, {wid:+.0f} MiB of the producer's ~{sm['peak']:.0f} MiB is TensorFlow: "
-        f"`plan.model_weights_id` imports `shared.models.efficientnet_lite` only to locate the "
+        f"`plan.model_weights_id` imports `convatlas.shared.models.efficientnet_lite` only to locate the "
         f"weights file, and that module imports keras at the top"
         + (
             " (checked: `tensorflow` is in sys.modules right after planning)"
@@ -1014,8 +1014,8 @@ def main() -> None:
     import warnings
 
     warnings.filterwarnings("ignore")
-    from producer.stack import LocalStack
-    from shared.models.registry import get_model
+    from convatlas.shared.models.registry import get_model
+    from convatlas.stack.supervisor import LocalStack
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-pipeline-"))
     stack = LocalStack(tmp / "stack", workers=1)  # the default: 2 × max batch threads

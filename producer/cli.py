@@ -38,7 +38,7 @@ def use_weights(weights: Path | None) -> None:
 
 def bf16_note() -> str:
     """Whether --precision bfloat16 is fast on this machine's CPU (it is slow where emulated)."""
-    from shared.engine.precision import native_bfloat16
+    from convatlas.shared.engine.precision import native_bfloat16
 
     if native_bfloat16():
         return "bfloat16 is native on this CPU (AVX512_BF16/AMX): --precision bfloat16 is about 2x faster"
@@ -46,7 +46,7 @@ def bf16_note() -> str:
 
 
 def warn_if_slow(precision: str) -> None:
-    from shared.engine.precision import native_bfloat16
+    from convatlas.shared.engine.precision import native_bfloat16
 
     if precision == "bfloat16" and not native_bfloat16():
         typer.secho(f"warning: {bf16_note()}", fg=typer.colors.YELLOW, err=True)
@@ -63,8 +63,8 @@ def models(
     layers: Annotated[bool, typer.Option(help="List every conv layer with its filter count.")] = True,
 ) -> None:
     """List the models: offline availability, what each can do, conv layers and filter counts."""
-    from shared.config import Settings
-    from shared.models.registry import BUILTIN, layer_table
+    from convatlas.shared.config import Settings
+    from convatlas.shared.models.registry import BUILTIN, layer_table
 
     settings = Settings.from_env()
     for spec in BUILTIN.values():
@@ -76,7 +76,7 @@ def models(
             typer.echo(f"  {len(convs)} conv layers: " + ", ".join(f"{i.name}({i.channels})" for i in convs))
     typer.echo(f"precision: default {settings.precision}; {bf16_note()}")
     if classes:
-        from shared.models.labels import imagenet_classes
+        from convatlas.shared.models.labels import imagenet_classes
 
         for c in imagenet_classes():
             typer.echo(f"{c.index}\t{c.wnid}\t{c.label}")
@@ -103,9 +103,9 @@ def grids(
     Tile order is row-major: the tile at (row, col) of page p shows filter p·64 + row·8 + col.
     Re-running skips patterns that already exist in OUT.
     """
-    from producer.plan import PlanError, plan_grids
-    from shared.config import Settings
-    from shared.engine.patterns import PatternParams
+    from convatlas.producer.plan import PlanError, plan_grids
+    from convatlas.shared.config import Settings
+    from convatlas.shared.engine.patterns import PatternParams
 
     use_weights(weights)
     settings = Settings.from_env()
@@ -131,8 +131,8 @@ def heatmaps(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
     """Grad-CAM heatmaps in this process: heatmap, overlay, raw .npy and a JSON record per image."""
-    from producer.plan import PlanError, plan_heatmaps
-    from shared.config import Settings
+    from convatlas.producer.plan import PlanError, plan_heatmaps
+    from convatlas.shared.config import Settings
 
     use_weights(weights)
     settings = Settings.from_env()
@@ -146,8 +146,8 @@ def heatmaps(
 
 
 def _run_and_report(plan, out: Path, batch_size: int, quiet: bool) -> None:  # noqa: ANN001
-    from producer.local import run_local
-    from producer.report import summary
+    from convatlas.producer.local import run_local
+    from convatlas.producer.report import summary
 
     report = run_local(plan, out, batch_size, progress=not quiet)
     run_dir = out / "runs" / plan.run_id
@@ -161,8 +161,8 @@ def _run_and_report(plan, out: Path, batch_size: int, quiet: bool) -> None:  # n
 
 def _mount_fleet() -> None:
     """Fleet commands: submit/status/fetch/worker, and the local stack."""
-    from producer.fleet_cli import register
-    from producer.stack_cli import stack_app
+    from convatlas.producer.fleet_cli import register
+    from convatlas.stack.cli import stack_app
 
     register(app)
     app.add_typer(stack_app, name="stack", help="Start/stop a local Redis + SeaweedFS + workers + Flower.")

@@ -1,7 +1,7 @@
 """Fleet commands: ``submit grids|heatmaps``, ``status``, ``fetch``, ``worker``.
 
 Mounted into the main CLI by ``register(app)`` (``producer/cli.py`` calls it) and usable on its
-own as ``fleet_app`` / ``python -m producer.fleet_cli``. Configuration comes from the environment
+own as ``fleet_app`` / ``python -m convatlas.producer.fleet_cli``. Configuration comes from the environment
 (``CONVATLAS_BROKER_URL``, ``CONVATLAS_S3_*``, AWS credentials). Imports are lazy: ``--help``
 loads neither TensorFlow nor boto3. Every request is planned and validated before anything is
 uploaded or queued; an invalid one exits with code 2.
@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 import typer
 
 if TYPE_CHECKING:
-    from producer.plan import Plan
-    from shared.config import Settings
+    from convatlas.producer.plan import Plan
+    from convatlas.shared.config import Settings
 
 fleet_app = typer.Typer(
     help="Run on a Celery fleet: submit, status, fetch, worker.",
@@ -42,7 +42,7 @@ def _fail(message: str, code: int = 2) -> NoReturn:
 
 
 def _settings(need_broker: bool = True) -> Settings:
-    from shared.config import Settings
+    from convatlas.shared.config import Settings
 
     s = Settings.from_env()
     if need_broker and not s.broker_url:
@@ -51,7 +51,7 @@ def _settings(need_broker: bool = True) -> Settings:
 
 
 def _storage(settings: Settings, create: bool = False) -> Any:
-    from shared.storage import s3_storage_from_settings
+    from convatlas.shared.storage import s3_storage_from_settings
 
     return s3_storage_from_settings(settings, create_bucket=create)
 
@@ -59,11 +59,11 @@ def _storage(settings: Settings, create: bool = False) -> Any:
 def _submit(plan: Plan, settings: Settings, wait: bool, timeout: float) -> None:
     from kombu.exceptions import OperationalError
 
-    from producer.report import summary
-    from producer.submit import submit_plan, wait_for_run
-    from shared.config import redact_url
-    from shared.storage import StorageError
-    from workers.app import make_app
+    from convatlas.producer.report import summary
+    from convatlas.producer.submit import submit_plan, wait_for_run
+    from convatlas.shared.config import redact_url
+    from convatlas.shared.storage import StorageError
+    from convatlas.workers.app import make_app
 
     try:
         storage = _storage(settings, create=True)
@@ -103,8 +103,8 @@ def submit_grids(
     timeout: TimeoutOpt = 3600.0,
 ) -> None:
     """Queue filter-pattern grids: one task per filter, one chord per 8×8 page."""
-    from producer.plan import PlanError, plan_grids
-    from shared.engine.patterns import PatternParams
+    from convatlas.producer.plan import PlanError, plan_grids
+    from convatlas.shared.engine.patterns import PatternParams
 
     settings = _settings()
     try:
@@ -126,7 +126,7 @@ def submit_heatmaps(
     timeout: TimeoutOpt = 3600.0,
 ) -> None:
     """Queue Grad-CAM heatmaps: photos are uploaded once by content hash, one task per photo."""
-    from producer.plan import PlanError, plan_heatmaps
+    from convatlas.producer.plan import PlanError, plan_heatmaps
 
     settings = _settings()
     try:
@@ -140,9 +140,9 @@ def submit_heatmaps(
 
 def status(run: Annotated[str, typer.Argument(help="Run id printed by submit.")]) -> None:
     """Progress of a run, rebuilt from storage: counts, failures with reasons, output keys."""
-    from producer.report import build_report, load_manifest, summary
-    from producer.submit import read_report
-    from shared.storage import ObjectNotFound, StorageError
+    from convatlas.producer.report import build_report, load_manifest, summary
+    from convatlas.producer.submit import read_report
+    from convatlas.shared.storage import ObjectNotFound, StorageError
 
     storage = _storage(_settings(need_broker=False))
     try:
@@ -161,8 +161,8 @@ def fetch(
     dest: Annotated[Path, typer.Argument(help="Folder to download into.")],
 ) -> None:
     """Download a run's outputs, report and a gallery with relative links into DEST."""
-    from producer.submit import fetch_run
-    from shared.storage import ObjectNotFound, StorageError
+    from convatlas.producer.submit import fetch_run
+    from convatlas.shared.storage import ObjectNotFound, StorageError
 
     storage = _storage(_settings(need_broker=False))
     try:
@@ -182,11 +182,11 @@ def worker(
     hostname: Annotated[str | None, typer.Option(help="Node name; default convatlas-<pid>@<host>.")] = None,
 ) -> None:
     """Start a Celery worker (threads pool, task events on for Flower); replaces this process."""
-    from workers.app import QUEUE
+    from convatlas.workers.app import QUEUE
 
     settings = _settings()
     argv = [
-        sys.executable, "-m", "celery", "-A", "workers.app", "worker",
+        sys.executable, "-m", "celery", "-A", "convatlas.workers.app", "worker",
         "--pool", "threads",
         "--concurrency", str(concurrency or 2 * settings.max_batch),
         "--loglevel", loglevel,

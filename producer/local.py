@@ -9,11 +9,11 @@ from typing import Any
 
 from tqdm import tqdm
 
-from producer.plan import Plan
-from producer.report import write_report
-from producer.staging import upload_inputs, write_manifest
-from shared import keys
-from shared.jobs import (
+from convatlas.producer.plan import Plan
+from convatlas.producer.report import write_report
+from convatlas.producer.staging import upload_inputs, write_manifest
+from convatlas.shared import keys
+from convatlas.shared.jobs import (
     FilterJob,
     GradcamJob,
     existing_result,
@@ -21,7 +21,7 @@ from shared.jobs import (
     run_filter_jobs,
     run_gradcam_jobs,
 )
-from shared.storage import LocalStorage
+from convatlas.shared.storage import LocalStorage
 
 
 def _chunks(items: list[Any], n: int) -> Iterator[list[Any]]:
@@ -49,7 +49,7 @@ def run_local(plan: Plan, out: Path, batch_size: int | None = None, progress: bo
             bar.update(len(chunk))
     for grid in plan.grids:
         reduce_grid(grid, storage)
-    from shared.models.registry import loaded_models
+    from convatlas.shared.models.registry import loaded_models
 
     for lm in loaded_models():
         load_seconds[lm.name] = round(lm.load_seconds, 3)

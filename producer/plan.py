@@ -11,12 +11,12 @@ import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from shared import keys
-from shared.config import Settings
-from shared.engine.patterns import PatternParams
-from shared.engine.precision import check_precision
-from shared.images import IMAGE_SUFFIXES
-from shared.jobs import GradcamJob, GridJob, Job
+from convatlas.shared import keys
+from convatlas.shared.config import Settings
+from convatlas.shared.engine.patterns import PatternParams
+from convatlas.shared.engine.precision import check_precision
+from convatlas.shared.images import IMAGE_SUFFIXES
+from convatlas.shared.jobs import GradcamJob, GridJob, Job
 
 TILES_PER_PAGE = 64
 
@@ -59,8 +59,8 @@ class Plan:
 
 def model_weights_id(model: str, settings: Settings) -> str:
     """The hash of the weights that will be used, without loading the model."""
-    from shared.models import zoo
-    from shared.models.registry import get_spec
+    from convatlas.shared.models import zoo
+    from convatlas.shared.models.registry import get_spec
 
     spec = get_spec(model)
     if model == "vgg16":
@@ -80,7 +80,7 @@ def model_weights_id(model: str, settings: Settings) -> str:
 
 
 def resolve_model(model: str):  # noqa: ANN201
-    from shared.models.registry import UnknownModel, get_spec
+    from convatlas.shared.models.registry import UnknownModel, get_spec
 
     try:
         return get_spec(model)
@@ -115,7 +115,7 @@ def parse_filters(spec: str, channels: int) -> list[int]:
 
 
 def parse_layers(model: str, layers: str) -> list[tuple[str, int]]:
-    from shared.models.registry import find_layer, layer_table
+    from convatlas.shared.models.registry import find_layer, layer_table
 
     if layers.strip() == "all":
         return [(i.name, i.channels) for i in layer_table(model) if i.kind == "Conv2D"]
@@ -157,7 +157,7 @@ def plan_grids(
 def resolve_class(model: str, cls: str | None) -> int | None:
     if cls is None or cls == "" or cls == "top1":
         return None
-    from shared.models.labels import find_class, imagenet_classes
+    from convatlas.shared.models.labels import find_class, imagenet_classes
 
     try:
         return find_class(cls, imagenet_classes()).index

@@ -12,9 +12,9 @@ import json
 import time
 from typing import Any
 
-from shared import keys
-from shared.jobs import existing_result, grid_from_dict, job_from_dict, read_json
-from shared.storage import Storage
+from convatlas.shared import keys
+from convatlas.shared.jobs import existing_result, grid_from_dict, job_from_dict, read_json
+from convatlas.shared.storage import Storage
 
 
 def manifest_key(run_id: str) -> str:

@@ -8,10 +8,10 @@ from __future__ import annotations
 import hashlib
 import json
 
-from producer.plan import Plan, PlanError
-from producer.report import manifest_key
-from shared import keys
-from shared.storage import Storage
+from convatlas.producer.plan import Plan, PlanError
+from convatlas.producer.report import manifest_key
+from convatlas.shared import keys
+from convatlas.shared.storage import Storage
 
 
 def upload_inputs(plan: Plan, storage: Storage) -> int:

@@ -3,7 +3,7 @@
 The canvas of a run is ``chord([chord(tiles_of_page, reduce_grid) ..., gradcam ...],
 finish_run)``: one chord per grid page (its missing tiles, then the page is assembled), and one
 run-level callback that writes the report. Tasks are sent by name with JSON arguments (job
-descriptions and keys, never image bytes), so this module imports neither ``workers.tasks`` nor
+descriptions and keys, never image bytes), so this module imports neither ``convatlas.workers.tasks`` nor
 TensorFlow. A submission whose results all exist queues nothing and writes the report directly.
 """
 
@@ -18,13 +18,19 @@ from typing import Any
 from celery import Celery, chord
 from celery.canvas import Signature
 
-from producer.plan import Plan
-from producer.report import build_report, load_manifest, manifest_key, report_key, write_report
-from producer.staging import upload_inputs, write_manifest
-from shared import keys
-from shared.jobs import GradcamJob, GridJob, Job, job_from_dict
-from shared.storage import ObjectNotFound, Storage, StorageUnavailable
-from workers.app import TASK_NAMES
+from convatlas.producer.plan import Plan
+from convatlas.producer.report import (
+    build_report,
+    load_manifest,
+    manifest_key,
+    report_key,
+    write_report,
+)
+from convatlas.producer.staging import upload_inputs, write_manifest
+from convatlas.shared import keys
+from convatlas.shared.jobs import GradcamJob, GridJob, Job, job_from_dict
+from convatlas.shared.storage import ObjectNotFound, Storage, StorageUnavailable
+from convatlas.workers.app import TASK_NAMES
 
 
 @dataclass
@@ -159,7 +165,7 @@ def stop_listening(app: Celery) -> None:
 
 def presigned_links(storage: Storage) -> Any:
     """Gallery links that work without credentials, for ``CONVATLAS_PRESIGN_EXPIRY`` s."""
-    from shared.config import Settings
+    from convatlas.shared.config import Settings
 
     expiry = Settings.from_env().presign_expiry
     return lambda key: storage.url(key, expiry)
@@ -231,8 +237,8 @@ def fetch_run(storage: Storage, run_id: str, dest: Path) -> tuple[int, dict[str,
     a gallery that links the local copies. Returns (files written, report)."""
     import os
 
-    from producer.report import gallery_html, gallery_key
-    from shared.storage import LocalStorage
+    from convatlas.producer.report import gallery_html, gallery_key
+    from convatlas.shared.storage import LocalStorage
 
     local = LocalStorage(dest)  # validates every key: nothing lands outside dest
     manifest = load_manifest(storage, run_id)

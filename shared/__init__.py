@@ -1,3 +1,1 @@
-import os as _os
-
-_os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before any TensorFlow import, anywhere
+"""The library: no Celery import, no global state beyond a per-process model cache."""

@@ -110,7 +110,7 @@ class ImageDecodeError(ValueError):
 
 
 def _default_max_pixels() -> int:
-    from shared.config import Settings
+    from convatlas.shared.config import Settings
 
     return Settings.from_env().max_pixels
 

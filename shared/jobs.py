@@ -1,7 +1,7 @@
 """Job functions: the units of work, run the same way by the local CLI and by Celery workers.
 
 A job is a small JSON-able description (``FilterJob``, ``GradcamJob``); its outputs live under a
-key derived from it (``shared.keys``), so a job whose outputs exist is skipped, and a list of jobs
+key derived from it (``convatlas.shared.keys``), so a job whose outputs exist is skipped, and a list of jobs
 is run in as few model calls as possible (grouped by model and layer, then batched). Every job
 succeeds or fails on its own: one corrupt photo fails that photo, not its batch.
 
@@ -23,10 +23,10 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from shared import keys
-from shared.engine.patterns import PatternParams
-from shared.images import ImageDecodeError, decode_image, encode_png
-from shared.storage import ObjectNotFound, Storage
+from convatlas.shared import keys
+from convatlas.shared.engine.patterns import PatternParams
+from convatlas.shared.images import ImageDecodeError, decode_image, encode_png
+from convatlas.shared.storage import ObjectNotFound, Storage
 
 
 def pattern_params(job: FilterJob | GridJob) -> PatternParams:
@@ -84,7 +84,7 @@ class GradcamJob:
     class_index: int | None = None  # None = top-1
     layer: str | None = None  # None = last conv feature map
     name: str = ""  # display name of the photo (never used in keys)
-    precision: str = "float32"  # of the network pass (shared.engine.precision)
+    precision: str = "float32"  # of the network pass (convatlas.shared.engine.precision)
 
     kind = "gradcam"
 
@@ -221,8 +221,8 @@ def _write_pattern(
 
 def run_filter_jobs(jobs: list[FilterJob], storage: Storage, batch_size: int = 64) -> list[JobResult]:
     """Run filter jobs, skipping finished ones; one batched model call per (model, layer, params)."""
-    from shared.engine.patterns import filter_patterns
-    from shared.models.registry import get_model
+    from convatlas.shared.engine.patterns import filter_patterns
+    from convatlas.shared.models.registry import get_model
 
     results: list[JobResult | None] = io_map(lambda j: existing_result(j, storage), jobs)
     groups: dict[tuple[str, str, PatternParams], list[int]] = defaultdict(list)
@@ -251,7 +251,7 @@ def _write_cam(
     seconds: float, batch: int,
 ) -> JobResult:
     """Heatmap, overlay and raw map first, ``record.json`` (the marker) last."""
-    from shared.render import colorize, overlay
+    from convatlas.shared.render import colorize, overlay
 
     job, photo, cam = triple
     h, w = photo.shape[:2]
@@ -284,8 +284,8 @@ def _write_cam(
 
 def run_gradcam_jobs(jobs: list[GradcamJob], storage: Storage, batch_size: int = 16) -> list[JobResult]:
     """Run Grad-CAM jobs: decode each photo (failing it alone if bad), then batch the rest."""
-    from shared.engine.gradcam import grad_cam
-    from shared.models.registry import get_model
+    from convatlas.shared.engine.gradcam import grad_cam
+    from convatlas.shared.models.registry import get_model
 
     def load(job: GradcamJob) -> JobResult | np.ndarray:
         """The recorded outcome, or the decoded photo (a bad one fails here, alone)."""
@@ -389,7 +389,7 @@ def reduce_grid(job: GridJob, storage: Storage) -> JobResult:
     A complete grid is final (skipped on re-runs); an incomplete one is rebuilt each time the
     reducer runs, so a tile that arrives later (retry) completes the grid.
     """
-    from shared.render import assemble_grid
+    from convatlas.shared.render import assemble_grid
 
     info = read_json(storage, job.marker)
     if info is not None and not info.get("missing"):

@@ -12,7 +12,7 @@ import json
 import re
 from typing import Any
 
-from shared.engine.precision import key_suffix
+from convatlas.shared.engine.precision import key_suffix
 
 ENGINE_VERSION = "1"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")

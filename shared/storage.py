@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
-    from shared.config import Settings
+    from convatlas.shared.config import Settings
 
 MAX_KEY_BYTES = 1024  # S3's limit for a whole key
 

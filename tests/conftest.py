@@ -13,10 +13,21 @@ from pathlib import Path
 
 import pytest
 
-from producer.servers import RedisServer, SeaweedS3Server
-from shared.storage import LocalStorage, S3Storage
+from convatlas.shared.storage import LocalStorage, S3Storage
+from convatlas.stack.servers import RedisServer, SeaweedS3Server
 
 pytest_plugins: list[str] = []
+
+KINDS = ("unit", "integration", "faults")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark each test by its folder: ``pytest -m unit`` runs the server-free ones."""
+    for item in items:
+        parts = Path(str(item.fspath)).parts
+        for kind in KINDS:
+            if kind in parts:
+                item.add_marker(getattr(pytest.mark, kind))
 
 TEST_BUCKET = "convatlas-test"
 

@@ -16,9 +16,9 @@ from typing import Any
 
 import pytest
 
-from producer.servers import RedisServer, SeaweedS3Server
-from shared.config import Settings
-from shared.storage import S3Storage
+from convatlas.shared.config import Settings
+from convatlas.shared.storage import S3Storage
+from convatlas.stack.servers import RedisServer, SeaweedS3Server
 
 REPO = Path(__file__).resolve().parent.parent
 BUCKET = "convatlas-test"
@@ -40,9 +40,9 @@ class Fleet:
         return self.log_path.read_text(errors="replace")
 
     def cli(self, *args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
-        """``python -m producer.fleet_cli ARGS`` with the fleet's environment."""
+        """``python -m convatlas.producer.fleet_cli ARGS`` with the fleet's environment."""
         return subprocess.run(
-            [sys.executable, "-m", "producer.fleet_cli", *args], cwd=REPO, env=self.env,
+            [sys.executable, "-m", "convatlas.producer.fleet_cli", *args], cwd=REPO, env=self.env,
             capture_output=True, text=True, timeout=timeout,
         )
 
@@ -89,7 +89,7 @@ def start_worker(env: dict[str, str], log_path: Path, concurrency: int = 64) -> 
     """``convatlas worker`` (the fleet CLI), which execs ``celery worker --pool threads``."""
     with open(log_path, "ab") as log:
         return subprocess.Popen(
-            [sys.executable, "-m", "producer.fleet_cli", "worker", "--concurrency",
+            [sys.executable, "-m", "convatlas.producer.fleet_cli", "worker", "--concurrency",
              str(concurrency), "--loglevel", "info",
              "--hostname", f"pipeline-{uuid.uuid4().hex[:6]}@%h"],
             cwd=REPO, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
@@ -127,7 +127,7 @@ def stop_worker(proc: subprocess.Popen[bytes], timeout: float = 20) -> None:
 def fleet(
     redis_server: RedisServer, s3_server: SeaweedS3Server, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Fleet]:
-    from workers.app import make_app
+    from convatlas.workers.app import make_app
 
     tmp = tmp_path_factory.mktemp("fleet")
     env = fleet_env(redis_server, s3_server, f"pipe-{uuid.uuid4().hex[:10]}", tmp / "cache")

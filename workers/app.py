@@ -1,8 +1,8 @@
-"""The Celery app of the fleet, configured from ``shared.config.Settings`` (environment).
+"""The Celery app of the fleet, configured from ``convatlas.shared.config.Settings`` (environment).
 
-Start a worker with ``celery -A workers.app worker --pool threads --concurrency 64 -E`` (or
+Start a worker with ``celery -A convatlas.workers.app worker --pool threads --concurrency 64 -E`` (or
 ``convatlas worker``). The threads pool is deliberate: each task is one filter or one photo, and
-``workers.batcher`` gathers the tasks running in the threads of one process into one model call.
+``convatlas.workers.batcher`` gathers the tasks running in the threads of one process into one model call.
 
 Delivery is at-least-once (late acks, reject on worker loss, Redis visibility timeout), which is
 safe because every job is idempotent: its outputs live under a content-addressed key and a job
@@ -18,7 +18,7 @@ from typing import Any
 from celery import Celery
 from celery.signals import worker_init, worker_process_init
 
-from shared.config import Settings, redact_url
+from convatlas.shared.config import Settings, redact_url
 
 log = logging.getLogger(__name__)
 
@@ -49,9 +49,9 @@ def _transport_options(settings: Settings) -> dict[str, Any]:
 
 def make_app(settings: Settings | None = None) -> Celery:
     """A configured app. Producers build their own from explicit settings; tasks are sent by
-    name (``TASK_NAMES``), so a producer never imports ``workers.tasks`` or TensorFlow."""
+    name (``TASK_NAMES``), so a producer never imports ``convatlas.workers.tasks`` or TensorFlow."""
     s = settings or Settings.from_env()
-    app = Celery("convatlas", include=["workers.tasks"])
+    app = Celery("convatlas", include=["convatlas.workers.tasks"])
     transport = _transport_options(s)
     app.conf.update(
         broker_url=s.broker_url or None,
@@ -65,7 +65,7 @@ def make_app(settings: Settings | None = None) -> Celery:
         broker_transport_options=transport,
         result_backend_transport_options={"visibility_timeout": s.visibility_timeout},
         # Hard/soft limits are enforced by the prefork pool only; with the threads pool
-        # ``workers.batcher`` bounds each task's wait by the same limit.
+        # ``convatlas.workers.batcher`` bounds each task's wait by the same limit.
         task_time_limit=s.task_time_limit,
         task_soft_time_limit=max(1, int(s.task_time_limit * 0.9)),
         worker_send_task_events=True,
@@ -99,8 +99,8 @@ def _log_config(**_: Any) -> None:
 def _init_tf(**_: Any) -> None:
     """GPU memory growth in each prefork child before any model loads (workers may share a
     GPU). Never in the parent: TensorFlow must not be imported before a fork. The threads pool
-    imports TensorFlow lazily through ``shared.tf_env.import_tf``, which does the same."""
-    from shared.tf_env import import_tf
+    imports TensorFlow lazily through ``convatlas.shared.tf_env.import_tf``, which does the same."""
+    from convatlas.shared.tf_env import import_tf
 
     import_tf()
 

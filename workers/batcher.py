@@ -4,7 +4,7 @@ A task is one filter or one photo, but a model call on 1 input wastes the accele
 runs tasks in threads (``--pool threads --concurrency N``); each task thread calls
 ``Batcher.run(job)``, which queues the job and blocks on a future. One collector thread per
 process waits up to ``batch_window_ms`` after the first job (or until ``max_batch`` jobs), groups
-the jobs by kind and runs each group with ``shared.jobs.run_filter_jobs`` /
+the jobs by kind and runs each group with ``convatlas.shared.jobs.run_filter_jobs`` /
 ``run_gradcam_jobs``, which batch by (model, layer, params) themselves. All model calls thus
 happen in one thread, so the models loaded once per process are never used concurrently.
 
@@ -25,8 +25,15 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 
-from shared.jobs import FilterJob, GradcamJob, Job, JobResult, run_filter_jobs, run_gradcam_jobs
-from shared.storage import Storage, StorageUnavailable
+from convatlas.shared.jobs import (
+    FilterJob,
+    GradcamJob,
+    Job,
+    JobResult,
+    run_filter_jobs,
+    run_gradcam_jobs,
+)
+from convatlas.shared.storage import Storage, StorageUnavailable
 
 log = logging.getLogger(__name__)
 

@@ -1,10 +1,10 @@
-"""Celery tasks: thin wrappers over ``shared.jobs`` and ``workers.batcher``.
+"""Celery tasks: thin wrappers over ``convatlas.shared.jobs`` and ``convatlas.workers.batcher``.
 
 Contract (chosen so chords always reach their callbacks): a task never raises except to retry.
 It returns a small JSON dict ``{"status", "outputs", "error", "batch"}`` where status is
 
 * ``done``: computed now; ``skipped``: already in storage;
-* ``failed``: a permanent bad-input failure, recorded by ``shared.jobs`` as ``error.json``;
+* ``failed``: a permanent bad-input failure, recorded by ``convatlas.shared.jobs`` as ``error.json``;
 * ``failed`` too for a job that keeps raising (a poison job: e.g. a class index its model does
   not have): after ``POISON_RETRIES`` retries the error is recorded as its ``error.json``, so
   the run completes and reports it instead of waiting for it forever;
@@ -27,17 +27,17 @@ from typing import Any
 
 from celery import Task
 
-from shared.config import Settings
-from shared.jobs import (
+from convatlas.shared.config import Settings
+from convatlas.shared.jobs import (
     JobResult,
     existing_result,
     grid_from_dict,
     job_from_dict,
     record_failure,
 )
-from shared.storage import Storage, StorageUnavailable, s3_storage_from_settings
-from workers.app import TASK_NAMES, app
-from workers.batcher import Batcher, process_batcher
+from convatlas.shared.storage import Storage, StorageUnavailable, s3_storage_from_settings
+from convatlas.workers.app import TASK_NAMES, app
+from convatlas.workers.batcher import Batcher, process_batcher
 
 log = logging.getLogger(__name__)
 
@@ -136,7 +136,7 @@ def gradcam(self: Task, job_dict: dict[str, Any]) -> dict[str, Any]:
 def reduce_grid(self: Task, results: Any, grid_dict: dict[str, Any]) -> dict[str, Any]:
     """Chord body of one page: assemble it from the tiles in storage (``results`` unused:
     failed or missing tiles are found in storage and left black)."""
-    from shared.jobs import reduce_grid as reduce
+    from convatlas.shared.jobs import reduce_grid as reduce
 
     try:
         res = reduce(grid_from_dict(grid_dict), worker_storage())
@@ -151,7 +151,7 @@ def reduce_grid(self: Task, results: Any, grid_dict: dict[str, Any]) -> dict[str
 @app.task(name=TASK_NAMES["finish"], bind=True, max_retries=MAX_RETRIES)
 def finish_run(self: Task, results: Any, run_id: str) -> dict[str, Any]:
     """Run-level chord body: write the report and a gallery with presigned links."""
-    from producer.report import write_report
+    from convatlas.producer.report import write_report
 
     storage = worker_storage()
     expiry = Settings.from_env().presign_expiry

@@ -11,9 +11,9 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from shared.engine.precision import check_precision
-from shared.models.labels import imagenet_classes
-from shared.models.registry import LoadedModel, last_conv_layer
+from convatlas.shared.engine.precision import check_precision
+from convatlas.shared.models.labels import imagenet_classes
+from convatlas.shared.models.registry import LoadedModel, last_conv_layer
 
 
 class GradCamUnsupported(ValueError):
@@ -48,7 +48,7 @@ def _gradcam_fn(lm: LoadedModel, layer: str, precision: str):  # noqa: ANN202
     if key not in lm.compiled:
         import keras
 
-        from shared.engine.tf_backend import build_gradcam
+        from convatlas.shared.engine.tf_backend import build_gradcam
 
         model = lm.at_precision(precision)
         grad_model = keras.Model(model.inputs, [model.get_layer(layer).output, model.output])
@@ -85,12 +85,12 @@ def grad_cam(
 ) -> list[Cam]:
     """Heatmaps for RGB uint8 photos (any size); ``None`` class = the top-1 prediction.
 
-    ``precision`` is that of the network pass (``shared.engine.precision``); the heatmap
+    ``precision`` is that of the network pass (``convatlas.shared.engine.precision``); the heatmap
     arithmetic is float32 either way.
     """
     if not lm.spec.can_gradcam:
         raise GradCamUnsupported(lm.spec.grad_cam_hint or f"{lm.name} has no classifier")
-    from shared.tf_env import import_tf
+    from convatlas.shared.tf_env import import_tf
 
     tf = import_tf()
     layer = target_layer(lm, layer)

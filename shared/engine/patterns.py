@@ -10,9 +10,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from shared.engine.objectives import deprocess, selected_channels, start_image
-from shared.engine.precision import check_precision, key_suffix
-from shared.models.registry import LoadedModel
+from convatlas.shared.engine.objectives import deprocess, selected_channels, start_image
+from convatlas.shared.engine.precision import check_precision, key_suffix
+from convatlas.shared.models.registry import LoadedModel
 
 
 @dataclass(frozen=True)
@@ -22,7 +22,7 @@ class PatternParams:
     step_size: float = 1.0
     seed: int = 0
     fallback: str = "preactivation"  # for dead filters; or "none"
-    precision: str = "float32"  # of the network passes; or "bfloat16" (shared.engine.precision)
+    precision: str = "float32"  # of the network passes; or "bfloat16" (convatlas.shared.engine.precision)
 
     def __post_init__(self) -> None:
         check_precision(self.precision)
@@ -55,7 +55,7 @@ class Pattern:
 def _ascent_fn(lm: LoadedModel, layer: str, precision: str):  # noqa: ANN202
     key = ("ascent", layer, precision)
     if key not in lm.compiled:
-        from shared.engine.tf_backend import build_ascent
+        from convatlas.shared.engine.tf_backend import build_ascent
 
         features = selected_channels(lm.any_size_model(precision), layer)
         lm.compiled[key] = build_ascent(features, lm.preprocess)
@@ -70,7 +70,7 @@ def filter_patterns(
     batch_size: int = 64,
 ) -> list[Pattern]:
     """Optimise ``filters`` of ``layer`` in chunks of ``batch_size``; one compiled loop per chunk."""
-    from shared.tf_env import import_tf
+    from convatlas.shared.tf_env import import_tf
 
     tf = import_tf()
     ascend = _ascent_fn(lm, layer, params.precision)

@@ -9,9 +9,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from shared.engine.heatmap import cam_from_gradients, select_scores
-from shared.engine.objectives import objective, rms_normalize
-from shared.tf_env import import_tf
+from convatlas.shared.engine.heatmap import cam_from_gradients, select_scores
+from convatlas.shared.engine.objectives import objective, rms_normalize
+from convatlas.shared.tf_env import import_tf
 
 
 def build_ascent(

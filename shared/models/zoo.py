@@ -11,8 +11,8 @@ import hashlib
 from pathlib import Path
 from typing import Any
 
-from shared.config import Settings
-from shared.tf_env import import_tf
+from convatlas.shared.config import Settings
+from convatlas.shared.tf_env import import_tf
 
 VGG16_WEIGHTS_URL = (
     "https://storage.googleapis.com/tensorflow/keras-applications/vgg16/"
@@ -147,21 +147,21 @@ def efficientnet_lite0_weights_file() -> Path:
 
 def efficientnet_lite0_architecture() -> Any:
     import_tf()
-    from shared.models.efficientnet_lite import build_efficientnet_lite0
+    from convatlas.shared.models.efficientnet_lite import build_efficientnet_lite0
 
     return build_efficientnet_lite0()
 
 
 def efficientnet_lite0_any_size() -> Any:
     import_tf()
-    from shared.models.efficientnet_lite import build_efficientnet_lite0
+    from convatlas.shared.models.efficientnet_lite import build_efficientnet_lite0
 
     return build_efficientnet_lite0(input_size=None)
 
 
 def efficientnet_lite0_load(settings: Settings) -> tuple[Any, str]:
     import_tf()
-    from shared.models.efficientnet_lite import load_efficientnet_lite0
+    from convatlas.shared.models.efficientnet_lite import load_efficientnet_lite0
 
     try:
         return load_efficientnet_lite0(settings.cache_dir / "models")

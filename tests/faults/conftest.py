@@ -23,11 +23,11 @@ from typing import Any
 
 import pytest
 
-from producer.plan import Plan
-from producer.servers import RedisServer, SeaweedS3Server
-from shared.config import Settings
-from shared.images import decode_image
-from shared.storage import S3Storage
+from convatlas.producer.plan import Plan
+from convatlas.shared.config import Settings
+from convatlas.shared.images import decode_image
+from convatlas.shared.storage import S3Storage
+from convatlas.stack.servers import RedisServer, SeaweedS3Server
 from tests.pipeline_fixtures import (
     REPO,
     fleet_env,
@@ -93,9 +93,9 @@ class Rig:
         self.worker.wait(10)
 
     def cli(self, *args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
-        """``python -m producer.fleet_cli ARGS`` as a user would run it against this rig."""
+        """``python -m convatlas.producer.fleet_cli ARGS`` as a user would run it against this rig."""
         return subprocess.run(
-            [sys.executable, "-m", "producer.fleet_cli", *args], cwd=REPO, env=self.env,
+            [sys.executable, "-m", "convatlas.producer.fleet_cli", *args], cwd=REPO, env=self.env,
             capture_output=True, text=True, timeout=timeout,
         )
 
@@ -132,7 +132,7 @@ def make_rig(
 ) -> Iterator[Callable[..., Rig]]:
     """Factory: ``make_rig(visibility_timeout=…, concurrency=…, s3=…)`` → a started ``Rig``
     with a private password-protected Redis; everything is stopped at teardown."""
-    from workers.app import make_app
+    from convatlas.workers.app import make_app
 
     made: list[Rig] = []
 

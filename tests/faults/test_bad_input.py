@@ -15,11 +15,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from producer.plan import plan_heatmaps
-from producer.report import gallery_key, report_key
-from shared.images import decode_image
+from convatlas.producer.plan import plan_heatmaps
+from convatlas.producer.report import gallery_key, report_key
+from convatlas.shared.images import decode_image
 from tests.faults.conftest import WAIT_S, check_report
-from tests.test_images import bomb_png, encode, photo
+from tests.unit.test_images import bomb_png, encode, photo
 
 MODEL = "efficientnet-lite0"
 # name → substring of its per-item error

@@ -8,13 +8,13 @@ import hashlib
 import json
 from pathlib import Path
 
-from producer.plan import plan_heatmaps
-from producer.submit import submit_plan, wait_for_run
-from shared.jobs import existing_result
+from convatlas.producer.plan import plan_heatmaps
+from convatlas.producer.submit import submit_plan, wait_for_run
+from convatlas.shared.jobs import existing_result
+from convatlas.workers.tasks import POISON_RETRIES
 from tests.faults.conftest import WAIT_S, check_report, received
 from tests.faults.test_bad_input import _png
-from tests.test_images import photo
-from workers.tasks import POISON_RETRIES
+from tests.unit.test_images import photo
 
 GOOD = 6
 

@@ -9,12 +9,12 @@ from typing import Any
 
 import pytest
 
-from producer.plan import plan_heatmaps
-from producer.report import manifest_key
-from producer.submit import read_report, submit_plan
+from convatlas.producer.plan import plan_heatmaps
+from convatlas.producer.report import manifest_key
+from convatlas.producer.submit import read_report, submit_plan
 from tests.faults.conftest import WAIT_S, check_report, received
 from tests.faults.test_bad_input import _png
-from tests.test_images import photo
+from tests.unit.test_images import photo
 
 PHOTOS = 8
 CUT_AT = 4  # the 4th upload is interrupted

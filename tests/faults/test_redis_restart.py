@@ -7,9 +7,9 @@ import threading
 import time
 from typing import Any
 
-from producer.plan import plan_grids
-from producer.submit import submit_plan, wait_for_run
-from shared.engine.patterns import PatternParams
+from convatlas.producer.plan import plan_grids
+from convatlas.producer.submit import submit_plan, wait_for_run
+from convatlas.shared.engine.patterns import PatternParams
 from tests.faults.conftest import WAIT_S, check_report, wait_until
 
 JOBS = 64

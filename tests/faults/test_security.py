@@ -17,9 +17,9 @@ import pytest
 import redis
 from celery import Celery
 
-from producer.report import gallery_key, manifest_key, report_key
+from convatlas.producer.report import gallery_key, manifest_key, report_key
+from convatlas.workers.app import QUEUE
 from tests.faults.conftest import WAIT_S, wait_until
-from workers.app import QUEUE
 
 
 class Payload:
@@ -86,7 +86,7 @@ def test_secrets_never_leak(make_rig, tmp_path: Path) -> None:  # noqa: ANN001
     photos = tmp_path / "photos"
     photos.mkdir()
     from tests.faults.test_bad_input import _png
-    from tests.test_images import photo
+    from tests.unit.test_images import photo
 
     for i in range(3):
         (photos / f"p{i}.png").write_bytes(_png(photo(48, 64, i)))

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import time
 
-from producer.plan import plan_grids
-from producer.submit import submit_plan, wait_for_run
-from shared.engine.patterns import PatternParams
+from convatlas.producer.plan import plan_grids
+from convatlas.producer.submit import submit_plan, wait_for_run
+from convatlas.shared.engine.patterns import PatternParams
 from tests.faults.conftest import WAIT_S, check_report, received, wait_until
 
 KILLS = 3

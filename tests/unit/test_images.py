@@ -1,4 +1,4 @@
-"""shared.images: every awkward real-world input, generated on the fly with Pillow/numpy."""
+"""convatlas.shared.images: every awkward real-world input, generated on the fly with Pillow/numpy."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 from PIL import Image, ImageCms, ImageOps
 
-from shared import images
-from shared.images import (
+from convatlas.shared import images
+from convatlas.shared.images import (
     IMAGE_SUFFIXES,
     MAX_ASPECT,
     MIN_SIDE,
@@ -25,7 +25,7 @@ from shared.images import (
     encode_png,
     load_image,
 )
-from shared.samples import SAMPLE_NAMES, sample_photos
+from convatlas.shared.samples import SAMPLE_NAMES, sample_photos
 
 RED, GREEN, BLUE, WHITE, GREY = (255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 255), (128,) * 3
 
@@ -568,8 +568,8 @@ def test_sample_photos_decode() -> None:
 def test_sample_photos_missing_is_a_clear_error(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    import shared.samples
+    import convatlas.shared.samples
 
-    monkeypatch.setattr(shared.samples, "samples_dir", lambda: tmp_path)
+    monkeypatch.setattr(convatlas.shared.samples, "samples_dir", lambda: tmp_path)
     with pytest.raises(FileNotFoundError, match="chelsea.png"):
         sample_photos()

@@ -9,13 +9,13 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from shared.engine.gradcam import GradCamUnsupported, grad_cam, model_input
-from shared.engine.heatmap import cam_from_gradients
-from shared.images import load_image
-from shared.models.labels import find_class, imagenet_classes
-from shared.models.registry import get_model
-from shared.render import colorize, overlay
-from shared.samples import sample_photos
+from convatlas.shared.engine.gradcam import GradCamUnsupported, grad_cam, model_input
+from convatlas.shared.engine.heatmap import cam_from_gradients
+from convatlas.shared.images import load_image
+from convatlas.shared.models.labels import find_class, imagenet_classes
+from convatlas.shared.models.registry import get_model
+from convatlas.shared.render import colorize, overlay
+from convatlas.shared.samples import sample_photos
 
 
 @pytest.fixture(scope="module")

@@ -18,10 +18,10 @@ from typing import Any
 import numpy as np
 import pytest
 
-from shared.models import efficientnet_lite as eff
-from shared.models.torch_pickle import UnsafePickleError, load_torch_state_dict
+from convatlas.shared.models import efficientnet_lite as eff
+from convatlas.shared.models.torch_pickle import UnsafePickleError, load_torch_state_dict
 
-FIXTURES = Path(__file__).parent / "fixtures"
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 ATOL = 1e-4
 
 

@@ -29,7 +29,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from producer.servers import (
+from convatlas.shared.config import Settings, redact_url
+from convatlas.stack.servers import (
     LOOPBACK,
     RedisServer,
     SeaweedS3Server,
@@ -40,7 +41,6 @@ from producer.servers import (
     free_port,
     wait_for_http,
 )
-from shared.config import Settings, redact_url
 
 STATE_FILE = "stack.json"
 ENV_FILE = "stack.env"
@@ -107,7 +107,7 @@ def _terminate_pid(pid: int, start: int | None, timeout: float) -> None:
 class _Part(_Managed):
     """A child in its own session, logging to ``logs/<name>.log``, stoppable by pid too.
 
-    Not registered for ``producer.servers``' kill-at-exit: a detached stack must outlive the CLI
+    Not registered for ``convatlas.stack.servers``' kill-at-exit: a detached stack must outlive the CLI
     that started it. ``LocalStack`` registers its own exit hook until it is detached.
     """
 
@@ -194,7 +194,7 @@ class LocalStack:
         flower_user: str = "admin",
         flower_password: str | None = None,
         *,
-        celery_app: str = "workers.app",
+        celery_app: str = "convatlas.workers.app",
         cache_dir: Path | str | None = None,
         worker_env: Mapping[str, str] | None = None,
         pythonpath: Iterable[Path | str] = (),
@@ -346,7 +346,7 @@ class LocalStack:
         self._save_state()
 
     def _start_s3(self) -> None:
-        from shared.storage import S3Storage
+        from convatlas.shared.storage import S3Storage
 
         self.s3.start(timeout=self.ready_timeout)
         S3Storage(

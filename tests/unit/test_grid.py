@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from shared.render import assemble_grid, grid_size, tile_origin
+from convatlas.shared.render import assemble_grid, grid_size, tile_origin
 
 
 def test_book_geometry() -> None:

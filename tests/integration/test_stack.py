@@ -19,9 +19,9 @@ from pathlib import Path
 
 import pytest
 
-from producer.stack import ENV_FILE, STATE_FILE, LocalStack, read_env
+from convatlas.stack.supervisor import ENV_FILE, STATE_FILE, LocalStack, read_env
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _live_in_group(pgid: int) -> list[int]:
@@ -99,7 +99,7 @@ def test_redis_needs_the_password(stack: LocalStack) -> None:
 
 
 def test_s3_refuses_anonymous_and_accepts_the_keys(stack: LocalStack) -> None:
-    from shared.storage import S3Storage
+    from convatlas.shared.storage import S3Storage
 
     endpoint = stack.urls()["s3"]
     assert _http(f"{endpoint}/convatlas/x.txt", method="PUT")[0] == 403
@@ -160,7 +160,7 @@ def test_flower_lists_succeeded_tasks_without_secrets(stack: LocalStack) -> None
     readable name, and nothing it shows contains a secret."""
     env = {**os.environ, **stack.env()}
     p = subprocess.run(
-        [sys.executable, "-m", "producer.cli", "submit", "grids", "--model", "vgg16-hed",
+        [sys.executable, "-m", "convatlas.producer.cli", "submit", "grids", "--model", "vgg16-hed",
          "--layers", "block1_conv1", "--filters", "0:4", "--size", "16", "--steps", "1", "--wait"],
         capture_output=True, text=True, env=env, cwd=ROOT, timeout=300,
     )
@@ -205,7 +205,7 @@ def test_stop_leaves_no_process(stack: LocalStack) -> None:
 
 def test_cli_up_detached_env_down(tmp_path: Path) -> None:
     """`up --detach` outlives its CLI; `down` in another process stops everything."""
-    cli = [sys.executable, "-m", "producer.stack_cli"]
+    cli = [sys.executable, "-m", "convatlas.stack.cli"]
     d = tmp_path / "st"
     up = subprocess.run([*cli, "up", "--dir", str(d), "--detach", "--concurrency", "2"],
                         capture_output=True, text=True, timeout=120)

@@ -11,8 +11,8 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from shared.images import decode_image
-from shared.samples import sample_photos
+from convatlas.shared.images import decode_image
+from convatlas.shared.samples import sample_photos
 
 
 def _tiny_classifier(path: Path) -> None:
@@ -26,7 +26,7 @@ def _tiny_classifier(path: Path) -> None:
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "producer.cli", *args], capture_output=True,
+    return subprocess.run([sys.executable, "-m", "convatlas.producer.cli", *args], capture_output=True,
                           text=True, timeout=300, env=dict(os.environ))
 
 

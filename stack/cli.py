@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 if TYPE_CHECKING:
-    from producer.stack import LocalStack
+    from convatlas.stack.supervisor import LocalStack
 
 stack_app = typer.Typer(
     help="A local fleet on 127.0.0.1: Redis, SeaweedFS S3, Celery workers and Flower, "
@@ -40,8 +40,8 @@ def up(
     detach: Annotated[bool, typer.Option("--detach/--foreground", help="Return once up, or stay and stop everything on Ctrl-C.")] = False,
 ) -> None:
     """Start the stack and print its addresses (never its passwords)."""
-    from producer.servers import ServerError
-    from producer.stack import ENV_FILE, LocalStack, StackError
+    from convatlas.stack.servers import ServerError
+    from convatlas.stack.supervisor import ENV_FILE, LocalStack, StackError
 
     stack = LocalStack(dir, workers=workers, concurrency=concurrency,
                        ports={"flower": flower_port} if flower_port else None)
@@ -97,7 +97,7 @@ def _watch(stack: LocalStack) -> None:
 @stack_app.command()
 def down(dir: DirOpt = Path(".stack")) -> None:
     """Stop a stack started with `up --detach` (workers get a warm shutdown)."""
-    from producer.stack import LocalStack, StackError
+    from convatlas.stack.supervisor import LocalStack, StackError
 
     try:
         stack = LocalStack.from_dir(dir)
@@ -114,7 +114,7 @@ def env(dir: DirOpt = Path(".stack")) -> None:
 
     WARNING: prints secrets (Redis password in the broker URL, S3 keys, Flower password).
     """
-    from producer.stack import ENV_FILE, read_env
+    from convatlas.stack.supervisor import ENV_FILE, read_env
 
     path = Path(dir) / ENV_FILE
     if not read_env(path):

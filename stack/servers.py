@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import quote
 
-from shared.config import redact_url
+from convatlas.shared.config import redact_url
 
 LOOPBACK = "127.0.0.1"
 GRPC_OFFSET = 10000  # SeaweedFS puts each gRPC port at its HTTP port + 10000

@@ -14,20 +14,20 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pytest
 
-from producer.plan import plan_grids, plan_heatmaps
-from producer.report import gallery_key, report_key
-from producer.submit import submit_plan, wait_for_run
-from shared.engine.patterns import PatternParams
-from shared.images import decode_image
-from shared.render import grid_size, tile_origin
-from shared.samples import sample_photos
+from convatlas.producer.plan import plan_grids, plan_heatmaps
+from convatlas.producer.report import gallery_key, report_key
+from convatlas.producer.submit import submit_plan, wait_for_run
+from convatlas.shared.engine.patterns import PatternParams
+from convatlas.shared.images import decode_image
+from convatlas.shared.render import grid_size, tile_origin
+from convatlas.shared.samples import sample_photos
 
 if TYPE_CHECKING:
     from tests.pipeline_fixtures import Fleet
 
 pytest_plugins = ["tests.pipeline_fixtures"]
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 WAIT_S = 180
 
@@ -207,7 +207,7 @@ def test_invalid_request_queues_nothing(fleet: Fleet, photo_folder: Path) -> Non
 def test_help_is_light_and_worker_log_has_no_secrets(fleet: Fleet) -> None:
     code = (
         "import sys\nfrom typer.testing import CliRunner\n"
-        "from producer.fleet_cli import fleet_app\n"
+        "from convatlas.producer.fleet_cli import fleet_app\n"
         "r = CliRunner().invoke(fleet_app, ['submit', 'grids', '--help'])\n"
         "assert r.exit_code == 0, r.output\n"
         "print(sorted(m for m in ('tensorflow', 'keras', 'boto3') if m in sys.modules))\n"
@@ -232,6 +232,7 @@ def test_worker_killed_mid_run_is_redelivered(
     timeout (15 s here) and the run completes with no tile lost."""
     import redis
 
+    from convatlas.workers.app import make_app
     from tests.pipeline_fixtures import (
         fleet_env,
         s3_storage,
@@ -239,7 +240,6 @@ def test_worker_killed_mid_run_is_redelivered(
         start_worker,
         stop_worker,
     )
-    from workers.app import make_app
 
     env = fleet_env(redis_server, s3_server, f"crash-{tmp_path.name[-12:]}", tmp_path / "cache",
                     db=12, visibility_timeout=15)
@@ -288,7 +288,7 @@ def test_worker_killed_mid_run_is_redelivered(
 
 
 def _fake_jobs(n: int):  # noqa: ANN202
-    from shared.jobs import FilterJob
+    from convatlas.shared.jobs import FilterJob
 
     return [FilterJob("vgg16-hed", "0" * 12, "block1_conv1", i) for i in range(n)]
 
@@ -296,8 +296,8 @@ def _fake_jobs(n: int):  # noqa: ANN202
 def test_batcher_gathers_threads_into_one_call(local_storage) -> None:  # noqa: ANN001
     from concurrent.futures import ThreadPoolExecutor
 
-    from shared.jobs import JobResult
-    from workers.batcher import Batcher
+    from convatlas.shared.jobs import JobResult
+    from convatlas.workers.batcher import Batcher
 
     calls: list[int] = []
 
@@ -316,8 +316,8 @@ def test_batcher_gathers_threads_into_one_call(local_storage) -> None:  # noqa: 
 def test_batcher_isolates_a_failing_job(local_storage) -> None:  # noqa: ANN001
     from concurrent.futures import ThreadPoolExecutor
 
-    from shared.jobs import JobResult
-    from workers.batcher import Batcher
+    from convatlas.shared.jobs import JobResult
+    from convatlas.workers.batcher import Batcher
 
     calls: list[int] = []
 
@@ -339,8 +339,8 @@ def test_batcher_isolates_a_failing_job(local_storage) -> None:  # noqa: ANN001
 def test_batcher_storage_outage_fails_the_batch_once(local_storage) -> None:  # noqa: ANN001
     from concurrent.futures import ThreadPoolExecutor
 
-    from shared.storage import StorageUnavailable
-    from workers.batcher import Batcher
+    from convatlas.shared.storage import StorageUnavailable
+    from convatlas.workers.batcher import Batcher
 
     calls: list[int] = []
 

@@ -12,10 +12,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from shared.images import decode_image
-from shared.samples import sample_photos
+from convatlas.shared.images import decode_image
+from convatlas.shared.samples import sample_photos
 
-CLI = [sys.executable, "-m", "producer.cli"]
+CLI = [sys.executable, "-m", "convatlas.producer.cli"]
 
 
 def run(*args: str, cwd: Path | None = None, env: dict | None = None) -> subprocess.CompletedProcess:
@@ -25,7 +25,7 @@ def run(*args: str, cwd: Path | None = None, env: dict | None = None) -> subproc
 
 def test_help_is_fast_and_does_not_import_tensorflow() -> None:
     code = ("import sys, time; t=time.perf_counter(); sys.argv=['convatlas','--help'];\n"
-            "import producer.cli as c\ntry: c.main()\nexcept SystemExit: pass\n"
+            "import convatlas.producer.cli as c\ntry: c.main()\nexcept SystemExit: pass\n"
             "print('TF' if 'tensorflow' in sys.modules else 'noTF', time.perf_counter()-t, file=sys.stderr)")
     t = time.perf_counter()
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
@@ -51,7 +51,7 @@ def test_help_is_fast_and_does_not_import_tensorflow() -> None:
     ],
 )
 def test_bad_requests_are_refused_before_any_work(tmp_path: Path, args: list[str], message: str) -> None:
-    repo = Path(__file__).resolve().parents[1]
+    repo = Path(__file__).resolve().parents[2]
     p = run(*args, "--out", str(tmp_path / "out"), cwd=repo)
     assert p.returncode == 2, p.stdout + p.stderr
     assert message in p.stderr

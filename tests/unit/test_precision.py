@@ -11,15 +11,15 @@ import keras
 import numpy as np
 import pytest
 
-from shared.engine.gradcam import grad_cam
-from shared.engine.objectives import start_image
-from shared.engine.patterns import PatternParams, filter_patterns
-from shared.engine.precision import with_precision
-from shared.images import load_image
-from shared.jobs import FilterJob, GradcamJob, GridJob, grid_from_dict, job_from_dict
-from shared.models.registry import get_model
-from shared.samples import sample_photos
-from tests.test_patterns import activations
+from convatlas.shared.engine.gradcam import grad_cam
+from convatlas.shared.engine.objectives import start_image
+from convatlas.shared.engine.patterns import PatternParams, filter_patterns
+from convatlas.shared.engine.precision import with_precision
+from convatlas.shared.images import load_image
+from convatlas.shared.jobs import FilterJob, GradcamJob, GridJob, grid_from_dict, job_from_dict
+from convatlas.shared.models.registry import get_model
+from convatlas.shared.samples import sample_photos
+from tests.unit.test_patterns import activations
 
 BF16 = PatternParams(size=32, steps=20, precision="bfloat16")
 SHA = "ab" * 32

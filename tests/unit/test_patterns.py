@@ -7,9 +7,9 @@ import keras
 import numpy as np
 import pytest
 
-from shared.engine.objectives import deprocess, feature_model, start_image
-from shared.engine.patterns import PatternParams, filter_patterns
-from shared.models.registry import BUILTIN, LoadedModel, get_model
+from convatlas.shared.engine.objectives import deprocess, feature_model, start_image
+from convatlas.shared.engine.patterns import PatternParams, filter_patterns
+from convatlas.shared.models.registry import BUILTIN, LoadedModel, get_model
 
 FAST = PatternParams(size=32, steps=20)
 
@@ -110,7 +110,7 @@ def test_efficientnet_patterns_run_at_64px() -> None:
 def test_one_channel_conv_equals_the_full_layer(hed: LoadedModel, layer: str) -> None:
     """The fast path (only each sample's own channel at the target conv) computes exactly what
     the full layer gives for that channel, before and after the ReLU."""
-    from shared.engine.objectives import selected_channels
+    from convatlas.shared.engine.objectives import selected_channels
 
     filters = np.array([3, 0, 17, 3], dtype="int32")
     x = hed.preprocess(np.stack([start_image(int(f), 24, 1) for f in filters]))

@@ -14,9 +14,8 @@ from pathlib import Path
 import pytest
 import redis
 
-from producer.servers import RedisServer, SeaweedS3Server, ServerError, free_port
-from shared.config import Settings
-from shared.storage import (
+from convatlas.shared.config import Settings
+from convatlas.shared.storage import (
     AccessDenied,
     InvalidKey,
     LocalStorage,
@@ -28,6 +27,7 @@ from shared.storage import (
     s3_storage_from_settings,
     validate_key,
 )
+from convatlas.stack.servers import RedisServer, SeaweedS3Server, ServerError, free_port
 
 BAD_KEYS = ["../x", "/abs", "a//b", "a\\b", "a/../b", "./a", "a/", "", "a\nb", "a\x00b", "a/."]
 
