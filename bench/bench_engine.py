@@ -45,7 +45,7 @@ from convatlas.shared.tf_env import import_tf  # noqa: E402
 tf = import_tf()
 import keras  # noqa: E402
 
-from convatlas.shared.engine import tf_backend  # noqa: E402
+from convatlas.shared.engine import backend  # noqa: E402
 from convatlas.shared.engine.gradcam import grad_cam  # noqa: E402
 from convatlas.shared.engine.objectives import RMS_EPS, selected_channels, start_image  # noqa: E402
 from convatlas.shared.engine.patterns import PatternParams, filter_patterns  # noqa: E402
@@ -667,7 +667,7 @@ def bench_ideas(cfg: Config, lm: LoadedModel, rep: Report) -> None:
         # (the one-channel target conv and the single conv, measured here before, are now the
         # engine itself: shared/engine/objectives.selected_channels)
         with xla_functions():
-            xla = tf_backend.build_ascent(selected_channels(lm.model, layer), lm.preprocess)
+            xla = backend.build_ascent(selected_channels(lm.model, layer), lm.preprocess)
         dbl = filters + filters
         tasks = {
             "engine": lambda: filter_patterns(lm, layer, filters, params, batch_size=n),

@@ -48,7 +48,7 @@ def _gradcam_fn(lm: LoadedModel, layer: str, precision: str):  # noqa: ANN202
     if key not in lm.compiled:
         import keras
 
-        from convatlas.shared.engine.tf_backend import build_gradcam
+        from convatlas.shared.engine.backend import build_gradcam
 
         model = lm.at_precision(precision)
         grad_model = keras.Model(model.inputs, [model.get_layer(layer).output, model.output])
@@ -90,9 +90,8 @@ def grad_cam(
     """
     if not lm.spec.can_gradcam:
         raise GradCamUnsupported(lm.spec.grad_cam_hint or f"{lm.name} has no classifier")
-    from convatlas.shared.tf_env import import_tf
+    from convatlas.shared.engine.backend import constant, to_numpy
 
-    tf = import_tf()
     layer = target_layer(lm, layer)
     fn = _gradcam_fn(lm, layer, check_precision(precision))
     classes = imagenet_classes()
@@ -101,7 +100,7 @@ def grad_cam(
     for i in range(0, len(images), batch_size):
         x = np.stack([model_input(lm, im) for im in images[i : i + batch_size]])
         cls = np.array([-1 if c is None else c for c in wanted[i : i + batch_size]], np.int32)
-        heat, peak, logits, chosen = (t.numpy() for t in fn(tf.constant(x), tf.constant(cls)))
+        heat, peak, logits, chosen = (to_numpy(t) for t in fn(constant(x), constant(cls)))
         probs = _softmax(logits.astype(np.float64))
         for j in range(len(x)):
             order = np.argsort(-probs[j])[:top_k]

@@ -55,7 +55,7 @@ class Pattern:
 def _ascent_fn(lm: LoadedModel, layer: str, precision: str):  # noqa: ANN202
     key = ("ascent", layer, precision)
     if key not in lm.compiled:
-        from convatlas.shared.engine.tf_backend import build_ascent
+        from convatlas.shared.engine.backend import build_ascent
 
         features = selected_channels(lm.any_size_model(precision), layer)
         lm.compiled[key] = build_ascent(features, lm.preprocess)
@@ -70,22 +70,20 @@ def filter_patterns(
     batch_size: int = 64,
 ) -> list[Pattern]:
     """Optimise ``filters`` of ``layer`` in chunks of ``batch_size``; one compiled loop per chunk."""
-    from convatlas.shared.tf_env import import_tf
+    from convatlas.shared.engine.backend import constant, to_numpy
 
-    tf = import_tf()
     ascend = _ascent_fn(lm, layer, params.precision)
     out: list[Pattern] = []
     for i in range(0, len(filters), batch_size):
         chunk = filters[i : i + batch_size]
         x0 = np.stack([start_image(f, params.size, params.seed) for f in chunk])
-        x, dead, start, final = ascend(
-            tf.constant(x0),
-            tf.constant(chunk, dtype=tf.int32),
-            tf.constant(params.steps, dtype=tf.int32),
-            tf.constant(params.step_size, dtype=tf.float32),
-            tf.constant(params.fallback == "preactivation"),
-        )
-        x, dead, start, final = x.numpy(), dead.numpy(), start.numpy(), final.numpy()
+        x, dead, start, final = (to_numpy(t) for t in ascend(
+            constant(x0),
+            constant(chunk, "int32"),
+            constant(params.steps, "int32"),
+            constant(params.step_size, "float32"),
+            constant(params.fallback == "preactivation"),
+        ))
         for j, f in enumerate(chunk):
             out.append(
                 Pattern(

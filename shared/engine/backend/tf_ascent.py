@@ -1,7 +1,7 @@
-"""The TensorFlow-specific part of the engines: gradient tapes and compiled loops.
+"""TensorFlow: the filter-pattern ascent as one compiled loop (``tf.function`` + ``GradientTape``).
 
-Everything else is ``keras.ops``; another Keras backend (JAX on GPU hosts) needs only a sibling of
-this module with the same two builders.
+Reached only through ``convatlas.shared.engine.backend``; the objective and the normalisation are
+``keras.ops`` (``objectives``), so a JAX sibling reuses them.
 """
 
 from __future__ import annotations
@@ -9,7 +9,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from convatlas.shared.engine.heatmap import cam_from_gradients, select_scores
 from convatlas.shared.engine.objectives import objective, rms_normalize
 from convatlas.shared.tf_env import import_tf
 
@@ -52,26 +51,3 @@ def build_ascent(
         return x, dead, start, final
 
     return ascend
-
-
-def build_gradcam(grad_model: Any, preprocess: Callable[[Any], Any]) -> Callable[..., Any]:
-    """Compile one forward + backward pass for a batch: ``(x, class_index) → cams``.
-
-    ``grad_model`` maps the input to (target feature map, class scores). Returns
-    ``(heat, peak, logits, chosen)``: normalised heatmaps, their pre-normalisation maxima,
-    the scores, and the class used per image.
-    """
-    tf = import_tf()
-
-    @tf.function(reduce_retracing=True)
-    def gradcam(x: Any, class_index: Any) -> Any:
-        with tf.GradientTape() as tape:
-            features, logits = grad_model(preprocess(x), training=False)
-            logits = tf.cast(logits, tf.float32)  # a bfloat16 model's scores, as float32
-            score, chosen = select_scores(logits, class_index)
-            total = tf.reduce_sum(score)
-        grads = tf.cast(tape.gradient(total, features), tf.float32)
-        heat, peak = cam_from_gradients(tf.cast(features, tf.float32), grads)
-        return heat, peak, logits, chosen
-
-    return gradcam
