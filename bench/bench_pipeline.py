@@ -239,7 +239,7 @@ class Fleet:
     def __init__(self, stack: Any) -> None:
         from convatlas.shared.config import Settings
         from convatlas.shared.storage import s3_storage_from_settings
-        from convatlas.workers.app import make_app
+        from convatlas.workers.config import make_app
 
         self.stack = stack
         os.environ.update(stack.env())
@@ -274,7 +274,7 @@ class Fleet:
         return out
 
     def wait_report(self, run_id: str, timeout: float, poll: float = 0.1) -> None:
-        from convatlas.producer.report import report_key
+        from convatlas.shared.report import report_key
 
         key = report_key(run_id)
         deadline = time.monotonic() + timeout

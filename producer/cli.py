@@ -147,7 +147,7 @@ def heatmaps(
 
 def _run_and_report(plan, out: Path, batch_size: int, quiet: bool) -> None:  # noqa: ANN001
     from convatlas.producer.local import run_local
-    from convatlas.producer.report import summary
+    from convatlas.shared.report import summary
 
     report = run_local(plan, out, batch_size, progress=not quiet)
     run_dir = out / "runs" / plan.run_id

@@ -59,11 +59,11 @@ def _storage(settings: Settings, create: bool = False) -> Any:
 def _submit(plan: Plan, settings: Settings, wait: bool, timeout: float) -> None:
     from kombu.exceptions import OperationalError
 
-    from convatlas.producer.report import summary
     from convatlas.producer.submit import submit_plan, wait_for_run
     from convatlas.shared.config import redact_url
+    from convatlas.shared.report import summary
     from convatlas.shared.storage import StorageError
-    from convatlas.workers.app import make_app
+    from convatlas.workers.config import make_app
 
     try:
         storage = _storage(settings, create=True)
@@ -140,8 +140,8 @@ def submit_heatmaps(
 
 def status(run: Annotated[str, typer.Argument(help="Run id printed by submit.")]) -> None:
     """Progress of a run, rebuilt from storage: counts, failures with reasons, output keys."""
-    from convatlas.producer.report import build_report, load_manifest, summary
     from convatlas.producer.submit import read_report
+    from convatlas.shared.report import build_report, load_manifest, summary
     from convatlas.shared.storage import ObjectNotFound, StorageError
 
     storage = _storage(_settings(need_broker=False))
@@ -182,18 +182,9 @@ def worker(
     hostname: Annotated[str | None, typer.Option(help="Node name; default convatlas-<pid>@<host>.")] = None,
 ) -> None:
     """Start a Celery worker (threads pool, task events on for Flower); replaces this process."""
-    from convatlas.workers.app import QUEUE
+    from convatlas.workers.config import worker_argv
 
-    settings = _settings()
-    argv = [
-        sys.executable, "-m", "celery", "-A", "convatlas.workers.app", "worker",
-        "--pool", "threads",
-        "--concurrency", str(concurrency or 2 * settings.max_batch),
-        "--loglevel", loglevel,
-        "--queues", QUEUE,
-        "--hostname", hostname or f"convatlas-{os.getpid()}@%h",
-        "--task-events",
-    ]
+    argv = worker_argv(_settings(), concurrency=concurrency, loglevel=loglevel, hostname=hostname)
     os.execv(sys.executable, argv)
 
 

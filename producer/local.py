@@ -10,17 +10,10 @@ from typing import Any
 from tqdm import tqdm
 
 from convatlas.producer.plan import Plan
-from convatlas.producer.report import write_report
 from convatlas.producer.staging import upload_inputs, write_manifest
 from convatlas.shared import keys
-from convatlas.shared.jobs import (
-    FilterJob,
-    GradcamJob,
-    existing_result,
-    reduce_grid,
-    run_filter_jobs,
-    run_gradcam_jobs,
-)
+from convatlas.shared.jobs import KINDS, existing_result, kind_of, reduce_grid
+from convatlas.shared.report import write_report
 from convatlas.shared.storage import LocalStorage
 
 
@@ -39,14 +32,12 @@ def run_local(plan: Plan, out: Path, batch_size: int | None = None, progress: bo
     load_seconds: dict[str, float] = {}
     with tqdm(total=len(plan.jobs), initial=len(plan.jobs) - len(todo), unit="job",
               desc=plan.kind, disable=not progress) as bar:
-        filters = [j for j in todo if isinstance(j, FilterJob)]
-        cams = [j for j in todo if isinstance(j, GradcamJob)]
-        for chunk in _chunks(filters, batch_size or 64):
-            run_filter_jobs(chunk, storage, batch_size or 64)
-            bar.update(len(chunk))
-        for chunk in _chunks(cams, batch_size or 16):
-            run_gradcam_jobs(chunk, storage, batch_size or 16)
-            bar.update(len(chunk))
+        for name, kind in KINDS.items():
+            mine = [j for j in todo if kind_of(j).name == name]
+            size = batch_size or kind.local_batch
+            for chunk in _chunks(mine, size):
+                kind.run(chunk, storage, size)
+                bar.update(len(chunk))
     for grid in plan.grids:
         reduce_grid(grid, storage)
     from convatlas.shared.models.registry import loaded_models

@@ -6,19 +6,17 @@ refused with the valid choices listed, so a bad request never reaches a queue.
 
 from __future__ import annotations
 
-import hashlib
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from convatlas.shared import keys
 from convatlas.shared.config import Settings
 from convatlas.shared.engine.patterns import PatternParams
 from convatlas.shared.engine.precision import check_precision
+from convatlas.shared.hashing import file_sha256, sha256_file
 from convatlas.shared.images import IMAGE_SUFFIXES
-from convatlas.shared.jobs import GradcamJob, GridJob, Job
-
-TILES_PER_PAGE = 64
+from convatlas.shared.jobs import TILES_PER_PAGE, GradcamJob, GridJob, Job
 
 
 class PlanError(ValueError):
@@ -60,23 +58,16 @@ class Plan:
 def model_weights_id(model: str, settings: Settings) -> str:
     """The hash of the weights that will be used, without loading the model."""
     from convatlas.shared.models import zoo
-    from convatlas.shared.models.registry import get_spec
 
-    spec = get_spec(model)
-    if model == "vgg16":
-        path = zoo.vgg16_weights_path(settings)
-        if path is None:
-            raise PlanError(
-                "vgg16 has no ImageNet weights on this machine (set CONVATLAS_VGG16_WEIGHTS or "
-                f"put {zoo.VGG16_WEIGHTS_NAME} in ~/.keras/models). Offline models: "
-                f"{', '.join(zoo.OFFLINE_MODELS)}"
-            )
-        return zoo.file_sha256(path)
-    if model == "vgg16-hed":
-        return zoo.file_sha256(zoo.hed_weights_path())
-    if model == "efficientnet-lite0":
-        return zoo.file_sha256(zoo.efficientnet_lite0_weights_file())
-    return zoo.file_sha256(Path(spec.name.split("#")[0]).expanduser())
+    spec = resolve_model(model)
+    path = spec.weights_file(settings)
+    if path is None:
+        raise PlanError(
+            f"{model} has no ImageNet weights on this machine (set CONVATLAS_VGG16_WEIGHTS or "
+            f"put {zoo.VGG16_WEIGHTS_NAME} in ~/.keras/models). Offline models: "
+            f"{', '.join(zoo.OFFLINE_MODELS)}"
+        )
+    return file_sha256(path)
 
 
 def resolve_model(model: str):  # noqa: ANN201
@@ -146,7 +137,7 @@ def plan_grids(
         chosen = parse_filters(filters, channels)
         for page in sorted({f // TILES_PER_PAGE for f in chosen}):
             on_page = tuple(f for f in chosen if f // TILES_PER_PAGE == page)
-            grid = GridJob(model, wid, layer, page, on_page, **asdict(params))
+            grid = GridJob(model, wid, layer, page, on_page, params)
             grids.append(grid)
             jobs.extend(grid.tile_jobs())
     plan = Plan("grids", model, jobs, grids)
@@ -163,15 +154,6 @@ def resolve_class(model: str, cls: str | None) -> int | None:
         return find_class(cls, imagenet_classes()).index
     except LookupError as exc:
         raise PlanError(str(exc)) from exc
-
-
-def sha256_file(path: Path) -> tuple[str, int]:
-    h, n = hashlib.sha256(), 0
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-            n += len(chunk)
-    return h.hexdigest(), n
 
 
 def collect_images(paths: list[str]) -> tuple[list[tuple[Path, str]], list[tuple[str, str]]]:

@@ -9,8 +9,8 @@ import hashlib
 import json
 
 from convatlas.producer.plan import Plan, PlanError
-from convatlas.producer.report import manifest_key
 from convatlas.shared import keys
+from convatlas.shared.report import manifest_key
 from convatlas.shared.storage import Storage
 
 

@@ -19,18 +19,17 @@ from celery import Celery, chord
 from celery.canvas import Signature
 
 from convatlas.producer.plan import Plan
-from convatlas.producer.report import (
+from convatlas.producer.staging import upload_inputs, write_manifest
+from convatlas.shared import keys
+from convatlas.shared.jobs import TASK_NAMES, GridJob, Job, job_from_dict
+from convatlas.shared.report import (
     build_report,
     load_manifest,
     manifest_key,
     report_key,
     write_report,
 )
-from convatlas.producer.staging import upload_inputs, write_manifest
-from convatlas.shared import keys
-from convatlas.shared.jobs import GradcamJob, GridJob, Job, job_from_dict
 from convatlas.shared.storage import ObjectNotFound, Storage, StorageUnavailable
-from convatlas.workers.app import TASK_NAMES
 
 
 @dataclass
@@ -46,21 +45,13 @@ class SubmitResult:
 # --- outcomes ------------------------------------------------------------------------------
 
 
-def _folders(job: Job) -> tuple[str, str]:
-    """(folder of the job's markers, a wider prefix shared with its siblings)."""
-    folder = job.marker.rsplit("/", 1)[0] + "/"
-    if isinstance(job, GradcamJob):  # .../<target>/<sha[:2]>/<sha>/record.json
-        return folder, folder.rstrip("/").rsplit("/", 2)[0] + "/"
-    return folder, folder
-
-
 def outcome_keys(storage: Storage, jobs: list[Job], per_folder_limit: int = 8) -> set[str]:
     """Existing markers and error markers of ``jobs``, from listings instead of a HEAD request
     per job: one listing per pattern folder (layer and parameters); for Grad-CAM, one per photo
     when there are few photos, else one of the folder shared by all photos of that target."""
     by_base: dict[str, set[str]] = {}
     for job in jobs:
-        folder, base = _folders(job)
+        folder, base = job.outcome_folders()
         by_base.setdefault(base, set()).add(folder)
     found: set[str] = set()
     for base, group in sorted(by_base.items()):
@@ -237,7 +228,7 @@ def fetch_run(storage: Storage, run_id: str, dest: Path) -> tuple[int, dict[str,
     a gallery that links the local copies. Returns (files written, report)."""
     import os
 
-    from convatlas.producer.report import gallery_html, gallery_key
+    from convatlas.shared.report import gallery_html, gallery_key
     from convatlas.shared.storage import LocalStorage
 
     local = LocalStorage(dest)  # validates every key: nothing lands outside dest

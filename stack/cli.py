@@ -35,7 +35,7 @@ def _interrupt(signum: int, frame: FrameType | None) -> None:
 def up(
     dir: DirOpt = Path(".stack"),
     workers: Annotated[int, typer.Option(help="Worker processes.")] = 1,
-    concurrency: Annotated[int, typer.Option(help="Threads per worker (2× CONVATLAS_MAX_BATCH lets the next batch gather while one runs).")] = 128,
+    concurrency: Annotated[int | None, typer.Option(help="Threads per worker; default 2 × CONVATLAS_MAX_BATCH, so the next batch gathers while one runs.")] = None,
     flower_port: Annotated[int | None, typer.Option(help="Flower's port; default a free one.")] = None,
     detach: Annotated[bool, typer.Option("--detach/--foreground", help="Return once up, or stay and stop everything on Ctrl-C.")] = False,
 ) -> None:
@@ -58,7 +58,7 @@ def up(
     urls = stack.urls()
     where = f" --dir {dir}" if dir != Path(".stack") else ""
     typer.echo(
-        f"convatlas stack up in {time.monotonic() - t0:.1f} s: {workers} worker(s) x {concurrency} threads\n"
+        f"convatlas stack up in {time.monotonic() - t0:.1f} s: {workers} worker(s) x {stack.threads} threads\n"
         f"  Flower: {urls['flower']}  (user {stack.flower_user}; password: "
         f"convatlas stack env{where} | grep FLOWER)\n"
         f"  S3:     {urls['s3']}  bucket convatlas\n"

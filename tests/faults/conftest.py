@@ -132,7 +132,7 @@ def make_rig(
 ) -> Iterator[Callable[..., Rig]]:
     """Factory: ``make_rig(visibility_timeout=…, concurrency=…, s3=…)`` → a started ``Rig``
     with a private password-protected Redis; everything is stopped at teardown."""
-    from convatlas.workers.app import make_app
+    from convatlas.workers.config import make_app
 
     made: list[Rig] = []
 
@@ -195,7 +195,7 @@ def check_report(storage: S3Storage, plan: Plan, report: dict[str, Any],
         out = job.outputs()
         json.loads(storage.get_bytes(out["record"]))
         if job.kind == "filter":
-            assert decode_image(storage.get_bytes(out["png"])).shape == (job.size, job.size, 3)
+            assert decode_image(storage.get_bytes(out["png"])).shape == (job.params.size, job.params.size, 3)
         else:
             h, w = decode_image(inputs[job.image_sha].read_bytes()).shape[:2]
             for k in ("heatmap", "overlay"):

@@ -16,8 +16,8 @@ import pytest
 from PIL import Image
 
 from convatlas.producer.plan import plan_heatmaps
-from convatlas.producer.report import gallery_key, report_key
 from convatlas.shared.images import decode_image
+from convatlas.shared.report import gallery_key, report_key
 from tests.faults.conftest import WAIT_S, check_report
 from tests.unit.test_images import bomb_png, encode, photo
 

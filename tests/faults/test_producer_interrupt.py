@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 
 from convatlas.producer.plan import plan_heatmaps
-from convatlas.producer.report import manifest_key
 from convatlas.producer.submit import read_report, submit_plan
+from convatlas.shared.report import manifest_key
 from tests.faults.conftest import WAIT_S, check_report, received
 from tests.faults.test_bad_input import _png
 from tests.unit.test_images import photo

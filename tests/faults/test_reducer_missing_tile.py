@@ -8,12 +8,12 @@ import json
 import numpy as np
 
 from convatlas.producer.plan import plan_grids
-from convatlas.producer.report import build_report, load_manifest
 from convatlas.producer.submit import submit_plan, wait_for_run
 from convatlas.shared.engine.patterns import PatternParams
 from convatlas.shared.images import decode_image
 from convatlas.shared.jobs import reduce_grid
 from convatlas.shared.render import tile_origin
+from convatlas.shared.report import build_report, load_manifest
 from tests.faults.conftest import WAIT_S, check_report
 
 TILES, SIZE, LOST = 8, 32, 5

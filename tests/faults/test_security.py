@@ -17,8 +17,8 @@ import pytest
 import redis
 from celery import Celery
 
-from convatlas.producer.report import gallery_key, manifest_key, report_key
-from convatlas.workers.app import QUEUE
+from convatlas.shared.report import gallery_key, manifest_key, report_key
+from convatlas.workers.config import QUEUE
 from tests.faults.conftest import WAIT_S, wait_until
 
 

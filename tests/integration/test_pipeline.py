@@ -15,11 +15,11 @@ import numpy as np
 import pytest
 
 from convatlas.producer.plan import plan_grids, plan_heatmaps
-from convatlas.producer.report import gallery_key, report_key
 from convatlas.producer.submit import submit_plan, wait_for_run
 from convatlas.shared.engine.patterns import PatternParams
 from convatlas.shared.images import decode_image
 from convatlas.shared.render import grid_size, tile_origin
+from convatlas.shared.report import gallery_key, report_key
 from convatlas.shared.samples import sample_photos
 
 if TYPE_CHECKING:
@@ -232,7 +232,7 @@ def test_worker_killed_mid_run_is_redelivered(
     timeout (15 s here) and the run completes with no tile lost."""
     import redis
 
-    from convatlas.workers.app import make_app
+    from convatlas.workers.config import make_app
     from tests.pipeline_fixtures import (
         fleet_env,
         s3_storage,

@@ -75,11 +75,11 @@ def test_bfloat16_gradcam_is_close_to_float32() -> None:
 
 def test_precision_is_part_of_every_key_and_survives_json() -> None:
     f32 = FilterJob("vgg16-hed", "w" * 12, "block3_conv1", 5)
-    bf = FilterJob("vgg16-hed", "w" * 12, "block3_conv1", 5, precision="bfloat16")
+    bf = FilterJob("vgg16-hed", "w" * 12, "block3_conv1", 5, PatternParams(precision="bfloat16"))
     assert f32.prefix != bf.prefix and bf.prefix.endswith("-bf16")
     assert "bf16" not in f32.prefix  # float32 keys are the ones made before the option existed
     assert job_from_dict(bf.to_dict()) == bf
-    grid = GridJob("vgg16-hed", "w" * 12, "block3_conv1", 0, (0, 1), precision="bfloat16")
+    grid = GridJob("vgg16-hed", "w" * 12, "block3_conv1", 0, (0, 1), PatternParams(precision="bfloat16"))
     assert grid_from_dict(grid.to_dict()) == grid
     assert {t.prefix for t in grid.tile_jobs()} == {grid.prefix} != {f32.prefix}
     g32 = GradcamJob("efficientnet-lite0", "w" * 12, SHA)

@@ -13,7 +13,7 @@ import time
 from typing import Any
 
 from convatlas.shared import keys
-from convatlas.shared.jobs import existing_result, grid_from_dict, job_from_dict, read_json
+from convatlas.shared.jobs import existing_result, grid_from_dict, job_from_dict, kind_of, read_json
 from convatlas.shared.storage import Storage
 
 
@@ -43,20 +43,11 @@ def build_report(storage: Storage, manifest: dict[str, Any]) -> dict[str, Any]:
         status = "pending" if res is None else ("failed" if res.status == "failed" else "done")
         counts[status] += 1
         item: dict[str, Any] = {"kind": job.kind, "status": status}
-        if job.kind == "filter":
-            item.update(layer=job.layer, filter=job.filter)
-        else:
-            item.update(name=job.name, image_sha256=job.image_sha)
+        naming, recorded = kind_of(job).report_entry(job, res.info if res else {})
+        item.update(naming)
         if status == "done":
             item["outputs"] = job.outputs()
-            info = res.info if res else {}
-            if job.kind == "gradcam":
-                item["top"] = info.get("top", [])
-                item["class_index"] = info.get("class_index")
-                item["empty_heatmap"] = info.get("empty_heatmap", False)
-            else:
-                item["dead"] = info.get("dead", False)
-                item["fallback_used"] = info.get("fallback_used", False)
+            item.update(recorded)
         elif status == "failed":
             item["error"] = res.error if res else None
         items.append(item)

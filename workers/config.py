@@ -1,0 +1,99 @@
+"""The fleet's Celery configuration, from ``convatlas.shared.config.Settings`` (environment).
+
+Importing this module builds no app: the producer builds its own from explicit settings to send
+tasks by name, and ``convatlas.workers.app`` builds the workers' one. Delivery is at-least-once
+(late acks, reject on worker loss, Redis visibility timeout), which is safe because every job is
+idempotent. Only JSON crosses the broker.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from celery import Celery
+
+from convatlas.shared.config import Settings
+
+QUEUE = "convatlas"
+
+
+def _transport_options(settings: Settings) -> dict[str, Any]:
+    """Redis transport: messages unacked longer than the visibility timeout are redelivered.
+
+    ``CONVATLAS_UNACKED_RESTORE_INTERVAL`` (seconds) makes the restore scan run that often
+    (kombu's default is every ~100 s), which tests with a small visibility timeout need.
+    """
+    opts: dict[str, Any] = {"visibility_timeout": settings.visibility_timeout}
+    interval = os.environ.get("CONVATLAS_UNACKED_RESTORE_INTERVAL")
+    if interval:
+        opts["unacked_restore_interval"] = int(interval)
+        opts["unacked_restore_throttle"] = int(
+            os.environ.get("CONVATLAS_UNACKED_RESTORE_THROTTLE", "1")
+        )
+    return opts
+
+
+def make_app(settings: Settings | None = None) -> Celery:
+    """A configured app. Producers build their own from explicit settings; tasks are sent by
+    name (``TASK_NAMES``), so a producer never imports ``convatlas.workers.tasks`` or TensorFlow."""
+    s = settings or Settings.from_env()
+    app = Celery("convatlas", include=["convatlas.workers.tasks"])
+    transport = _transport_options(s)
+    app.conf.update(
+        broker_url=s.broker_url or None,
+        result_backend=s.result_backend or s.broker_url or None,
+        task_serializer="json",
+        result_serializer="json",
+        accept_content=["json"],
+        result_accept_content=["json"],
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        broker_transport_options=transport,
+        result_backend_transport_options={"visibility_timeout": s.visibility_timeout},
+        # Hard/soft limits are enforced by the prefork pool only; with the threads pool
+        # ``convatlas.workers.batcher`` bounds each task's wait by the same limit.
+        task_time_limit=s.task_time_limit,
+        task_soft_time_limit=max(1, int(s.task_time_limit * 0.9)),
+        worker_send_task_events=True,
+        task_send_sent_event=True,
+        task_track_started=True,
+        broker_connection_retry_on_startup=True,
+        worker_cancel_long_running_tasks_on_connection_loss=True,
+        # Each thread holds one task: a worker reserves exactly as many tasks as it has
+        # threads (= the largest batch it can form) and leaves the rest to other workers.
+        worker_prefetch_multiplier=1,
+        task_default_queue=QUEUE,
+        result_expires=7 * 24 * 3600,
+        worker_hijack_root_logger=True,
+    )
+    return app
+
+
+def default_concurrency(settings: Settings) -> int:
+    """Task threads of a worker: 2 × ``CONVATLAS_MAX_BATCH``, so the next batch gathers while one
+    runs (each thread holds one task; prefetch is 1 per thread)."""
+    return 2 * settings.max_batch
+
+
+def worker_argv(
+    settings: Settings,
+    *,
+    concurrency: int | None = None,
+    loglevel: str = "info",
+    hostname: str | None = None,
+    python: str | None = None,
+) -> list[str]:
+    """The one command line of a convatlas worker (CLI, local stack, tests, benchmarks):
+    Celery's threads pool, the convatlas queue, task events on for Flower."""
+    import sys
+
+    return [
+        python or sys.executable, "-m", "celery", "-A", "convatlas.workers.app", "worker",
+        "--pool", "threads",
+        "--concurrency", str(concurrency or default_concurrency(settings)),
+        "--loglevel", loglevel,
+        "--queues", QUEUE,
+        "--hostname", hostname or f"convatlas-{os.getpid()}@%h",
+        "--task-events",
+    ]
