@@ -4,8 +4,14 @@ Lucid splits feature visualisation into objective × parameterisation × transfo
 - objective: mean activation of one channel of a layer, per sample, so a batch optimises many
   filters at once without mixing them; optionally the pre-activation (before the layer's ReLU)
   for filters that are dead on the start image;
-- parameterisation: pixels on the 0–255 scale, passed through the model's own preprocessing;
-- transforms: none (the book's plain gradient ascent).
+- parametrisation (``param/``): how the optimised variable becomes pixels on the 0–255 scale,
+  which then pass through the model's own preprocessing; the book's is the pixels themselves,
+  started from ``start_image`` (``param/pixels.py``), Lucid's a decorrelated Fourier-space image
+  (``param/fourier.py``);
+- transforms (``transforms.py``): applied to the pixels before the network, sampled per sample
+  and per step; none for the book's plain gradient ascent, Lucid's jitter/scale/rotate for lucid.
+The optimiser step (``optimisers.py``: the book's RMS-normalised step here, ``rms_normalize``, or
+Adam) and the defaults are part of a style (``styles.py``).
 """
 
 from __future__ import annotations

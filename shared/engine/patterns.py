@@ -1,7 +1,9 @@
 """Filter patterns (DLwP §5.4.2), batched: many filters of one layer per model call.
 
-Each sample of a batch is one filter's image; the objective and the gradient normalisation are
-per sample, so the batch is just many independent copies of the book's loop run at once.
+Each sample of a batch is one filter's image; the objective, the parametrisation, the transforms
+and the optimiser step are per sample, so the batch is just many independent copies of one
+filter's loop run at once. ``PatternParams.style`` picks the loop (``styles``): ``book`` (the
+default, the book's raw-pixel ascent) or ``lucid`` (Fourier-space image, transforms, Adam).
 """
 
 from __future__ import annotations
@@ -10,22 +12,37 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from convatlas.shared.engine.objectives import deprocess, selected_channels, start_image
+from convatlas.shared.engine.objectives import selected_channels
 from convatlas.shared.engine.precision import check_precision, key_suffix
+from convatlas.shared.engine.styles import DEFAULT as DEFAULT_STYLE
+from convatlas.shared.engine.styles import Style, get_style
+from convatlas.shared.engine.transforms import draw_uniforms, n_random
 from convatlas.shared.models.registry import LoadedModel
 
 
 @dataclass(frozen=True)
 class PatternParams:
+    """What a pattern depends on. ``steps`` and ``step_size`` left as ``None`` take the style's
+    defaults (book: 40 steps of size 1; lucid: 256 Adam steps at learning rate 0.05), resolved
+    here, so ``PatternParams()`` is the book's defaults and equals ``PatternParams(steps=40)``.
+    (``dataclasses.replace(p, style=...)`` keeps ``p``'s resolved steps: build a new one to get
+    the other style's defaults.)"""
+
     size: int = 64
-    steps: int = 40
-    step_size: float = 1.0
+    steps: int | None = None  # None: the style's default
+    step_size: float | None = None  # None: the style's default (the Adam learning rate for lucid)
     seed: int = 0
     fallback: str = "preactivation"  # for dead filters; or "none"
     precision: str = "float32"  # of the network passes; or "bfloat16" (convatlas.shared.engine.precision)
+    style: str = DEFAULT_STYLE  # "book" or "lucid" (convatlas.shared.engine.styles)
 
     def __post_init__(self) -> None:
         check_precision(self.precision)
+        style = get_style(self.style)
+        if self.steps is None:
+            object.__setattr__(self, "steps", style.default_steps)
+        if self.step_size is None:
+            object.__setattr__(self, "step_size", style.default_step_size)
         if self.size < 8 or self.size > 1024:
             raise ValueError(f"size must be 8..1024, got {self.size}")
         if self.steps < 0 or self.steps > 10_000:
@@ -33,32 +50,49 @@ class PatternParams:
         if self.fallback not in ("preactivation", "none"):
             raise ValueError(f"fallback must be 'preactivation' or 'none', got {self.fallback!r}")
 
+    @property
+    def style_spec(self) -> Style:
+        return get_style(self.style)
+
     def slug(self) -> str:
-        """Stable text of every parameter that changes the result (used in result keys)."""
+        """Stable text of every parameter that changes the result (used in result keys); the
+        book style adds nothing, so keys made before styles existed stay valid."""
         return (
             f"s{self.size}-n{self.steps}-lr{self.step_size:g}-seed{self.seed}-fb{self.fallback}"
-            f"{key_suffix(self.precision)}"
+            f"{key_suffix(self.precision)}{self.style_spec.key_suffix()}"
         )
 
 
 @dataclass
 class Pattern:
     filter: int
-    image: np.ndarray  # size×size×3 uint8, deprocessed as in the book
+    image: np.ndarray  # size×size×3 uint8: the book's deprocess (book), the pixels as they are (lucid)
     raw: np.ndarray  # size×size×3 float32, the optimised pixels (0–255 scale)
-    dead: bool  # zero gradient on the start image
+    dead: bool  # zero gradient on the (untransformed) start image
     fallback_used: bool  # optimised on the pre-activation instead
     start_activation: float
     final_activation: float
 
 
-def _ascent_fn(lm: LoadedModel, layer: str, precision: str):  # noqa: ANN202
-    key = ("ascent", layer, precision)
+def _ascent_fn(lm: LoadedModel, layer: str, params: PatternParams):  # noqa: ANN202
+    style = params.style_spec
+    key: tuple = ("ascent", layer, params.precision)
+    if style.name != DEFAULT_STYLE:
+        key += (style.name, params.size if style.size_bound else None)
     if key not in lm.compiled:
         from convatlas.shared.engine.backend import build_ascent
 
-        features = selected_channels(lm.any_size_model(precision), layer)
-        lm.compiled[key] = build_ascent(features, lm.preprocess)
+        features = selected_channels(lm.any_size_model(params.precision), layer)
+        if style.name == DEFAULT_STYLE:
+            lm.compiled[key] = build_ascent(features, lm.preprocess)
+        else:
+            lm.compiled[key] = build_ascent(
+                features,
+                lm.preprocess,
+                parametrisation=style.parametrisation(params.size),
+                transforms=style.transforms(params.size),
+                optimiser=style.optimiser,
+            )
     return lm.compiled[key]
 
 
@@ -72,23 +106,32 @@ def filter_patterns(
     """Optimise ``filters`` of ``layer`` in chunks of ``batch_size``; one compiled loop per chunk."""
     from convatlas.shared.engine.backend import constant, to_numpy
 
-    ascend = _ascent_fn(lm, layer, params.precision)
+    style = params.style_spec
+    param = style.parametrisation(params.size)
+    transforms = style.transforms(params.size)
+    ascend = _ascent_fn(lm, layer, params)
+    steps = int(params.steps or 0)
     out: list[Pattern] = []
     for i in range(0, len(filters), batch_size):
         chunk = filters[i : i + batch_size]
-        x0 = np.stack([start_image(f, params.size, params.seed) for f in chunk])
+        v0 = np.stack([param.init(f, params.seed) for f in chunk])
+        if n_random(transforms):
+            uniforms = np.stack([draw_uniforms(transforms, f, steps, params.seed) for f in chunk])
+        else:
+            uniforms = np.zeros((len(chunk), steps, 0), np.float32)
         x, dead, start, final = (to_numpy(t) for t in ascend(
-            constant(x0),
+            constant(v0),
             constant(chunk, "int32"),
-            constant(params.steps, "int32"),
+            constant(steps, "int32"),
             constant(params.step_size, "float32"),
             constant(params.fallback == "preactivation"),
+            constant(uniforms),
         ))
         for j, f in enumerate(chunk):
             out.append(
                 Pattern(
                     filter=f,
-                    image=deprocess(x[j]),
+                    image=style.to_image(x[j]),
                     raw=x[j].astype(np.float32),
                     dead=bool(dead[j]),
                     fallback_used=bool(dead[j]) and params.fallback == "preactivation",

@@ -25,13 +25,19 @@ def _framework() -> str:
 
 
 def build_ascent(
-    features: Callable[[Any, Any], tuple[Any, Any]], preprocess: Callable[[Any], Any]
+    features: Callable[[Any, Any], tuple[Any, Any]],
+    preprocess: Callable[[Any], Any],
+    parametrisation: Any = None,
+    transforms: Any = (),
+    optimiser: Any = None,
 ) -> Callable[..., Any]:
-    """The compiled gradient-ascent loop of one (model, layer); see ``tf_ascent.build_ascent``."""
+    """The compiled gradient-ascent loop of one (model, layer): the variable becomes pixels by
+    ``parametrisation`` (default: raw pixels), goes through ``transforms`` (default none) and is
+    moved by ``optimiser`` (default the book's RMS step); see ``tf_ascent.build_ascent``."""
     _framework()
     from convatlas.shared.engine.backend.tf_ascent import build_ascent as build
 
-    return build(features, preprocess)
+    return build(features, preprocess, parametrisation, transforms, optimiser)
 
 
 def build_gradcam(grad_model: Any, preprocess: Callable[[Any], Any]) -> Callable[..., Any]:
@@ -40,6 +46,14 @@ def build_gradcam(grad_model: Any, preprocess: Callable[[Any], Any]) -> Callable
     from convatlas.shared.engine.backend.tf_cam import build_gradcam as build
 
     return build(grad_model, preprocess)
+
+
+def cam_builders() -> Any:
+    """The CAM family's compiled passes (``build_cam_pass``, ``build_scored_passes``): ``tf_cam``."""
+    _framework()
+    from convatlas.shared.engine.backend import tf_cam
+
+    return tf_cam
 
 
 def constant(value: Any, dtype: str | None = None) -> Any:

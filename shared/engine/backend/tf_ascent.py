@@ -1,51 +1,77 @@
 """TensorFlow: the filter-pattern ascent as one compiled loop (``tf.function`` + ``GradientTape``).
 
-Reached only through ``convatlas.shared.engine.backend``; the objective and the normalisation are
-``keras.ops`` (``objectives``), so a JAX sibling reuses them.
+Reached only through ``convatlas.shared.engine.backend``; the objective, the parametrisation, the
+transforms and the optimiser step are ``keras.ops`` (``objectives``, ``param``, ``transforms``,
+``optimisers``), so a JAX sibling reuses them.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
-from convatlas.shared.engine.objectives import objective, rms_normalize
+from convatlas.shared.engine.objectives import objective
+from convatlas.shared.engine.optimisers import Optimiser, RmsStep
+from convatlas.shared.engine.param import Parametrisation
+from convatlas.shared.engine.transforms import Transform, apply_transforms
 from convatlas.shared.tf_env import import_tf
 
 
+def _identity(v: Any) -> Any:
+    return v
+
+
 def build_ascent(
-    features: Callable[[Any, Any], tuple[Any, Any]], preprocess: Callable[[Any], Any]
+    features: Callable[[Any, Any], tuple[Any, Any]],
+    preprocess: Callable[[Any], Any],
+    parametrisation: Parametrisation | None = None,
+    transforms: Sequence[Transform] = (),
+    optimiser: Optimiser | None = None,
 ) -> Callable[..., Any]:
-    """Compile the whole gradient-ascent loop for one (model, layer).
+    """Compile the whole gradient-ascent loop for one (model, layer[, style and size]).
 
     ``features(x, filters)`` gives each sample's own channel before and after the activation
-    (``objectives.selected_channels``).
+    (``objectives.selected_channels``). The variable becomes pixels by
+    ``parametrisation.to_pixels`` (default: the variable is the pixels), goes through
+    ``transforms`` (default none) and the model's ``preprocess``; ``optimiser`` moves it (default
+    the book's RMS-normalised step). The defaults are the book's loop, op for op.
 
-    Returns ``ascend(x0, filters, steps, step_size, fallback) -> (x, dead, start, final)`` where
-    ``dead`` marks filters whose activation objective has zero gradient on the start image
-    (they are optimised on the pre-activation when ``fallback`` is true) and ``start``/``final``
-    are the activation objective before and after.
+    Returns ``ascend(v0, filters, steps, step_size, fallback, uniforms) -> (x, dead, start,
+    final)``: ``uniforms`` (N, ≥ steps, n_random(transforms)) feed the transforms at each step;
+    ``x`` are the final pixels; ``dead`` marks filters whose activation objective has zero
+    gradient on the untransformed start image (they are optimised on the pre-activation when
+    ``fallback`` is true); ``start``/``final`` are the activation objective on the untransformed
+    image before and after.
     """
     tf = import_tf()
+    to_pixels = parametrisation.to_pixels if parametrisation is not None else _identity
+    step = optimiser if optimiser is not None else RmsStep()
+    transforms = tuple(transforms)
 
-    def value_and_grad(x: Any, filters: Any, use_pre: Any) -> tuple[Any, Any, Any]:
+    def value_and_grad(v: Any, filters: Any, use_pre: Any, u: Any) -> tuple[Any, Any, Any]:
         with tf.GradientTape() as tape:
-            tape.watch(x)
+            tape.watch(v)
+            x = to_pixels(v)
+            if u is not None:
+                x = apply_transforms(transforms, x, u)
             pre, post = features(preprocess(x), filters)  # float32 at any model precision
             obj = objective(pre, post, use_pre)
             total = tf.reduce_sum(obj)
         post_obj = objective(pre, post, tf.zeros_like(use_pre))
-        return obj, post_obj, tape.gradient(total, x)
+        return obj, post_obj, tape.gradient(total, v)
 
     @tf.function(reduce_retracing=True)
-    def ascend(x: Any, filters: Any, steps: Any, step_size: Any, fallback: Any) -> Any:
+    def ascend(v: Any, filters: Any, steps: Any, step_size: Any, fallback: Any, uniforms: Any) -> Any:
         no_pre = tf.zeros(tf.shape(filters), dtype=tf.bool)
-        _, start, g0 = value_and_grad(x, filters, no_pre)
-        dead = tf.reduce_max(tf.abs(g0), axis=[1, 2, 3]) == 0.0
+        _, start, g0 = value_and_grad(v, filters, no_pre, None)
+        dead = tf.reduce_max(tf.abs(g0), axis=list(range(1, len(v.shape)))) == 0.0
         use_pre = tf.logical_and(dead, fallback)
-        for _ in tf.range(steps):
-            _, _, g = value_and_grad(x, filters, use_pre)
-            x = x + rms_normalize(g) * step_size
+        state = step.init(v)
+        for t in tf.range(steps):
+            u = uniforms[:, t] if transforms else None
+            _, _, g = value_and_grad(v, filters, use_pre, u)
+            v, state = step.update(v, g, state, t, step_size)
+        x = to_pixels(v)
         pre, post = features(preprocess(x), filters)  # the result: forward only
         final = objective(pre, post, no_pre)
         return x, dead, start, final
