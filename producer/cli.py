@@ -28,6 +28,24 @@ OutOpt = Annotated[Path, typer.Option("--out", "-o", help="Output folder (result
 PrecisionOpt = Annotated[str | None, typer.Option(help="Network precision: float32, or bfloat16 (about 2x faster on CPUs with AVX512_BF16/AMX, slower elsewhere; results differ slightly). Default CONVATLAS_PRECISION, else float32.")]
 
 
+NO_FILTER = ("worker", "stack")  # long-running processes whose stderr is the operator's log
+
+
+@app.callback()
+def main_options(
+    ctx: typer.Context,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show TensorFlow's own log lines too (also CONVATLAS_LOG_LEVEL=info).")] = False,
+) -> None:
+    """Show what convolutional networks see: filter-pattern grids and Grad-CAM heatmaps."""
+    from convatlas.producer.quiet import quiet
+
+    if ctx.invoked_subcommand not in NO_FILTER:
+        try:
+            quiet(verbose)
+        except ValueError as exc:
+            fail(str(exc))
+
+
 def use_weights(weights: Path | None) -> None:
     """``--weights`` is the command-line spelling of CONVATLAS_VGG16_WEIGHTS."""
     if weights is not None:

@@ -182,9 +182,11 @@ def worker(
     hostname: Annotated[str | None, typer.Option(help="Node name; default convatlas-<pid>@<host>.")] = None,
 ) -> None:
     """Start a Celery worker (threads pool, task events on for Flower); replaces this process."""
+    from convatlas.producer.quiet import restore
     from convatlas.workers.config import worker_argv
 
     argv = worker_argv(_settings(), concurrency=concurrency, loglevel=loglevel, hostname=hostname)
+    restore()  # the worker's stderr is its log: never exec behind the filter's pipe
     os.execv(sys.executable, argv)
 
 
