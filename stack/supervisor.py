@@ -117,7 +117,7 @@ class _Part(_Managed):
     new_session = True  # each part leads its own process group: Ctrl-C reaches only the CLI
 
     def _spawn(self, argv: list[str], env: dict[str, str] | None = None) -> None:
-        super()._spawn(argv, env)  # type: ignore[misc]
+        super()._spawn(argv, env)
         _live.discard(self)  # a detached stack outlives this process: no kill-at-exit
         self.adopted = None
 

