@@ -15,7 +15,9 @@ coloured noise. Every map from the variable to pixels is invertible with a non-z
 (identity; inverse FFT, colour matrix and sigmoid), so "zero gradient" means the same thing in both
 spaces. With ``fallback="preactivation"`` a dead filter is optimised on its pre-activation for the
 whole run; ``start_activation``/``final_activation`` are always the post-activation objective on
-the untransformed image.
+the untransformed image. One difference under lucid: with ``fallback="none"`` a dead filter's
+pattern need not stay at its start, because a transformed start (the grey border, shifted or
+rotated noise) can give it a gradient; the book's stays exactly at the start image.
 """
 
 from __future__ import annotations
