@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
+
+from convatlas.producer.options import pattern_options, pattern_params
 
 app = typer.Typer(
     help="Show what convolutional networks see: filter-pattern grids and Grad-CAM heatmaps.",
@@ -100,18 +103,14 @@ def models(
 
 
 @app.command()
+@pattern_options
 def grids(
+    pattern: Mapping[str, Any],
     model: ModelOpt = "vgg16-hed",
     layers: Annotated[str, typer.Option(help="Comma-separated layer names, or 'all' (every Conv2D).")] = "block1_conv1",
     filters: Annotated[str, typer.Option(help="'0:64', '0,5,9', 'all' (every filter, pages of 64).")] = "0:64",
     out: OutOpt = Path("out"),
-    size: Annotated[int, typer.Option(help="Pattern size in pixels.")] = 64,
-    steps: Annotated[int, typer.Option(help="Gradient-ascent steps.")] = 40,
-    step_size: Annotated[float, typer.Option(help="Step size (gradient is RMS-normalised).")] = 1.0,
-    seed: Annotated[int, typer.Option(help="Seed of the grey-noise start images.")] = 0,
-    fallback: Annotated[str, typer.Option(help="For dead filters: 'preactivation' or 'none'.")] = "preactivation",
     batch_size: Annotated[int, typer.Option(help="Filters per model call.")] = 64,
-    precision: PrecisionOpt = None,
     weights: WeightsOpt = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
@@ -122,12 +121,11 @@ def grids(
     """
     from convatlas.producer.plan import PlanError, plan_grids
     from convatlas.shared.config import Settings
-    from convatlas.shared.engine.patterns import PatternParams
 
     use_weights(weights)
     settings = Settings.from_env()
     try:
-        params = PatternParams(size, steps, step_size, seed, fallback, precision or settings.precision)
+        params = pattern_params(pattern, settings)
         plan = plan_grids(model, layers, filters, params, settings)
     except (PlanError, ValueError) as exc:
         fail(str(exc))

@@ -11,10 +11,13 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
+
+from convatlas.producer.options import pattern_options, pattern_params
 
 if TYPE_CHECKING:
     from convatlas.producer.plan import Plan
@@ -89,26 +92,21 @@ def _submit(plan: Plan, settings: Settings, wait: bool, timeout: float) -> None:
 
 
 @submit_app.command("grids")
+@pattern_options
 def submit_grids(
+    pattern: Mapping[str, Any],
     model: Annotated[str, typer.Option("--model", "-m", help="Model name or .keras/.h5 file.")] = "vgg16-hed",
     layers: Annotated[str, typer.Option(help="Comma-separated layer names, or 'all'.")] = "block1_conv1",
     filters: Annotated[str, typer.Option(help="'0:64', '0,5,9' or 'all' (pages of 64).")] = "0:64",
-    size: Annotated[int, typer.Option(help="Pattern size in pixels.")] = 64,
-    steps: Annotated[int, typer.Option(help="Gradient-ascent steps.")] = 40,
-    step_size: Annotated[float, typer.Option(help="Step size.")] = 1.0,
-    seed: Annotated[int, typer.Option(help="Seed of the start images.")] = 0,
-    fallback: Annotated[str, typer.Option(help="For dead filters: 'preactivation' or 'none'.")] = "preactivation",
-    precision: PrecisionOpt = None,
     wait: WaitOpt = False,
     timeout: TimeoutOpt = 3600.0,
 ) -> None:
     """Queue filter-pattern grids: one task per filter, one chord per 8×8 page."""
     from convatlas.producer.plan import PlanError, plan_grids
-    from convatlas.shared.engine.patterns import PatternParams
 
     settings = _settings()
     try:
-        params = PatternParams(size, steps, step_size, seed, fallback, precision or settings.precision)
+        params = pattern_params(pattern, settings)
         plan = plan_grids(model, layers, filters, params, settings)
     except (PlanError, ValueError) as exc:
         _fail(str(exc))

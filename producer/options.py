@@ -1,0 +1,62 @@
+"""The command-line options that both ``grids`` and ``submit grids`` take, declared once.
+
+``pattern_options`` gives a command one option per ``PatternParams`` field, from the table below,
+and hands the command their values as one mapping; ``pattern_params`` turns it into the
+validated parameters. A new pattern parameter is a field on ``PatternParams`` plus one row here
+(a test checks that every field has its row).
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from collections.abc import Callable, Mapping
+from typing import Annotated, Any, TypeVar
+
+import typer
+
+from convatlas.shared.config import Settings
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+# field of PatternParams → (type, CLI default, help). ``None`` defaults are resolved later:
+# steps/step_size by the style, precision by CONVATLAS_PRECISION.
+PATTERN_OPTIONS: dict[str, tuple[Any, Any, str]] = {
+    "size": (int, 64, "Pattern size in pixels."),
+    "steps": (int | None, None, "Optimisation steps; default the style's (book 40, lucid 256)."),
+    "step_size": (float | None, None, "Step size: of the RMS-normalised gradient (book, default 1) or Adam's learning rate (lucid, default 0.05)."),
+    "seed": (int, 0, "Seed of the start images (and of lucid's random transforms)."),
+    "fallback": (str, "preactivation", "For dead filters: 'preactivation' or 'none'."),
+    "precision": (str | None, None, "Network precision: float32, or bfloat16 (about 2x faster on CPUs with AVX512_BF16/AMX, slower elsewhere; results differ slightly). Default CONVATLAS_PRECISION, else float32."),
+    "style": (str, "book", "'book' (the book's raw-pixel gradient ascent) or 'lucid' (Fourier-space image, random transforms, Adam)."),
+}
+
+
+def pattern_options(fn: F) -> F:
+    """Add the pattern options to a Typer command; it receives them as ``pattern: Mapping``."""
+    sig = inspect.signature(fn, eval_str=True)
+    own = [p for p in sig.parameters.values() if p.name != "pattern"]
+    extra = [
+        inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default,
+                          annotation=Annotated[typ, typer.Option(help=text)])
+        for name, (typ, default, text) in PATTERN_OPTIONS.items()
+    ]
+
+    @functools.wraps(fn)
+    def command(**kwargs: Any) -> Any:
+        pattern = {name: kwargs.pop(name) for name in PATTERN_OPTIONS}
+        return fn(pattern=pattern, **kwargs)
+
+    params = own + extra
+    command.__signature__ = sig.replace(parameters=params)  # type: ignore[attr-defined]
+    command.__annotations__ = {p.name: p.annotation for p in params}
+    return command  # type: ignore[return-value]
+
+
+def pattern_params(pattern: Mapping[str, Any], settings: Settings) -> Any:
+    """The validated ``PatternParams`` (``ValueError`` says what is wrong)."""
+    from convatlas.shared.engine.patterns import PatternParams
+
+    values = dict(pattern)
+    values["precision"] = values.get("precision") or settings.precision
+    return PatternParams(**values)
