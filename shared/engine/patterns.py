@@ -39,14 +39,14 @@ class PatternParams:
     def __post_init__(self) -> None:
         check_precision(self.precision)
         style = get_style(self.style)
-        if self.steps is None:
-            object.__setattr__(self, "steps", style.default_steps)
+        steps = style.default_steps if self.steps is None else self.steps
+        object.__setattr__(self, "steps", steps)
         if self.step_size is None:
             object.__setattr__(self, "step_size", style.default_step_size)
         if self.size < 8 or self.size > 1024:
             raise ValueError(f"size must be 8..1024, got {self.size}")
-        if self.steps < 0 or self.steps > 10_000:
-            raise ValueError(f"steps must be 0..10000, got {self.steps}")
+        if steps < 0 or steps > 10_000:
+            raise ValueError(f"steps must be 0..10000, got {steps}")
         if self.fallback not in ("preactivation", "none"):
             raise ValueError(f"fallback must be 'preactivation' or 'none', got {self.fallback!r}")
 

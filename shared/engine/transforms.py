@@ -35,7 +35,8 @@ LUCID_ANGLES = tuple(float(a) for a in list(range(-10, 11)) + 5 * [0])  # degree
 
 
 class Transform(Protocol):
-    n_random: int
+    @property
+    def n_random(self) -> int: ...
 
     def __call__(self, x: Any, u: Any) -> Any:
         """(N, H, W, 3) pixels, (N, n_random) uniforms → transformed pixels."""
@@ -45,7 +46,8 @@ class Transform(Protocol):
 class Geometric(Protocol):
     """One affine step of a ``Warp`` on a square canvas of side ``size``."""
 
-    n_random: int
+    @property
+    def n_random(self) -> int: ...
 
     def size_after(self, size: int) -> int: ...
 
@@ -193,11 +195,10 @@ class Warp:
         size = int(x.shape[1])
         if int(x.shape[2]) != size or self.output_size(size) != size:
             raise ValueError(f"a warp maps a square tile onto itself: {self.steps} on {x.shape}")
-        m = None
+        m = CropTo(size).matrix(u, size)  # the identity, one per sample
         col = 0
         for s in self.steps:
-            step = s.matrix(u[:, col : col + s.n_random], size)
-            m = step if m is None else ops.matmul(m, step)
+            m = ops.matmul(m, s.matrix(u[:, col : col + s.n_random], size))
             size = s.size_after(size)
             col += s.n_random
         flat = ops.concatenate([ops.reshape(m[:, :2, :], (-1, 6)), ops.zeros((ops.shape(m)[0], 2))], 1)

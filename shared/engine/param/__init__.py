@@ -21,7 +21,8 @@ import numpy as np
 
 
 class Parametrisation(Protocol):
-    size: int
+    @property
+    def size(self) -> int: ...
 
     def init(self, filter_index: int, seed: int) -> np.ndarray:
         """The start value of one filter's variable (float32)."""
