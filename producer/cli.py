@@ -58,7 +58,7 @@ def use_weights(weights: Path | None) -> None:
 
 def bf16_note() -> str:
     """Whether --precision bfloat16 is fast on this machine's CPU (it is slow where emulated)."""
-    from convatlas.shared.engine.precision import native_bfloat16
+    from convatlas.shared.cpu import native_bfloat16
 
     if native_bfloat16():
         return "bfloat16 is native on this CPU (AVX512_BF16/AMX): --precision bfloat16 is about 2x faster"
@@ -66,7 +66,7 @@ def bf16_note() -> str:
 
 
 def warn_if_slow(precision: str) -> None:
-    from convatlas.shared.engine.precision import native_bfloat16
+    from convatlas.shared.cpu import native_bfloat16
 
     if precision == "bfloat16" and not native_bfloat16():
         typer.secho(f"warning: {bf16_note()}", fg=typer.colors.YELLOW, err=True)

@@ -20,9 +20,9 @@ from typing import Any
 
 from convatlas.shared.config import Settings
 from convatlas.shared.engine.precision import DEFAULT as DEFAULT_PRECISION
-from convatlas.shared.engine.precision import with_precision
 from convatlas.shared.hashing import file_sha256
 from convatlas.shared.models import zoo
+from convatlas.shared.models.mixed import with_precision
 from convatlas.shared.models.preprocessing import PREPROCESSORS
 
 

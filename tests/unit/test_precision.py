@@ -14,9 +14,9 @@ import pytest
 from convatlas.shared.engine.gradcam import grad_cam
 from convatlas.shared.engine.objectives import start_image
 from convatlas.shared.engine.patterns import PatternParams, filter_patterns
-from convatlas.shared.engine.precision import with_precision
 from convatlas.shared.images import load_image
 from convatlas.shared.jobs import FilterJob, GradcamJob, GridJob, grid_from_dict, job_from_dict
+from convatlas.shared.models.mixed import with_precision
 from convatlas.shared.models.registry import get_model
 from convatlas.shared.samples import sample_photos
 from tests.unit.test_patterns import activations
