@@ -21,7 +21,6 @@ import secrets
 import shlex
 import signal
 import socket
-import subprocess
 import sys
 import time
 from collections.abc import Iterable, Mapping
@@ -541,45 +540,6 @@ class LocalStack:
             if rec is not None:
                 part.adopted = (int(rec["pid"]), rec.get("start"))
         return stack
-
-    # --- fault hooks
-
-    def kill_worker(self, i: int, sig: int = signal.SIGKILL, wait: float = 10.0) -> None:
-        """Send ``sig`` to worker ``i``; wait up to ``wait`` s for it to exit (0: don't)."""
-        w = self.workers[i]
-        rec = w.record()
-        if rec is None or not w.alive():
-            raise StackError(f"worker{i} is not running")
-        os.kill(int(rec["pid"]), sig)  # type: ignore[arg-type]
-        if wait > 0:
-            if w.proc is not None:
-                with contextlib.suppress(subprocess.TimeoutExpired):
-                    w.proc.wait(wait)
-            else:
-                _wait_gone(int(rec["pid"]), rec["start"], wait)  # type: ignore[arg-type]
-
-    def restart_worker(self, i: int) -> None:
-        """Stop worker ``i`` (warm), start it again and wait for its ping."""
-        w = self.workers[i]
-        w.halt(self.worker_stop_timeout)
-        w.launch(self._worker_env())
-        self._save_state()
-        self._wait_workers([w])
-
-    def restart_redis(self, downtime: float = 0.0) -> None:
-        """Same port and password; the queue is lost (no persistence). ``downtime`` seconds
-        pass between stop and start."""
-        self.redis.halt(10)
-        time.sleep(downtime)
-        self.redis.start()
-        self._save_state()
-
-    def restart_s3(self, downtime: float = 0.0) -> None:
-        """Same ports, credentials and data."""
-        self.s3.halt(15)
-        time.sleep(downtime)
-        self.s3.start(timeout=self.ready_timeout)
-        self._save_state()
 
 
 # ---------------------------------------------------------------------------------------------

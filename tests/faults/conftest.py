@@ -2,9 +2,9 @@
 (so a test may restart it, and no other test's worker can take its tasks) and on the session's
 SeaweedFS (or a private one, for tests that stop S3).
 
-Server and worker plumbing comes from ``tests.pipeline_fixtures``; this module only adds what
-fault tests need: kill/restart the worker, short visibility timeouts, and checks that every
-expected result exists, decodes and is listed exactly once in the run report.
+The fleet itself is ``convatlas.stack.harness.Fleet`` (the one harness of tests and benchmarks);
+this module only adds what fault tests need: kill/restart the worker, short visibility timeouts,
+and checks that every expected result exists, decodes and is listed exactly once in the report.
 """
 
 from __future__ import annotations
@@ -13,29 +13,19 @@ import dataclasses
 import json
 import secrets
 import subprocess
-import sys
 import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from convatlas.producer.plan import Plan
-from convatlas.shared.config import Settings
 from convatlas.shared.images import decode_image
 from convatlas.shared.storage import S3Storage
+from convatlas.stack.harness import REPO, Fleet
 from convatlas.stack.servers import RedisServer, SeaweedS3Server
-from tests.pipeline_fixtures import (
-    REPO,
-    fleet_env,
-    s3_storage,
-    settings_from,
-    start_worker,
-    stop_worker,
-)
 
 WAIT_S = 150.0
 
@@ -52,38 +42,14 @@ def wait_until(pred: Callable[[], Any], timeout: float, what: str, poll: float =
         time.sleep(poll)
 
 
-@dataclasses.dataclass
-class Rig:
-    """One fleet under test: its Redis, its S3, its worker (replaceable), a producer app."""
-
-    redis: RedisServer
-    s3: SeaweedS3Server
-    env: dict[str, str]
-    settings: Settings
-    storage: S3Storage
-    app: Any
-    dir: Path
-    concurrency: int
-    worker: subprocess.Popen[bytes] | None = None
-    starts: int = 0
-
-    @property
-    def log_path(self) -> Path:
-        return self.dir / f"worker-{self.starts}.log"
-
-    def logs(self) -> str:
-        """All worker logs of this rig (every restart), concatenated."""
-        return "\n".join(p.read_text(errors="replace") for p in sorted(self.dir.glob("worker-*.log")))
+class Rig(Fleet):
+    """A fleet under test (``convatlas.stack.harness.Fleet``) plus the fault hooks only tests use."""
 
     def start_worker(self, wait_ready: bool = True) -> subprocess.Popen[bytes]:
-        self.starts += 1
-        self.worker = start_worker(self.env, self.log_path, concurrency=self.concurrency)
-        if wait_ready:
-            log = self.log_path
-            wait_until(lambda: " ready." in log.read_text(errors="replace")
-                       or self.worker.poll() is not None, 90, "the worker to be ready")
-            assert self.worker.poll() is None, log.read_text(errors="replace")[-3000:]
-        return self.worker
+        try:
+            return super().start_worker(ready=wait_ready)
+        except RuntimeError as exc:  # the worker died or hung while starting
+            pytest.fail(str(exc))
 
     def kill_worker(self) -> None:
         """SIGKILL the worker's main process: no ack, no requeue, no goodbye. With the threads
@@ -92,39 +58,6 @@ class Rig:
         self.worker.kill()
         self.worker.wait(10)
 
-    def cli(self, *args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
-        """``python -m convatlas.producer.fleet_cli ARGS`` as a user would run it against this rig."""
-        return subprocess.run(
-            [sys.executable, "-m", "convatlas.producer.fleet_cli", *args], cwd=REPO, env=self.env,
-            capture_output=True, text=True, timeout=timeout,
-        )
-
-    def bucket_keys(self) -> set[str]:
-        """Every key in the rig's bucket (all prefixes), straight from S3."""
-        pages = self.storage.client.get_paginator("list_objects_v2").paginate(
-            Bucket=self.storage.bucket)
-        return {o["Key"] for page in pages for o in page.get("Contents", [])}
-
-    def redis_client(self, password: bool = True, db: int = 0) -> Any:
-        import redis
-
-        return redis.Redis(host="127.0.0.1", port=self.redis.port, db=db,
-                           password=self.redis.password if password else None,
-                           socket_timeout=5)
-
-    def ping_worker(self) -> bool:
-        """The worker answers a broadcast ping (it is alive and consuming)."""
-        return bool(self.app.control.ping(timeout=2.0))
-
-    @property
-    def secrets(self) -> tuple[str, ...]:
-        return (self.redis.password or "", self.s3.secret_key)
-
-    def close(self) -> None:
-        if self.worker is not None:
-            stop_worker(self.worker)
-        self.app.close()
-
 
 @pytest.fixture
 def make_rig(
@@ -132,8 +65,6 @@ def make_rig(
 ) -> Iterator[Callable[..., Rig]]:
     """Factory: ``make_rig(visibility_timeout=…, concurrency=…, s3=…)`` → a started ``Rig``
     with a private password-protected Redis; everything is stopped at teardown."""
-    from convatlas.workers.config import make_app
-
     made: list[Rig] = []
 
     def make(visibility_timeout: int = 60, concurrency: int = 16,
@@ -141,13 +72,11 @@ def make_rig(
         tmp = tmp_path_factory.mktemp("rig")
         redis = RedisServer(tmp / "redis", password=secrets.token_urlsafe(18), persistent=True)
         redis.start()
-        s3 = s3 or s3_server
-        env = fleet_env(redis, s3, f"fault-{uuid.uuid4().hex[:10]}", tmp / "cache", db=0,
-                        visibility_timeout=visibility_timeout)
-        env["CONVATLAS_TASK_TIME_LIMIT"] = str(max(1, visibility_timeout - 2))
-        settings = settings_from(env)
-        rig = Rig(redis, s3, env, settings, s3_storage(s3, settings.s3_prefix),
-                  make_app(settings), tmp, concurrency)
+        base = Fleet.create(redis, s3 or s3_server, tmp, db=0,
+                            visibility_timeout=visibility_timeout, concurrency=concurrency,
+                            prefix=f"fault-{uuid.uuid4().hex[:10]}",
+                            extra_env={"CONVATLAS_TASK_TIME_LIMIT": str(max(1, visibility_timeout - 2))})
+        rig = Rig(**{f.name: getattr(base, f.name) for f in dataclasses.fields(base)})
         made.append(rig)
         if worker:
             rig.start_worker()

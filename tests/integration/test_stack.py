@@ -4,6 +4,7 @@ and the docker-compose file checked by the Compose v2 binary."""
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import shutil
@@ -183,15 +184,45 @@ def test_flower_lists_succeeded_tasks_without_secrets(stack: LocalStack) -> None
         assert secret and secret not in text
 
 
+# --- fault hooks: only this test uses them, so they live here, not in LocalStack ----------
+
+
+def kill_worker(stack: LocalStack, i: int, sig: int = signal.SIGKILL, wait: float = 10.0) -> None:
+    """Send ``sig`` to worker ``i``; wait up to ``wait`` s for it to exit."""
+    w = stack.workers[i]
+    rec = w.record()
+    assert rec is not None and w.alive(), f"worker{i} is not running"
+    os.kill(int(rec["pid"]), sig)  # type: ignore[arg-type]
+    if w.proc is not None:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            w.proc.wait(wait)
+
+
+def restart_worker(stack: LocalStack, i: int) -> None:
+    """Stop worker ``i`` (warm), start it again and wait for its ping."""
+    w = stack.workers[i]
+    w.halt(stack.worker_stop_timeout)
+    w.launch(stack._worker_env())
+    stack._save_state()
+    stack._wait_workers([w])
+
+
+def restart_redis(stack: LocalStack) -> None:
+    """Same port and password; the queue is lost (no persistence)."""
+    stack.redis.halt(10)
+    stack.redis.start()
+    stack._save_state()
+
+
 def test_fault_hooks(stack: LocalStack) -> None:
     import redis
 
     old = stack.pids()["worker0"]
-    stack.kill_worker(0, signal.SIGKILL)
+    kill_worker(stack, 0, signal.SIGKILL)
     assert stack.dead() == ["worker0"]
-    stack.restart_worker(0)
+    restart_worker(stack, 0)
     assert stack.pids()["worker0"] != old and stack.ping([stack.node(0)]) == {stack.node(0)}
-    stack.restart_redis()
+    restart_redis(stack)
     assert redis.Redis.from_url(stack.env()["CONVATLAS_BROKER_URL"], socket_timeout=2).ping()
 
 
