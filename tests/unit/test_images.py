@@ -573,3 +573,80 @@ def test_sample_photos_missing_is_a_clear_error(
     monkeypatch.setattr(convatlas.shared.samples, "samples_dir", lambda: tmp_path)
     with pytest.raises(FileNotFoundError, match="chelsea.png"):
         sample_photos()
+
+
+# --- the OpenCV fast path for plain JPEGs ------------------------------------------------------
+
+
+def _jpeg_variants(arr: np.ndarray) -> dict[str, bytes]:
+    pic = Image.fromarray(arr)
+    out = {
+        f"sub{sub}-prog{int(prog)}": encode(pic, "JPEG", quality=88, subsampling=sub, progressive=prog)
+        for sub in (0, 1, 2)
+        for prog in (False, True)
+    }
+    out["optimized"] = encode(pic, "JPEG", quality=75, optimize=True)
+    out["grey"] = encode(pic.convert("L"), "JPEG", quality=88)
+    out["adobe-rgb"] = encode(pic, "JPEG", quality=88, keep_rgb=True)
+    out["restarts"] = cv2.imencode(".jpg", arr[:, :, ::-1].copy(), [cv2.IMWRITE_JPEG_RST_INTERVAL, 3])[1].tobytes()
+    return out
+
+
+def _pillow_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(images, "_decode_jpeg_cv2", lambda *a, **k: None)
+
+
+@pytest.mark.parametrize("size", [(48, 64), (61, 83)])
+def test_opencv_jpeg_decode_equals_pillows(monkeypatch: pytest.MonkeyPatch, size: tuple[int, int]) -> None:
+    """OpenCV's libjpeg-turbo gives Pillow's pixels bit for bit, full size and DCT-reduced."""
+    for name, data in _jpeg_variants(photo(*size, seed=3)).items():
+        assert images._jpeg_is_complete(data), name
+        fast = [decode_image(data)] + [
+            images._decode(data, 10**8, lambda w, h, s=s: (w // s, h // s))[0] for s in (2, 4, 8)
+        ]
+        with monkeypatch.context() as m:
+            _pillow_only(m)
+            slow = [decode_image(data)] + [
+                images._decode(data, 10**8, lambda w, h, s=s: (w // s, h // s))[0] for s in (2, 4, 8)
+            ]
+        for a, b in zip(fast, slow, strict=True):
+            assert a.shape == b.shape, name
+            np.testing.assert_array_equal(a, b, err_msg=name)
+
+
+def test_opencv_path_is_used_for_plain_jpegs_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[int] = []
+    real = images._decode_jpeg_cv2
+
+    def spy(*args: object) -> np.ndarray | None:
+        calls.append(1)
+        return real(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(images, "_decode_jpeg_cv2", spy)
+    pic = Image.fromarray(photo(32, 32))
+    decode_image(encode(pic, "JPEG"))
+    assert len(calls) == 1
+    srgb = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    decode_image(encode(pic, "JPEG", icc_profile=srgb))  # ICC: Pillow + LittleCMS
+    decode_image(encode(pic.convert("CMYK"), "JPEG"))  # CMYK: Pillow
+    decode_image(encode(pic, "PNG"))
+    assert len(calls) == 1
+
+
+def test_jpeg_completeness_walk() -> None:
+    data = encode(Image.fromarray(photo(40, 40)), "JPEG", progressive=True)
+    assert images._jpeg_is_complete(data)
+    assert images._jpeg_is_complete(data + b"trailing garbage after EOI")
+    for cut in (3, 20, len(data) // 2, len(data) - 2, len(data) - 1):
+        assert not images._jpeg_is_complete(data[:cut]), cut
+    assert not images._jpeg_is_complete(b"not a jpeg")
+
+
+def test_truncated_jpeg_is_refused_on_every_path() -> None:
+    """OpenCV would fill a cut JPEG with grey: the EOI walk leaves it to Pillow, which refuses."""
+    data = encode(Image.fromarray(photo(400, 480)), "JPEG", quality=90)
+    for cut in (len(data) - 2, len(data) * 2 // 3):
+        for decode in (decode_image, lambda d: images.decode_for_model(d, 64)):
+            with pytest.raises(ImageDecodeError) as info:
+                decode(data[:cut])
+            assert info.value.reason.startswith("truncated or corrupt JPEG"), info.value.reason
