@@ -58,6 +58,7 @@ def build_report(storage: Storage, manifest: dict[str, Any]) -> dict[str, Any]:
         grids.append({
             "layer": g.layer,
             "page": g.page,
+            "style": g.params.style,
             "status": "pending" if info is None else ("incomplete" if info["missing"] else "done"),
             "png": g.outputs()["png"],
             "missing": None if info is None else info["missing"],
@@ -90,7 +91,8 @@ def summary(report: dict[str, Any], where: str = "") -> str:
     ]
     for g in report["grids"]:
         extra = f", missing tiles {g['missing']}" if g["missing"] else ""
-        lines.append(f"  grid {g['layer']} page {g['page']}: {g['status']}{extra} → {g['png']}")
+        style = "" if g.get("style", "book") == "book" else f" ({g['style']})"
+        lines.append(f"  grid {g['layer']} page {g['page']}{style}: {g['status']}{extra} → {g['png']}")
     for j in report["jobs"]:
         if j["status"] == "failed":
             lines.append(f"  FAILED {j.get('name') or j.get('layer', '')}: {j['error']}")
@@ -124,7 +126,7 @@ def gallery_html(report: dict[str, Any], link: Any) -> str:
         if g["status"] != "pending":
             parts.append(
                 f"<figure><img src='{esc(link(g['png']))}' alt='grid'><figcaption>"
-                f"{esc(g['layer'])} page {g['page']}"
+                f"{esc(g['layer'])} page {g['page']} · {esc(g.get('style', 'book'))}"
                 + (f" · missing {g['missing']}" if g["missing"] else "")
                 + "</figcaption></figure>"
             )

@@ -104,6 +104,7 @@ def reduce_grid(job: GridJob, storage: Storage) -> JobResult:
         "model": job.model,
         "layer": job.layer,
         "page": job.page,
+        "style": job.params.style,
         "filters": list(job.filters),
         "missing": missing,
         "dead": dead,

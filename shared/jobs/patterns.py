@@ -86,6 +86,8 @@ def _write_pattern(
         "start_activation": p.start_activation,
         "final_activation": p.final_activation,
         "precision": job.params.precision,
+        "style": job.params.style,
+        "steps": job.params.steps,
         "seconds": seconds,
         "batch": batch,
     }

@@ -35,3 +35,27 @@ def test_cli_defaults_are_the_book_defaults() -> None:
     assert pattern_params(pattern, Settings()) == PatternParams()
     bf = pattern_params({**pattern, "precision": None}, Settings(precision="bfloat16"))
     assert bf.precision == "bfloat16"
+
+
+def test_lucid_style_runs_from_the_cli_and_is_kept_apart(tmp_path) -> None:  # noqa: ANN001
+    import json
+    import os
+    import subprocess
+    import sys
+
+    def grids(*extra: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "convatlas.producer.cli", "grids", "--layers", "block1_conv1",
+             "--filters", "0:2", "--size", "32", "--steps", "3", "--out", str(tmp_path), "-q",
+             *extra], capture_output=True, text=True, timeout=600, env=dict(os.environ))
+
+    book, lucid = grids(), grids("--style", "lucid")
+    assert book.returncode == 0 and lucid.returncode == 0, book.stderr + lucid.stderr
+    records = sorted(tmp_path.glob("results/**/f0000.json"))
+    assert len(records) == 2  # two styles, two keys
+    styles = {json.loads(r.read_text())["style"] for r in records}
+    assert styles == {"book", "lucid"}
+    reports = [json.loads(p.read_text()) for p in tmp_path.glob("runs/*/report.json")]
+    assert {g["style"] for r in reports for g in r["grids"]} == {"book", "lucid"}
+    bad = grids("--style", "van-gogh")
+    assert bad.returncode == 2 and "style" in bad.stderr
