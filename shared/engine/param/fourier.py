@@ -50,15 +50,39 @@ def spectrum_scale(h: int, w: int, decay_power: float = 1.0) -> np.ndarray:
     return (scale * np.sqrt(w * h)).astype(np.float32)
 
 
+def inverse_dft_matrices(h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
+    """NumPy's ``irfft2`` (complex inverse along the height, real inverse along the width) as two
+    real matrices, for row vectors: ``[Re | Im] @ a`` along the height gives ``[Yre | Yim]``,
+    then ``[Yre | Yim] @ b`` along the width gives the image. The imaginary parts of the DC (and,
+    for even w, Nyquist) columns drop out, as in ``irfft``.
+
+    At tile sizes two small GEMMs are several times faster on a CPU than TensorFlow's FFT kernels
+    (and their gradient is two more GEMMs)."""
+    k = np.arange(h)
+    ang = 2.0 * np.pi * np.outer(k, k) / h  # (ky, y), symmetric
+    ch, sh = np.cos(ang) / h, np.sin(ang) / h
+    a = np.block([[ch, sh], [-sh, ch]])  # [R | I] @ a = [R·ch − I·sh | R·sh + I·ch]
+    kx = np.arange(w // 2 + 1)
+    weight = np.where((kx == 0) | ((w % 2 == 0) & (kx == w // 2)), 1.0, 2.0)[:, None]
+    angw = 2.0 * np.pi * np.outer(kx, np.arange(w)) / w
+    b = np.concatenate([weight * np.cos(angw) / w, -weight * np.sin(angw) / w], axis=0)
+    return a.astype(np.float32), b.astype(np.float32)
+
+
 @dataclass(frozen=True)
 class FourierImage:
     size: int
     sd: float = SPECTRUM_SD
     decay_power: float = 1.0
     scale: np.ndarray = field(init=False, repr=False, compare=False)
+    dft_h: np.ndarray = field(init=False, repr=False, compare=False)
+    dft_w: np.ndarray = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "scale", spectrum_scale(self.size, self.size, self.decay_power))
+        a, b = inverse_dft_matrices(self.size, self.size)
+        object.__setattr__(self, "dft_h", a)
+        object.__setattr__(self, "dft_w", b)
 
     @property
     def shape(self) -> tuple[int, int, int, int]:
@@ -72,14 +96,14 @@ class FourierImage:
     def to_pixels(self, v: Any) -> Any:
         from keras import ops
 
-        scale = ops.convert_to_tensor(self.scale)
-        re, im = v[:, 0] * scale, v[:, 1] * scale  # (N, 3, h, wf)
-        # inverse real 2-D FFT as NumPy's irfft2 does it: complex inverse along the height
-        # (ifft(z) = conj(fft(conj(z))) / n; keras.ops has no ifft), then the real inverse
-        # along the width
-        re, im = ops.fft((ops.swapaxes(re, -1, -2), -ops.swapaxes(im, -1, -2)))
-        re, im = ops.swapaxes(re, -1, -2) / self.size, -ops.swapaxes(im, -1, -2) / self.size
-        img = ops.irfft((re, im), fft_length=self.size)
+        h = w = self.size
+        wf = w // 2 + 1
+        v = v * ops.convert_to_tensor(self.scale)  # (N, 2, 3, h, wf)
+        # the inverse real 2-D FFT as two GEMMs (inverse_dft_matrices)
+        rows = ops.reshape(ops.transpose(v, (0, 2, 4, 1, 3)), (-1, 2 * h))  # (N·3·wf, [Re | Im])
+        y = ops.reshape(ops.matmul(rows, ops.convert_to_tensor(self.dft_h)), (-1, 3, wf, 2, h))
+        y = ops.reshape(ops.transpose(y, (0, 1, 4, 3, 2)), (-1, 2 * wf))  # (N·3·h, [Yre | Yim])
+        img = ops.reshape(ops.matmul(y, ops.convert_to_tensor(self.dft_w)), (-1, 3, h, w))
         img = ops.transpose(img, (0, 2, 3, 1)) / LUCID_DIVISOR  # (N, h, w, 3)
         rgb = ops.matmul(img, ops.convert_to_tensor(COLOR_TO_RGB))
         return ops.sigmoid(rgb) * 255.0
