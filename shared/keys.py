@@ -72,3 +72,19 @@ def gradcam_prefix(
 
 def run_prefix(run_id: str) -> str:
     return f"runs/{safe_name(run_id, 'run id')}"
+
+
+def examples_prefix(
+    model: str, weights_id: str, side: int, top: int, precision: str = "float32"
+) -> str:
+    """The folder of one dataset-examples configuration: per layer ``<layer>/`` (its state,
+    batches of candidates, unit mosaics and pages), ``maps/`` (one marker per photo batch),
+    ``photos/`` (one marker per photo and layer set) and ``layersets/``."""
+    return (
+        f"results/{model_slug(model)}/{weights_id[:12]}/examples/v{ENGINE_VERSION}"
+        f"{key_suffix(precision)}/s{int(side)}-k{int(top)}"
+    )
+
+
+def examples_layer_prefix(prefix: str, layer: str) -> str:
+    return f"{prefix}/{safe_name(layer, 'layer')}"
