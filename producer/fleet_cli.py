@@ -61,8 +61,9 @@ def _storage(settings: Settings, create: bool = False) -> Any:
 
 def _submit(plan: Plan, settings: Settings, wait: bool, timeout: float) -> None:
     from kombu.exceptions import OperationalError
+    from redis.exceptions import RedisError
 
-    from convatlas.producer.submit import submit_plan, wait_for_run
+    from convatlas.producer.submit import run_counter, submit_plan, wait_for_run
     from convatlas.shared.config import redact_url
     from convatlas.shared.report import summary
     from convatlas.shared.storage import StorageError
@@ -70,11 +71,14 @@ def _submit(plan: Plan, settings: Settings, wait: bool, timeout: float) -> None:
 
     try:
         storage = _storage(settings, create=True)
-        res = submit_plan(plan, storage, make_app(settings))
+        app = make_app(settings)
+        res = submit_plan(plan, storage, app, settings)
     except StorageError as exc:
         _fail(f"storage: {exc}", 1)
-    except OperationalError as exc:
+    except (OperationalError, RedisError) as exc:
         _fail(f"broker {redact_url(settings.broker_url)} unreachable: {redact_url(str(exc))}", 1)
+    except ValueError as exc:  # no Redis to count the run's progress in
+        _fail(str(exc))
     typer.echo(
         f"run {res.run_id}: {res.queued_jobs} jobs queued ({res.queued_tasks} tasks), "
         f"{res.already_done} already in storage, {res.uploaded} photos uploaded"
@@ -83,7 +87,8 @@ def _submit(plan: Plan, settings: Settings, wait: bool, timeout: float) -> None:
         typer.echo(f"  follow it with: convatlas status {res.run_id}")
         return
     try:
-        report = wait_for_run(storage, res.run_id, timeout, progress=True)
+        report = wait_for_run(storage, res.run_id, timeout, progress=True,
+                              counter=run_counter(app, settings, res.run_id))
     except TimeoutError as exc:
         _fail(str(exc), 1)
     typer.echo(summary(report, storage.describe()))

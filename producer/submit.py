@@ -1,8 +1,8 @@
 """Fleet mode, producer side: upload inputs, write the manifest, queue only what is missing.
 
-The canvas of a run is ``chord([chord(tiles_of_page, reduce_grid) ..., gradcam ...],
-finish_run)``: one chord per grid page (its missing tiles, then the page is assembled), and one
-run-level callback that writes the report. Tasks are sent by name with JSON arguments (job
+A run is independent tasks, no chord: one per missing job, each counted once in Redis when it
+has an outcome; the count completing a page queues its reducer, the one completing the run its
+report (``workers.completion``), and the fleet's healer queues again what was lost. Tasks are sent by name with JSON arguments (job
 descriptions and keys, never image bytes), so this module imports neither ``convatlas.workers.tasks`` nor
 TensorFlow. A submission whose results all exist queues nothing and writes the report directly.
 """
@@ -11,18 +11,22 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from celery import Celery, chord
-from celery.canvas import Signature
+from celery import Celery
 
 from convatlas.producer.plan import Plan
 from convatlas.producer.staging import upload_inputs, write_manifest
 from convatlas.shared import keys
-from convatlas.shared.jobs import TASK_NAMES, GridJob, Job, job_from_dict
+from convatlas.shared.config import Settings
+from convatlas.shared.jobs import TASK_NAMES, GridJob, job_from_dict
+from convatlas.shared.jobs.outcomes import has_outcome, job_pages, outcome_keys
+from convatlas.shared.progress import RunProgress, progress_client
 from convatlas.shared.report import (
+    active_key,
     build_report,
     load_manifest,
     manifest_key,
@@ -36,32 +40,9 @@ from convatlas.shared.storage import ObjectNotFound, Storage, StorageUnavailable
 class SubmitResult:
     run_id: str
     queued_jobs: int  # filter and Grad-CAM tasks queued
-    queued_tasks: int  # all tasks, reducers and the run callback included
+    queued_tasks: int  # all tasks sent now, reducers of already complete pages included
     already_done: int  # jobs with a result (done or failed for good) before this submission
     uploaded: int  # input photos uploaded now
-    task_id: str | None = None  # id of the run callback, None when nothing was queued
-
-
-# --- outcomes ------------------------------------------------------------------------------
-
-
-def outcome_keys(storage: Storage, jobs: list[Job], per_folder_limit: int = 8) -> set[str]:
-    """Existing markers and error markers of ``jobs``, from listings instead of a HEAD request
-    per job: one listing per pattern folder (layer and parameters); for Grad-CAM, one per photo
-    when there are few photos, else one of the folder shared by all photos of that target."""
-    by_base: dict[str, set[str]] = {}
-    for job in jobs:
-        folder, base = job.outcome_folders()
-        by_base.setdefault(base, set()).add(folder)
-    found: set[str] = set()
-    for base, group in sorted(by_base.items()):
-        for prefix in [base] if len(group) > per_folder_limit else sorted(group):
-            found.update(storage.list_keys(prefix))
-    return found
-
-
-def has_outcome(job: Job, found: set[str]) -> bool:
-    return job.marker in found or job.error_key in found
 
 
 def _grid_needs_reduce(grid: GridJob, storage: Storage, found: set[str], missing: int) -> bool:
@@ -77,42 +58,7 @@ def _grid_needs_reduce(grid: GridJob, storage: Storage, found: set[str], missing
     return any(t.marker in found for t in grid.tile_jobs() if t.filter in lacking)
 
 
-# --- uploads -------------------------------------------------------------------------------
-
-
 # --- queueing ------------------------------------------------------------------------------
-
-
-def _sig(app: Celery, kind: str, *args: Any, immutable: bool = True) -> Signature:
-    return app.signature(TASK_NAMES[kind], args=args, immutable=immutable)
-
-
-def build_canvas(plan: Plan, storage: Storage, app: Celery) -> tuple[list[Signature], int, int, int]:
-    """(header elements of the run chord, jobs queued, tasks queued, jobs already done)."""
-    found = outcome_keys(storage, plan.jobs)
-    todo = [j for j in plan.jobs if not has_outcome(j, found)]
-    todo_markers = {j.marker for j in todo}
-    elements: list[Signature] = []
-    tasks = 0
-    in_grids: set[str] = set()
-    for grid in plan.grids:
-        tiles = [t for t in grid.tile_jobs() if t.marker in todo_markers]
-        in_grids.update(t.marker for t in grid.tile_jobs())
-        if not _grid_needs_reduce(grid, storage, found, len(tiles)):
-            continue
-        gd = grid.to_dict()
-        if tiles:
-            header = [_sig(app, "filter", t.to_dict()) for t in tiles]
-            elements.append(chord(header, _sig(app, "reduce", gd, immutable=False), app=app))
-        else:
-            elements.append(_sig(app, "reduce", [], gd))
-        tasks += len(tiles) + 1
-    for job in todo:
-        if job.marker in in_grids:
-            continue
-        elements.append(_sig(app, job.kind, job.to_dict()))
-        tasks += 1
-    return elements, len(todo), tasks, len(plan.jobs) - len(todo)
 
 
 def check_broker(app: Celery) -> None:
@@ -122,20 +68,61 @@ def check_broker(app: Celery) -> None:
         conn.ensure_connection(max_retries=1)
 
 
-def submit_plan(plan: Plan, storage: Storage, app: Celery) -> SubmitResult:
-    """Upload inputs, write the manifest, queue what is missing (or write the report now)."""
+def run_counter(app: Celery, settings: Settings | None, run_id: str) -> RunProgress:
+    s = settings or Settings.from_env()
+    client = progress_client(replace(s, broker_url=s.broker_url or str(app.conf.broker_url or ""),
+                                      result_backend=s.result_backend or str(app.conf.result_backend or "")))
+    if client is None:
+        raise ValueError("fleet runs count their progress in Redis: set CONVATLAS_PROGRESS_URL "
+                         "(or use a Redis broker or result backend)")
+    return RunProgress(client, run_id)
+
+
+def submit_plan(plan: Plan, storage: Storage, app: Celery,
+                settings: Settings | None = None) -> SubmitResult:
+    """Upload inputs, write the manifest, queue what is missing (or write the report now).
+
+    No chord: jobs are independent tasks, each counted once when it has an outcome
+    (``convatlas.shared.progress``); the count that completes a page queues its reducer and
+    the one that completes the run queues ``finish_run``. Jobs already done are counted here.
+    """
     check_broker(app)
     uploaded = upload_inputs(plan, storage)
     write_manifest(plan, storage)
-    elements, n_jobs, n_tasks, done = build_canvas(plan, storage, app)
-    if not elements:
+    found = outcome_keys(storage, plan.jobs)
+    pages = job_pages(plan.grids, plan.jobs)
+    done = [i for i, j in enumerate(plan.jobs) if has_outcome(j, found)]
+    todo = [i for i, j in enumerate(plan.jobs) if not has_outcome(j, found)]
+    todo_per_page = Counter(pages[i] for i in todo)
+    rebuild = {p for p, g in enumerate(plan.grids)
+               if _grid_needs_reduce(g, storage, found, todo_per_page.get(p, 0))}
+    progress = run_counter(app, settings, plan.run_id)
+    if not todo and not rebuild:
         write_report(storage, plan.run_id, presigned_links(storage))
-        return SubmitResult(plan.run_id, 0, 0, done, uploaded)
+        storage.delete(active_key(plan.run_id))
+        progress.clear()
+        return SubmitResult(plan.run_id, 0, 0, len(done), uploaded)
     storage.delete(report_key(plan.run_id))  # a stale report must not end wait_for_run early
-    body = _sig(app, "finish", plan.run_id, immutable=False)
-    task_id = chord(elements, body, app=app).apply_async().id
+    progress.start({p: len(g.filters) for p, g in enumerate(plan.grids)})
+    fired = progress.mark_many((i, pages[i]) for i in done)
+    storage.put_bytes(active_key(plan.run_id), b"", "text/plain")  # the healer watches it now
+    complete = {p for i, f in zip(done, fired, strict=True) if f.page and (p := pages[i]) is not None}
+    ready_pages = sorted(complete & rebuild)
+    sent = 0
+    with app.producer_or_acquire() as producer:
+        for i in todo:
+            job = plan.jobs[i]
+            app.send_task(TASK_NAMES[job.kind], args=(job.to_dict(),
+                          {"id": plan.run_id, "i": i, "p": pages[i]}), producer=producer)
+            sent += 1
+        for p in ready_pages:
+            app.send_task(TASK_NAMES["reduce"], args=(plan.run_id, p), producer=producer)
+            sent += 1
+        if progress.seal(len(plan.jobs)):
+            app.send_task(TASK_NAMES["finish"], args=(plan.run_id,), producer=producer)
+            sent += 1
     stop_listening(app)
-    return SubmitResult(plan.run_id, n_jobs, n_tasks + 1, done, uploaded, task_id)
+    return SubmitResult(plan.run_id, len(todo), sent, len(done), uploaded)
 
 
 def stop_listening(app: Celery) -> None:
@@ -186,11 +173,13 @@ def wait_for_run(
     progress: bool = True,
     poll: float = 1.0,
     grace: float = 30.0,
+    counter: RunProgress | None = None,
 ) -> dict[str, Any]:
     """Block until the run's report is written (by its ``finish_run`` task) and return it.
 
-    The bar counts jobs with an outcome in storage. If every job has one but no report appears
-    within ``grace`` seconds (the run callback was lost), the report is built here from storage.
+    The bar counts jobs with an outcome: from the run's counters in Redis (``counter``; one
+    round trip per poll, whatever the run's size), else from folder listings. If every job has
+    one but no report appears within ``grace`` seconds, the report is built here from storage.
     ``TimeoutError`` after ``timeout`` seconds.
     """
     from tqdm import tqdm
@@ -202,7 +191,14 @@ def wait_for_run(
         while True:
             try:
                 report = read_report(storage, run_id)
-                done, total = run_progress(storage, manifest)
+                snap = counter.snapshot() if counter is not None and report is None else None
+                if snap is not None:
+                    done, total = snap.done, len(manifest["jobs"])
+                    if snap.requeued or snap.duplicates:
+                        bar.set_postfix(requeued=snap.requeued, duplicates=snap.duplicates,
+                                        refresh=False)
+                else:
+                    done, total = run_progress(storage, manifest)
             except StorageUnavailable:  # S3 down for a while: keep waiting until the deadline
                 report, done, total = None, bar.n, len(manifest["jobs"])
             bar.update(done - bar.n)
@@ -214,6 +210,7 @@ def wait_for_run(
                 if now - all_done_since > grace:
                     report = build_report(storage, manifest)
                     if report["complete"]:
+                        storage.delete(active_key(run_id))
                         return write_report(storage, run_id, presigned_links(storage))
             if now > deadline:
                 raise TimeoutError(f"run {run_id}: {done}/{total} jobs after {timeout:.0f} s")

@@ -43,6 +43,8 @@ class Settings:
     visibility_timeout: int = 3600  # CONVATLAS_VISIBILITY_TIMEOUT seconds (> longest task)
     presign_expiry: int = 86400  # CONVATLAS_PRESIGN_EXPIRY seconds for gallery links
     precision: str = "float32"  # CONVATLAS_PRECISION: default --precision (float32 | bfloat16)
+    progress_url: str = ""  # CONVATLAS_PROGRESS_URL: Redis for run progress (result backend/broker)
+    requeue_after: int = 300  # CONVATLAS_REQUEUE_AFTER: s without progress before the healer requeues
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -63,12 +65,14 @@ class Settings:
             visibility_timeout=int(_env("CONVATLAS_VISIBILITY_TIMEOUT", "3600")),
             presign_expiry=int(_env("CONVATLAS_PRESIGN_EXPIRY", "86400")),
             precision=_env("CONVATLAS_PRECISION", "float32"),
+            progress_url=_env("CONVATLAS_PROGRESS_URL", ""),
+            requeue_after=int(_env("CONVATLAS_REQUEUE_AFTER", "300")),
         )
 
     def redacted(self) -> dict[str, object]:
         """A printable view with passwords removed from URLs."""
         out = asdict(self)
-        for k in ("broker_url", "result_backend"):
+        for k in ("broker_url", "result_backend", "progress_url"):
             out[k] = redact_url(str(out[k]))
         out["cache_dir"] = str(out["cache_dir"])
         return out

@@ -29,6 +29,15 @@ def gallery_key(run_id: str) -> str:
     return f"{keys.run_prefix(run_id)}/index.html"
 
 
+def active_key(run_id: str) -> str:
+    """Present while a fleet run is unfinished: the healer's list of runs to watch."""
+    return f"runs/active/{keys.safe_name(run_id, 'run id')}"
+
+
+def active_runs(storage: Storage) -> list[str]:
+    return [k.rsplit("/", 1)[1] for k in storage.list_keys("runs/active/")]
+
+
 def load_manifest(storage: Storage, run_id: str) -> dict[str, Any]:
     return json.loads(storage.get_bytes(manifest_key(run_id)))
 
@@ -152,4 +161,20 @@ def write_report(storage: Storage, run_id: str, link: Any) -> dict[str, Any]:
     report = build_report(storage, load_manifest(storage, run_id))
     storage.put_bytes(report_key(run_id), json.dumps(report, indent=2).encode(), "application/json")
     storage.put_bytes(gallery_key(run_id), gallery_html(report, link).encode(), "text/html")
+    return report
+
+
+def finish_run(storage: Storage, run_id: str, link: Any) -> dict[str, Any]:
+    """The end of a fleet run: pages never built are built now (a lost reducer message loses
+    nothing), the report and gallery are written, and the run leaves the active list."""
+    from convatlas.shared.jobs import reduce_grid
+
+    manifest = load_manifest(storage, run_id)
+    for d in manifest.get("grids", []):
+        grid = grid_from_dict(d)
+        if read_json(storage, grid.marker) is None:
+            reduce_grid(grid, storage)
+    report = write_report(storage, run_id, link)
+    if report["complete"]:
+        storage.delete(active_key(run_id))
     return report

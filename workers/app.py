@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from celery.signals import worker_init, worker_process_init
+from celery.signals import worker_init, worker_process_init, worker_ready
 
 from convatlas.shared.config import Settings, redact_url
 from convatlas.shared.jobs.kinds import TASK_NAMES
@@ -49,3 +49,19 @@ def _init_tf(**_: Any) -> None:
 
 worker_init.connect(_log_config, weak=False)
 worker_process_init.connect(_init_tf, weak=False)
+
+
+def _start_healer(**_: Any) -> None:
+    """Every worker process watches the active runs; one at a time acts (a Redis lock)."""
+    from convatlas.workers.completion import client
+    from convatlas.workers.healer import Healer
+    from convatlas.workers.tasks import worker_storage
+
+    redis_client = client()
+    if redis_client is None:
+        log.warning("no Redis for run progress: runs will not heal themselves")
+        return
+    Healer(app, worker_storage, redis_client).start()
+
+
+worker_ready.connect(_start_healer, weak=False)

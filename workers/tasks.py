@@ -38,6 +38,7 @@ from convatlas.shared.jobs import (
 from convatlas.shared.storage import Storage, StorageUnavailable, s3_storage_from_settings
 from convatlas.workers.app import TASK_NAMES, app
 from convatlas.workers.batcher import Batcher, process_batcher
+from convatlas.workers.completion import count_outcome, run_progress
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +94,18 @@ def _retry_or_error(task: Task, exc: Exception, what: str) -> dict[str, Any]:
     return _error(f"{what} after {MAX_RETRIES} retries: {exc}")
 
 
-def _run_job(task: Task, job_dict: dict[str, Any]) -> dict[str, Any]:
+def _run_job(task: Task, job_dict: dict[str, Any], run: dict[str, Any] | None) -> dict[str, Any]:
+    """The job's outcome, counted for its run (``completion``) once it is in storage."""
+    out = _outcome(task, job_dict)
+    if out["status"] in ("done", "skipped", "failed"):
+        try:
+            count_outcome(app, run)
+        except Exception as exc:  # Redis away: the healer recounts from storage later
+            log.warning("could not count the outcome for run %s: %s", (run or {}).get("id"), exc)
+    return out
+
+
+def _outcome(task: Task, job_dict: dict[str, Any]) -> dict[str, Any]:
     try:
         job = job_from_dict(job_dict)
     except (TypeError, ValueError, KeyError) as exc:
@@ -121,25 +133,29 @@ def _run_job(task: Task, job_dict: dict[str, Any]) -> dict[str, Any]:
 
 
 @app.task(name=TASK_NAMES["filter"], bind=True, max_retries=MAX_RETRIES)
-def filter_pattern(self: Task, job_dict: dict[str, Any]) -> dict[str, Any]:
+def filter_pattern(self: Task, job_dict: dict[str, Any],
+                   run: dict[str, Any] | None = None) -> dict[str, Any]:
     """One filter's pattern (batched with the other filters this worker is running)."""
-    return _run_job(self, job_dict)
+    return _run_job(self, job_dict, run)
 
 
 @app.task(name=TASK_NAMES["gradcam"], bind=True, max_retries=MAX_RETRIES)
-def gradcam(self: Task, job_dict: dict[str, Any]) -> dict[str, Any]:
+def gradcam(self: Task, job_dict: dict[str, Any],
+            run: dict[str, Any] | None = None) -> dict[str, Any]:
     """One photo's Grad-CAM; the photo is read from storage by its hash, never sent here."""
-    return _run_job(self, job_dict)
+    return _run_job(self, job_dict, run)
 
 
 @app.task(name=TASK_NAMES["reduce"], bind=True, max_retries=MAX_RETRIES)
-def reduce_grid(self: Task, results: Any, grid_dict: dict[str, Any]) -> dict[str, Any]:
-    """Chord body of one page: assemble it from the tiles in storage (``results`` unused:
-    failed or missing tiles are found in storage and left black)."""
+def reduce_grid(self: Task, run_id: str, page: int) -> dict[str, Any]:
+    """Assemble page ``page`` of a run from the tiles in storage (queued by the marker that
+    completed the page; failed or missing tiles are found in storage and left black)."""
     from convatlas.shared.jobs import reduce_grid as reduce
+    from convatlas.shared.report import load_manifest
 
     try:
-        res = reduce(grid_from_dict(grid_dict), worker_storage())
+        grid = grid_from_dict(load_manifest(worker_storage(), run_id)["grids"][page])
+        res = reduce(grid, worker_storage())
         return {**_summary(res), "missing": res.info.get("missing", [])}
     except StorageUnavailable as exc:
         return _retry_or_error(self, exc, "storage unavailable")
@@ -149,14 +165,19 @@ def reduce_grid(self: Task, results: Any, grid_dict: dict[str, Any]) -> dict[str
 
 
 @app.task(name=TASK_NAMES["finish"], bind=True, max_retries=MAX_RETRIES)
-def finish_run(self: Task, results: Any, run_id: str) -> dict[str, Any]:
-    """Run-level chord body: write the report and a gallery with presigned links."""
-    from convatlas.shared.report import write_report
+def finish_run(self: Task, run_id: str) -> dict[str, Any]:
+    """Queued by the marker that completed the run: build any page still unbuilt (its reducer
+    may have been lost), write the report and a gallery with presigned links, then drop the
+    run's progress state."""
+    from convatlas.shared.report import finish_run as finish
 
     storage = worker_storage()
     expiry = Settings.from_env().presign_expiry
     try:
-        report = write_report(storage, run_id, lambda key: storage.url(key, expiry))
+        report = finish(storage, run_id, lambda key: storage.url(key, expiry))
+        progress = run_progress(run_id)
+        if progress is not None and report["complete"]:
+            progress.clear()
         return {"status": "done", "run_id": run_id, "counts": report["counts"],
                 "complete": report["complete"]}
     except StorageUnavailable as exc:

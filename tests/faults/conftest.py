@@ -68,14 +68,17 @@ def make_rig(
     made: list[Rig] = []
 
     def make(visibility_timeout: int = 60, concurrency: int = 16,
-             s3: SeaweedS3Server | None = None, worker: bool = True) -> Rig:
+             s3: SeaweedS3Server | None = None, worker: bool = True,
+             requeue_after: int = 300, persistent: bool = True) -> Rig:
         tmp = tmp_path_factory.mktemp("rig")
-        redis = RedisServer(tmp / "redis", password=secrets.token_urlsafe(18), persistent=True)
+        redis = RedisServer(tmp / "redis", password=secrets.token_urlsafe(18),
+                            persistent=persistent)
         redis.start()
         base = Fleet.create(redis, s3 or s3_server, tmp, db=0,
                             visibility_timeout=visibility_timeout, concurrency=concurrency,
                             prefix=f"fault-{uuid.uuid4().hex[:10]}",
-                            extra_env={"CONVATLAS_TASK_TIME_LIMIT": str(max(1, visibility_timeout - 2))})
+                            extra_env={"CONVATLAS_TASK_TIME_LIMIT": str(max(1, visibility_timeout - 2)),
+                                       "CONVATLAS_REQUEUE_AFTER": str(requeue_after)})
         rig = Rig(**{f.name: getattr(base, f.name) for f in dataclasses.fields(base)})
         made.append(rig)
         if worker:

@@ -1,0 +1,73 @@
+"""Runs heal themselves: lost messages are queued again by the fleet's healer, with nobody
+re-submitting (CONVATLAS_REQUEUE_AFTER is 8 s here, the visibility timeout an hour)."""
+
+from __future__ import annotations
+
+import json
+import time
+
+from convatlas.producer.plan import plan_grids
+from convatlas.producer.submit import run_counter, submit_plan, wait_for_run
+from convatlas.shared.engine.patterns import PatternParams
+from tests.faults.conftest import WAIT_S, check_report, received, wait_until
+
+JOBS = 24
+HOUR = 3600
+REQUEUE = 8  # s; above a first batch's model load here
+
+
+def _plan(rig, n: int = JOBS, seed: int = 0):  # noqa: ANN001, ANN202
+    return plan_grids("vgg16-hed", "block1_conv1", f"0:{n}", PatternParams(24, 2, seed=seed),
+                      rig.settings)
+
+
+def test_sigkilled_worker_with_prefetched_tasks_heals(make_rig) -> None:  # noqa: ANN001
+    """The killed worker's unacked tasks would come back only after an hour; the healer
+    queues them again after 8 s without progress, and a second worker finishes the run."""
+    rig = make_rig(visibility_timeout=HOUR, concurrency=8, requeue_after=REQUEUE)
+    redis = rig.redis_client()
+    plan = _plan(rig)
+    assert submit_plan(plan, rig.storage, rig.app).queued_jobs == JOBS
+    wait_until(lambda: redis.hlen("unacked") > 0, 90, "the worker to hold tasks")
+    rig.kill_worker()
+    held = redis.hlen("unacked")
+    assert held > 0
+    rig.start_worker()
+    counter = run_counter(rig.app, rig.settings, plan.run_id)
+    report = wait_for_run(rig.storage, plan.run_id, WAIT_S, progress=False, counter=counter)
+    check_report(rig.storage, plan, report)
+    assert report["counts"]["done"] == JOBS
+    assert received(rig.logs(), "convatlas.filter_pattern") > JOBS  # some ran twice: harmless
+    assert "jobs again" in rig.logs()  # the healer, not the visibility timeout, brought them
+
+
+def test_message_deleted_from_the_queue_heals(make_rig) -> None:  # noqa: ANN001
+    """A message lost in kombu's BRPOP window looks like a message gone from the queue."""
+    rig = make_rig(visibility_timeout=HOUR, concurrency=8, requeue_after=REQUEUE, worker=False)
+    redis = rig.redis_client()
+    plan = _plan(rig, 8, seed=1)
+    assert submit_plan(plan, rig.storage, rig.app).queued_jobs == 8
+    lost = json.loads(redis.lpop("convatlas"))  # gone for good
+    assert lost["headers"]["task"] == "convatlas.filter_pattern"
+    rig.start_worker()
+    t0 = time.monotonic()
+    counter = run_counter(rig.app, rig.settings, plan.run_id)
+    report = wait_for_run(rig.storage, plan.run_id, WAIT_S, progress=False, counter=counter)
+    check_report(rig.storage, plan, report)
+    assert "jobs again" in rig.logs()
+    print(f"healed one lost message in {time.monotonic() - t0:.1f} s")
+
+
+def test_redis_restarted_without_persistence_heals(make_rig) -> None:  # noqa: ANN001
+    """The queue and the run's counters are gone; the healer rebuilds them from storage."""
+    rig = make_rig(visibility_timeout=HOUR, concurrency=8, requeue_after=REQUEUE, worker=False,
+                   persistent=False)
+    plan = _plan(rig, 8, seed=2)
+    assert submit_plan(plan, rig.storage, rig.app).queued_jobs == 8
+    rig.redis.stop()
+    rig.redis.start()
+    assert rig.redis_client().llen("convatlas") == 0  # everything queued is lost
+    rig.start_worker()
+    report = wait_for_run(rig.storage, plan.run_id, WAIT_S, progress=False)
+    check_report(rig.storage, plan, report)
+    assert "rebuilding it from storage" in rig.logs()
