@@ -1,7 +1,8 @@
-"""Grad-CAM's arithmetic, backend-neutral (``keras.ops``).
+"""CAM arithmetic shared by every method, backend-neutral (``keras.ops``).
 
-Channel weights are the spatial mean of the class score's gradients; the weighted channel sum is
-ReLU'd and divided by its maximum. An all-zero map stays zero (never NaN) and is flagged.
+A method (``convatlas.shared.engine.cams``) gives a raw map; ``normalise`` ReLUs it and divides by
+its maximum. An all-zero map stays zero (never NaN) and is flagged by its zero peak.
+Grad-CAM's channel weights are the spatial mean of the class score's gradients.
 """
 
 from __future__ import annotations
@@ -9,16 +10,28 @@ from __future__ import annotations
 from typing import Any
 
 
-def cam_from_gradients(features: Any, grads: Any) -> tuple[Any, Any]:
-    """(N,h,w,C) features and gradients → (normalised heatmaps (N,h,w), per-sample max)."""
+def normalise(cam: Any) -> tuple[Any, Any]:
+    """(N,h,w) raw maps → (ReLU'd maps divided by their maxima, the maxima (N,)); zero stays zero."""
     from keras import ops
 
-    weights = ops.mean(grads, axis=(1, 2))  # (N, C)
-    cam = ops.relu(ops.einsum("nhwc,nc->nhw", features, weights))
+    cam = ops.relu(cam)
     peak = ops.max(cam, axis=(1, 2))  # (N,)
     safe = ops.where(peak > 0, peak, ops.ones_like(peak))
     heat = ops.where(ops.reshape(peak > 0, (-1, 1, 1)), cam / ops.reshape(safe, (-1, 1, 1)), 0.0)
     return heat, peak
+
+
+def grad_cam_map(features: Any, grads: Any) -> Any:
+    """Grad-CAM's raw map: channels weighted by the spatial mean of their gradients, summed."""
+    from keras import ops
+
+    weights = ops.mean(grads, axis=(1, 2))  # (N, C)
+    return ops.einsum("nhwc,nc->nhw", features, weights)
+
+
+def cam_from_gradients(features: Any, grads: Any) -> tuple[Any, Any]:
+    """(N,h,w,C) features and gradients → (normalised Grad-CAM heatmaps (N,h,w), per-sample max)."""
+    return normalise(grad_cam_map(features, grads))
 
 
 def select_scores(logits: Any, class_index: Any) -> tuple[Any, Any]:
