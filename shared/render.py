@@ -108,14 +108,19 @@ def _paint(
     cache, into the one uint8 output. The quantisation is :func:`colorize`'s historic one
     (``uint8(clip(up, 0, 1) * 255 + 0.5)``), so the colours match it exactly.
     """
-    up = cv2.resize(_float_map(heatmap), (width, height), interpolation=cv2.INTER_LINEAR)
+    heat = _float_map(heatmap)
+    # Linear interpolation never leaves the range of its samples (but for an ulp, which the
+    # truncation below absorbs: 255.50003 → 255), so a map within [0, 1] needs no clipping.
+    clip = bool(heat.min() < 0.0 or heat.max() > 1.0)
+    up = cv2.resize(heat, (width, height), interpolation=cv2.INTER_LINEAR)
     up = up.reshape(height, width)
     out = np.empty((height, width, 3), np.uint8)
     levels = np.empty((min(_BAND_ROWS, height), width), np.uint8)
     for top in range(0, height, _BAND_ROWS):
         band = up[top : top + _BAND_ROWS]
         rows = band.shape[0]
-        np.clip(band, 0.0, 1.0, out=band)
+        if clip:
+            np.clip(band, 0.0, 1.0, out=band)
         band *= np.float32(255.0)
         band += np.float32(0.5)
         np.copyto(levels[:rows], band, casting="unsafe")  # truncates, as np.uint8() did

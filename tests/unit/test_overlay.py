@@ -93,7 +93,8 @@ def test_other_intensities_and_odd_maps() -> None:
     for k in (0.0, 0.25, 1.0, 1.7):
         assert np.abs(overlay(img, _heat(), k).astype(int) - _old_overlay(img, _heat(), k)).max() <= 1
     np.testing.assert_array_equal(overlay(img, _heat(), 0.0), img)
-    for heat in (np.zeros((7, 7)), np.ones((14, 14)), _heat(shape=(10, 7)).astype(np.float64)):
+    out_of_range = _heat() * 1.6 - 0.3  # clipped after upsampling, as colorize always did
+    for heat in (np.zeros((7, 7)), np.ones((14, 14)), _heat(shape=(10, 7)).astype(np.float64), out_of_range):
         assert np.abs(overlay(img, heat).astype(int) - _old_overlay(img, heat)).max() <= 1
     nan = _heat()
     nan[0, 0] = np.nan
@@ -108,7 +109,8 @@ def test_other_intensities_and_odd_maps() -> None:
 
 def test_colorize_is_unchanged() -> None:
     for w, h in [(451, 300), (7, 7), (224, 224), (1, 1)]:
-        np.testing.assert_array_equal(colorize(_heat(), w, h), _jet_rgb_resized(_heat(), w, h))
+        for heat in (_heat(), _heat() * 1.6 - 0.3):
+            np.testing.assert_array_equal(colorize(heat, w, h), _jet_rgb_resized(heat, w, h))
 
 
 # --- max side ------------------------------------------------------------------------------------
