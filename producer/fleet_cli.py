@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn
@@ -141,22 +142,40 @@ def submit_heatmaps(
     _submit(plan, settings, wait, timeout)
 
 
-def status(run: Annotated[str, typer.Argument(help="Run id printed by submit.")]) -> None:
-    """Progress of a run, rebuilt from storage: counts, failures with reasons, output keys."""
+def status(
+    run: Annotated[str, typer.Argument(help="Run id printed by submit.")],
+    details: Annotated[bool, typer.Option(help="While running: rebuild every job's state from storage (lists the run's folders; slow for big runs).")] = False,
+) -> None:
+    """Progress of a run: its report when finished; else its counters (O(1)), or with --details
+    every job's state rebuilt from storage (failures with reasons, output keys)."""
     from convatlas.producer.submit import read_report
+    from convatlas.shared.progress import RunProgress, progress_client
     from convatlas.shared.report import build_report, load_manifest, summary
     from convatlas.shared.storage import ObjectNotFound, StorageError
 
-    storage = _storage(_settings(need_broker=False))
+    settings = _settings(need_broker=False)
+    storage = _storage(settings)
     try:
-        report = build_report(storage, load_manifest(storage, run))
-        written = read_report(storage, run) is not None
+        report = read_report(storage, run)
+        if report is not None:
+            typer.echo(summary(report, storage.describe()))
+            typer.echo("  finished (report written)")
+            return
+        manifest = load_manifest(storage, run)
+        client = progress_client(settings)
+        snap = RunProgress(client, run).snapshot() if client is not None else None
+        if snap is not None and not details:
+            total = len(manifest["jobs"])
+            typer.echo(f"run {run} ({manifest['kind']}, {manifest['model']}): {snap.done} of "
+                       f"{total} jobs have an outcome; requeued {snap.requeued}, duplicates "
+                       f"{snap.duplicates}; last outcome {time.time() - snap.last:.0f} s ago")
+        else:
+            typer.echo(summary(build_report(storage, manifest), storage.describe()))
     except ObjectNotFound:
         _fail(f"no run {run!r} in {storage.describe()}", 1)
     except (StorageError, ValueError) as exc:
         _fail(str(exc), 1)
-    typer.echo(summary(report, storage.describe()))
-    typer.echo("  finished (report written)" if written else "  still running or not finished")
+    typer.echo("  still running or not finished")
 
 
 def fetch(

