@@ -160,6 +160,57 @@ def heatmaps(
     _run_and_report(plan, out, batch_size, quiet)
 
 
+@app.command()
+def examples(
+    paths: Annotated[list[str], typer.Argument(help="Photo files and/or folders (scanned recursively).")],
+    model: ModelOpt = "vgg16-hed",
+    layers: Annotated[str, typer.Option(help="Comma-separated layer names, or 'all' (every Conv2D).")] = "block5_conv1",
+    top: Annotated[int, typer.Option(help="Examples kept per unit (9: a 3×3 mosaic).")] = 9,
+    batch: Annotated[int, typer.Option(help="Photos per map job (one forward pass each).")] = 32,
+    side: Annotated[int | None, typer.Option(help="Model input side; default the model's (224 for size-free models).")] = None,
+    out: OutOpt = Path("out"),
+    precision: PrecisionOpt = None,
+    weights: WeightsOpt = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+) -> None:
+    """Dataset examples in this process: per unit the top photos' patches (score: the channel's
+    maximum over positions), a mosaic and a record; per layer 8×8 pages of top-1 patches.
+
+    Re-running over a folder with new photos merges only the new ones into the existing top-k.
+    """
+    from convatlas.producer.examples import run_examples_local
+    from convatlas.producer.plan import PlanError, plan_examples
+    from convatlas.shared.config import Settings
+    from convatlas.shared.storage import LocalStorage
+
+    use_weights(weights)
+    settings = Settings.from_env()
+    precision = precision or settings.precision
+    try:
+        plan = plan_examples(paths, model, layers, top, settings, LocalStorage(out), precision,
+                             batch, side)
+    except PlanError as exc:
+        fail(str(exc))
+    warn_if_slow(precision)
+    report = run_examples_local(plan, out, progress=not quiet)
+    photos = sum(len(getattr(j, "images", ())) for j in plan.jobs)
+    typer.echo(f"run {plan.run_id} (examples, {model}): {photos} new photos in {len(plan.jobs)} "
+               f"map jobs; {len(plan.inputs)} photos given")
+    for row in report["examples"]:
+        typer.echo(f"  {row['layer']}: {row['photos']} photos merged in total, "
+                   f"{len(row['rendered_pages'])} pages drawn → {row['pages_png'][0]}")
+    for f in report["failed_photos"]:
+        typer.echo(f"  FAILED {f['name'] or f['image_sha256']}: {f['error']}")
+    for name, reason in plan.rejected:
+        typer.echo(f"  NOT USED {name}: {reason}")
+    t = report["timing"]
+    typer.echo(f"  outputs in {out}; report: {out / 'runs' / plan.run_id / 'report.json'}")
+    typer.echo(f"  maps {t['seconds']:.1f} s, reduce {t['reduce_seconds']:.1f} s; model load: "
+               f"{json.dumps(t['model_load_seconds'])}")
+    if report["failed_photos"] or report["counts"]["failed"]:
+        raise typer.Exit(1)
+
+
 def _run_and_report(plan, out: Path, batch_size: int, quiet: bool) -> None:  # noqa: ANN001
     from convatlas.producer.local import run_local
     from convatlas.shared.report import summary

@@ -142,6 +142,74 @@ def submit_heatmaps(
     _submit(plan, settings, wait, timeout)
 
 
+@submit_app.command("examples")
+def submit_examples(
+    paths: Annotated[list[str], typer.Argument(help="Photo files and/or folders.")],
+    model: Annotated[str, typer.Option("--model", "-m", help="Model name or .keras/.h5 file.")] = "vgg16-hed",
+    layers: Annotated[str, typer.Option(help="Comma-separated layer names, or 'all'.")] = "block5_conv1",
+    top: Annotated[int, typer.Option(help="Examples kept per unit (9: a 3×3 mosaic).")] = 9,
+    batch: Annotated[int, typer.Option(help="Photos per map task (one forward pass each).")] = 32,
+    side: Annotated[int | None, typer.Option(help="Model input side; default the model's.")] = None,
+    precision: PrecisionOpt = None,
+    wait: WaitOpt = False,
+    timeout: TimeoutOpt = 3600.0,
+) -> None:
+    """Queue dataset examples: a map task per batch of photos (only photos not seen before for
+    these layers), then one reduce per run merging every layer's candidates into storage."""
+    from kombu.exceptions import OperationalError
+    from redis.exceptions import RedisError
+
+    from convatlas.producer.examples import submit_examples as submit
+    from convatlas.producer.examples import wait_for_examples
+    from convatlas.producer.plan import PlanError, plan_examples
+    from convatlas.producer.submit import run_counter, wait_for_run
+    from convatlas.shared.config import redact_url
+    from convatlas.shared.report import summary
+    from convatlas.shared.storage import StorageError
+    from convatlas.workers.config import make_app
+
+    settings = _settings()
+    try:
+        storage = _storage(settings, create=True)
+        plan = plan_examples(paths, model, layers, top, settings, storage,
+                             precision or settings.precision, batch, side)
+    except PlanError as exc:
+        _fail(str(exc))
+    except StorageError as exc:
+        _fail(f"storage: {exc}", 1)
+    for name, reason in plan.rejected:
+        typer.echo(f"  not submitted: {name}: {reason}", err=True)
+    try:
+        app = make_app(settings)
+        res = submit(plan, storage, app, settings)
+    except StorageError as exc:
+        _fail(f"storage: {exc}", 1)
+    except (OperationalError, RedisError) as exc:
+        _fail(f"broker {redact_url(settings.broker_url)} unreachable: {redact_url(str(exc))}", 1)
+    except ValueError as exc:
+        _fail(str(exc))
+    typer.echo(f"run {res.run_id}: {res.queued_jobs} map jobs queued, {res.already_done} already "
+               f"in storage, {res.uploaded} photos uploaded; then one reduce of "
+               f"{len(plan.reduces)} layers")
+    if not wait:
+        typer.echo(f"  follow it with: convatlas status {res.run_id}")
+        return
+    try:
+        report = wait_for_run(storage, res.run_id, timeout, progress=True,
+                              counter=run_counter(app, settings, res.run_id))
+        merged = wait_for_examples(storage, res.run_id, timeout)
+    except TimeoutError as exc:
+        _fail(str(exc), 1)
+    typer.echo(summary(report, storage.describe()))
+    failed = [f for j in report["jobs"] for f in j.get("failed_photos") or []]
+    for f in failed:
+        typer.echo(f"  FAILED {f['name'] or f['image_sha256']}: {f['error']}")
+    for row in merged["layers"]:
+        typer.echo(f"  {row['layer']}: {row['photos']} photos merged in total → {row['pages_png'][0]}")
+    if failed or report["counts"]["failed"]:
+        raise typer.Exit(1)
+
+
 def status(
     run: Annotated[str, typer.Argument(help="Run id printed by submit.")],
     details: Annotated[bool, typer.Option(help="While running: rebuild every job's state from storage (lists the run's folders; slow for big runs).")] = False,

@@ -185,3 +185,40 @@ def finish_run(self: Task, run_id: str) -> dict[str, Any]:
     except Exception as exc:
         log.exception("finish_run failed for %s", run_id)
         return _error(f"{type(exc).__name__}: {exc}")
+
+
+# --- dataset examples ----------------------------------------------------------------------------
+
+
+@app.task(name=TASK_NAMES["examples"], bind=True, max_retries=MAX_RETRIES)
+def examples(self: Task, job_dict: dict[str, Any],
+             run: dict[str, Any] | None = None) -> dict[str, Any]:
+    """One batch of photos through the trunk (``convatlas.shared.jobs.examples``); the map that
+    finds every map of its run finished queues the run's reduce (duplicates are harmless)."""
+    from convatlas.shared.jobs.examples import maps_complete
+    from convatlas.shared.report import load_manifest
+
+    out = _run_job(self, job_dict, run)
+    if run and out["status"] in ("done", "skipped", "failed"):
+        try:
+            if maps_complete(worker_storage(), load_manifest(worker_storage(), str(run["id"]))):
+                app.send_task(TASK_NAMES["examples-reduce"], args=(str(run["id"]),))
+        except Exception as exc:  # storage away: a re-submission queues the reduce
+            log.warning("examples run %s: reduce not queued: %s", run.get("id"), exc)
+    return out
+
+
+@app.task(name=TASK_NAMES["examples-reduce"], bind=True, max_retries=MAX_RETRIES)
+def reduce_examples(self: Task, run_id: str) -> dict[str, Any]:
+    """Merge every layer of an examples run, render what changed, write its summary."""
+    from convatlas.shared.jobs.examples import reduce_run
+
+    try:
+        summary = reduce_run(worker_storage(), run_id)
+        return {"status": "done", "run_id": run_id,
+                "layers": {r["layer"]: r["status"] for r in summary["layers"]}}
+    except StorageUnavailable as exc:
+        return _retry_or_error(self, exc, "storage unavailable")
+    except Exception as exc:
+        log.exception("reduce_examples failed for %s", run_id)
+        return _error(f"{type(exc).__name__}: {exc}")

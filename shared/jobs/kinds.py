@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from convatlas.shared.jobs import gradcam, patterns
+from convatlas.shared.jobs import examples, gradcam, patterns
 from convatlas.shared.jobs.common import Job, JobResult
 from convatlas.shared.storage import Storage
 
@@ -36,14 +36,18 @@ KINDS: dict[str, JobKind] = {
                 "convatlas.filter_pattern", 64),
         JobKind("gradcam", gradcam.GradcamJob, gradcam.run_gradcam_jobs, gradcam.report_entry,
                 "convatlas.gradcam", 16),
+        JobKind("examples", examples.ExamplesJob, examples.run_examples_jobs,
+                examples.report_entry, "convatlas.examples", 32),
     )
 }
 
 # Tasks that are not jobs of a kind: the page reducer and the run-level callback.
 REDUCE_TASK = "convatlas.reduce_grid"
 FINISH_TASK = "convatlas.finish_run"
+EXAMPLES_REDUCE_TASK = "convatlas.reduce_examples"  # the per-layer merge of examples maps
 TASK_NAMES: dict[str, str] = {
     **{k.name: k.task for k in KINDS.values()}, "reduce": REDUCE_TASK, "finish": FINISH_TASK,
+    "examples-reduce": EXAMPLES_REDUCE_TASK,
 }
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import random
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -250,3 +251,96 @@ def test_crops_are_the_receptive_field_on_the_photo(layer: str, scale: tuple[int
                 else:  # beyond the photo: black
                     assert not inside[i, j].any()
         assert patch(photo, (t, left, b, r), (224, 224), 32).shape == (32, 32, 3)
+
+
+# --- jobs through storage: a bad photo fails alone, a re-run merges only new photos ------------
+
+
+def _folder(path: Path, photos: list[tuple[str, np.ndarray]]) -> None:
+    path.mkdir(parents=True, exist_ok=True)
+    for i, (_, img) in enumerate(photos):
+        (path / f"p{i:02d}.png").write_bytes(encode_png(img))
+
+
+def test_examples_jobs_bad_photo_alone_rerun_merges_only_new(tiny_model: str, tmp_path: Path) -> None:
+    from convatlas.producer.examples import run_examples_local
+    from convatlas.producer.plan import plan_examples
+    from convatlas.shared.config import Settings
+    from convatlas.shared.images import decode_image
+    from convatlas.shared.models.registry import get_model
+    from convatlas.shared.storage import LocalStorage
+
+    photos = _photos(6, seed=9)
+    folder, out = tmp_path / "photos", tmp_path / "out"
+    _folder(folder, photos[:4])
+    (folder / "broken.jpg").write_text("<html>not a photo</html>")
+    store = LocalStorage(out)
+    settings = Settings.from_env()
+
+    def run() -> tuple[object, dict]:
+        plan = plan_examples([str(folder)], tiny_model, "conv_a,conv_b", 3, settings, store,
+                             batch=2, side=SIDE)
+        return plan, run_examples_local(plan, out, progress=False)
+
+    plan, report = run()
+    assert len(plan.jobs) == 3  # 5 photos in batches of 2
+    assert [f["name"] for f in report["failed_photos"]] == ["broken.jpg"]
+    assert report["counts"]["failed"] == 0  # the batch with the bad photo still succeeded
+    lm = get_model(tiny_model)
+    reduces = {r.layer: r for r in plan.reduces}
+
+    def state_key(layer: str) -> list:
+        return TopK.from_json(json.loads(store.get_bytes(reduces[layer].marker))["topk"]).key()
+
+    def reference(n: int) -> dict[str, list]:
+        return {k: v.key() for k, v in top_examples(lm, photos[:n], ["conv_a", "conv_b"], 3,
+                                                    SIDE, 64).items()}
+
+    want = reference(4)
+    assert {layer: state_key(layer) for layer in reduces} == want
+    r = reduces["conv_b"]
+    mosaic = decode_image(store.get_bytes(r.unit_key(0)))
+    assert mosaic.shape == (197, 197, 3)  # k = 3: 2×2 tiles of 96 px, 5 px margins
+    assert mosaic[:96, :96].any() and not mosaic[101:, 101:].any()  # the 4th tile stays black
+    assert decode_image(store.get_bytes(r.page_key(0))).shape == (547, 547, 3)
+    record = json.loads(store.get_bytes(r.unit_key(0, ".json")))
+    assert [e["image_sha256"] for e in record["examples"]] == [c[0] for c in want["conv_b"][0]]
+    assert record["examples"][0]["name"].startswith("p") and record["stats"]["photos"] == 4
+
+    # the same folder again: nothing to map, nothing redrawn
+    plan2, report2 = run()
+    assert plan2.jobs == [] and all(row["status"] == "skipped" for row in report2["examples"])
+    # two new photos: only they are mapped, and merged into the existing top-k
+    _folder(folder, photos)  # rewrites p00..p03 identically, adds p04, p05
+    plan3, report3 = run()
+    assert sorted(s for j in plan3.jobs for s in j.images) == sorted(s for s, _ in photos[4:])
+    assert {layer: state_key(layer) for layer in reduces} == reference(6)
+    assert json.loads(store.get_bytes(r.unit_key(0, ".json")))["stats"]["photos"] == 6
+    # a redelivered map changes nothing
+    (job,) = [j for j in plan3.jobs]
+    store.delete(job.marker)
+    from convatlas.shared.jobs import run_jobs
+    from convatlas.shared.jobs.examples import reduce_examples
+
+    run_jobs([job], store)
+    assert reduce_examples(r, store).status == "skipped"
+    assert state_key("conv_b") == reference(6)["conv_b"]
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--layers", "block9_conv1"], "valid layers are block1_conv1"),
+    (["--model", "resnet9000"], "choose from"),
+    (["--top", "0"], "--top must be"),
+])
+def test_bad_examples_requests_are_refused_before_any_work(
+    tmp_path: Path, args: list[str], message: str
+) -> None:
+    import subprocess
+    import sys
+
+    out = tmp_path / "out"
+    p = subprocess.run([sys.executable, "-m", "convatlas.producer.cli", "examples",
+                        "samples/photos", *args, "--out", str(out)], capture_output=True,
+                       text=True, timeout=300, cwd=Path(__file__).resolve().parents[2])
+    assert p.returncode == 2, p.stdout + p.stderr
+    assert message in p.stderr and not out.exists()

@@ -1,0 +1,483 @@
+"""Dataset-examples jobs: a map per batch of photos, a reduce per layer (``convatlas.shared.examples``).
+
+Layout under ``keys.examples_prefix(model, weights, side, k, precision)``:
+
+* ``maps/<batch>.json`` — a map job's marker (its photos, the ones that failed and why);
+* ``photos/<layerset>/<sha256>.json`` — one per photo and layer set: the photo was seen (or
+  failed, with the reason) for those layers; ``layersets/<layerset>.json`` names the layers.
+  The planner lists these to queue only photos (and layers) not seen before;
+* ``<layer>/batches/<batch>.json`` — a map's candidates for one layer (top-k per unit of its
+  photos, and their score statistics);
+* ``<layer>/state.json`` — the layer's merged top-k, statistics and the batches merged so far
+  (the reduce's marker, written last);
+* ``<layer>/units/uNNNN.png`` (k-patch mosaic, 3×3 for k = 9), ``uNNNN-top1.png`` (64 px) and
+  ``uNNNN.json`` (photo sha256, position, score, box per example, statistics);
+* ``<layer>/pageNN.png`` / ``.json`` — 8×8 grid of units ``NN*64 …`` top-1 patches, the
+  geometry of the pattern grids (547 px, row-major).
+
+A map writes its candidate files, then the photo markers, then its own marker. The reduce
+merges the state with every batch file not merged yet (found by listing, so a batch whose reduce
+was lost is merged by the next one), renders the pages whose units changed, and writes the
+state last; a redelivered map or reduce changes nothing. Two reduces of the same layer running
+at the same moment can each miss the other's batches; the next reduce of that layer merges
+them (they are listed, not remembered).
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import cv2
+import numpy as np
+
+from convatlas.shared import keys
+from convatlas.shared.examples import (
+    CROP_SIDE,
+    TopK,
+    UnitStats,
+    channel_maxima,
+    geometry_for,
+    mosaic_side,
+    patch,
+)
+from convatlas.shared.images import ImageDecodeError, decode_for_model, decode_photo, encode_png
+from convatlas.shared.jobs.common import (
+    JobResult,
+    existing_result,
+    io_map,
+    json_bytes,
+    read_json,
+)
+from convatlas.shared.storage import ObjectNotFound, Storage
+
+MODEL_BATCH = 64  # photos per model call at most
+UNITS_PER_PAGE = 64
+TILE = 96  # side of one patch in a unit's mosaic (3×3: 298 px)
+PHOTO_CACHE = 48  # decoded photos kept across a layer's pages (≈ 1.7 MB each at 768 px)
+TOP1_TILE = 64  # side of a unit's top-1 patch on a layer page (as pattern tiles)
+SCORE = ("the channel's maximum over positions of the layer's output, on the photo resized to "
+         "the model's square input; position = its first arg-max in row-major order")
+
+
+def layerset_id(layers: tuple[str, ...] | list[str]) -> str:
+    return keys.short_hash(sorted(layers), 12)
+
+
+def photo_marker(prefix: str, lsid: str, sha: str) -> str:
+    keys.input_key(sha)  # validates the hash
+    return f"{prefix}/photos/{lsid}/{sha}.json"
+
+
+def batch_key(prefix: str, layer: str, batch_id: str) -> str:
+    return f"{keys.examples_layer_prefix(prefix, layer)}/batches/{batch_id}.json"
+
+
+@dataclass(frozen=True)
+class ExamplesJob:
+    """A map job: one batch of photos (by sha256) through the trunk up to its deepest layer."""
+
+    model: str
+    weights_id: str
+    layers: tuple[str, ...]
+    images: tuple[str, ...]
+    names: tuple[str, ...] = ()  # display names, parallel to ``images`` (never in keys)
+    top: int = 9
+    side: int = 224
+    precision: str = "float32"
+
+    kind = "examples"
+
+    @property
+    def prefix(self) -> str:
+        return keys.examples_prefix(self.model, self.weights_id, self.side, self.top,
+                                    self.precision)
+
+    @property
+    def batch_id(self) -> str:
+        return keys.short_hash({"layers": list(self.layers), "images": list(self.images)})
+
+    @property
+    def marker(self) -> str:
+        return f"{self.prefix}/maps/{self.batch_id}.json"
+
+    @property
+    def error_key(self) -> str:
+        return f"{self.prefix}/maps/{self.batch_id}.error.json"
+
+    def outputs(self) -> dict[str, str]:
+        out = {f"candidates:{layer}": batch_key(self.prefix, layer, self.batch_id)
+               for layer in self.layers}
+        return {**out, "record": self.marker}
+
+    def outcome_folders(self) -> tuple[str, str]:
+        folder = f"{self.prefix}/maps/"
+        return folder, folder
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d.update(layers=list(self.layers), images=list(self.images), names=list(self.names))
+        return {"kind": self.kind, **d}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ExamplesJob:
+        rest = {k: v for k, v in d.items() if k != "kind"}
+        for name in ("layers", "images", "names"):
+            rest[name] = tuple(rest.get(name, ()))
+        return cls(**rest)
+
+    def name_of(self, i: int) -> str:
+        return self.names[i] if i < len(self.names) else ""
+
+
+def _units(lm: Any, layer: str) -> int:
+    return int(lm.model.get_layer(layer).output.shape[-1])
+
+
+def _run_one(job: ExamplesJob, storage: Storage) -> JobResult:
+    from convatlas.shared.models.registry import get_model
+
+    done = existing_result(job, storage)
+    if done is not None:
+        return done
+    lm = get_model(job.model)
+    t0 = time.perf_counter()
+
+    def load(i: int) -> np.ndarray | str:
+        """The model input, or why the photo failed (alone)."""
+        try:
+            data = storage.get_bytes(keys.input_key(job.images[i]))
+        except ObjectNotFound:
+            return "input image not found in storage"
+        try:
+            got = decode_for_model(data, job.side).model_input
+        except ImageDecodeError as exc:
+            return f"bad image: {exc.reason}"
+        assert got is not None
+        return got
+
+    loaded = io_map(load, range(len(job.images)))
+    ok = [i for i, got in enumerate(loaded) if isinstance(got, np.ndarray)]
+    failed = [{"image_sha256": job.images[i], "name": job.name_of(i), "error": got}
+              for i, got in enumerate(loaded) if isinstance(got, str)]
+    names = {job.images[i]: job.name_of(i) for i in ok if job.name_of(i)}
+    tops = {layer: TopK.empty(_units(lm, layer), job.top) for layer in job.layers}
+    stats = {layer: UnitStats.empty(_units(lm, layer)) for layer in job.layers}
+    for start in range(0, len(ok), MODEL_BATCH):
+        idx = ok[start : start + MODEL_BATCH]
+        x = np.stack([loaded[i] for i in idx])
+        shas = [job.images[i] for i in idx]
+        for layer, (scores, pos, _) in channel_maxima(lm, job.layers, x, job.precision).items():
+            tops[layer] = tops[layer].merge(TopK.from_scores(shas, scores, pos, job.top, names))
+            stats[layer] = stats[layer].add(UnitStats.from_scores(scores))
+    seconds = time.perf_counter() - t0
+
+    def put_layer(layer: str) -> None:
+        body = {"batch": job.batch_id, "layer": layer, "photos": len(ok),
+                "topk": tops[layer].to_json(), "stats": stats[layer].to_json()}
+        storage.put_bytes(batch_key(job.prefix, layer, job.batch_id), json_bytes(body),
+                          "application/json")
+
+    io_map(put_layer, job.layers)
+    lsid = layerset_id(job.layers)
+    storage.put_bytes(f"{job.prefix}/layersets/{lsid}.json",
+                      json_bytes({"layers": sorted(job.layers)}), "application/json")
+    errors = {f["image_sha256"]: f["error"] for f in failed}
+
+    def put_photo(i: int) -> None:
+        sha = job.images[i]
+        body: dict[str, Any] = {"batch": job.batch_id, "name": job.name_of(i)}
+        if sha in errors:
+            body["error"] = errors[sha]
+        storage.put_bytes(photo_marker(job.prefix, lsid, sha), json_bytes(body), "application/json")
+
+    io_map(put_photo, range(len(job.images)))
+    record = {"model": job.model, "layers": list(job.layers), "batch_id": job.batch_id,
+              "photos": len(ok), "failed": failed, "top": job.top, "side": job.side,
+              "precision": job.precision, "seconds": seconds, "batch": len(ok)}
+    storage.put_bytes(job.marker, json_bytes(record), "application/json")
+    return JobResult("done", job.outputs(), None, record)
+
+
+def run_examples_jobs(
+    jobs: list[ExamplesJob], storage: Storage, batch_size: int = 32
+) -> list[JobResult]:
+    """Run map jobs one after the other; each is one batch of photos (``MODEL_BATCH`` photos per
+    model call at most, so ``batch_size`` is not used: a job's size is set when planning)."""
+    return [_run_one(job, storage) for job in jobs]
+
+
+def report_entry(job: ExamplesJob, info: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(fields naming the job, fields from its record when done) for the run report."""
+    return ({"name": f"batch {job.batch_id} ({len(job.images)} photos)",
+             "layers": list(job.layers), "photos": len(job.images)},
+            {"failed_photos": info.get("failed", [])})
+
+
+# --- the reduce ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ExamplesReduceJob:
+    """Merge one layer's new batches into its top-k; render the unit mosaics and pages."""
+
+    model: str
+    weights_id: str
+    layer: str
+    units: int
+    top: int = 9
+    side: int = 224
+    precision: str = "float32"
+
+    kind = "examples-reduce"
+
+    @property
+    def prefix(self) -> str:
+        return keys.examples_prefix(self.model, self.weights_id, self.side, self.top,
+                                    self.precision)
+
+    @property
+    def layer_prefix(self) -> str:
+        return keys.examples_layer_prefix(self.prefix, self.layer)
+
+    @property
+    def marker(self) -> str:
+        return f"{self.layer_prefix}/state.json"
+
+    def unit_key(self, unit: int, suffix: str = ".png") -> str:
+        return f"{self.layer_prefix}/units/u{unit:04d}{suffix}"
+
+    def page_key(self, page: int, ext: str = "png") -> str:
+        return f"{self.layer_prefix}/page{page:02d}.{ext}"
+
+    @property
+    def pages(self) -> int:
+        return max(1, math.ceil(self.units / UNITS_PER_PAGE))
+
+    def outputs(self) -> dict[str, str]:
+        return {"state": self.marker, **{f"page{p}": self.page_key(p) for p in range(self.pages)}}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, **asdict(self)}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ExamplesReduceJob:
+        return cls(**{k: v for k, v in d.items() if k != "kind"})
+
+
+@dataclass(eq=False)
+class LayerState:
+    topk: TopK
+    stats: UnitStats
+    batches: set[str]
+
+    @classmethod
+    def empty(cls, units: int, k: int) -> LayerState:
+        return cls(TopK.empty(units, k), UnitStats.empty(units), set())
+
+    def absorb(self, batch: dict[str, Any]) -> bool:
+        """Merge one batch file; False (and nothing changes) when it was merged before."""
+        if batch["batch"] in self.batches:
+            return False
+        self.topk = self.topk.merge(TopK.from_json(batch["topk"]))
+        self.stats = self.stats.add(UnitStats.from_json(batch["stats"]))
+        self.batches.add(batch["batch"])
+        return True
+
+    def to_json(self, job: ExamplesReduceJob) -> dict[str, Any]:
+        return {"model": job.model, "layer": job.layer, "units": job.units, "k": job.top,
+                "side": job.side, "precision": job.precision, "score": SCORE,
+                "batches": sorted(self.batches), "topk": self.topk.to_json(),
+                "stats": self.stats.to_json()}
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> LayerState:
+        return cls(TopK.from_json(d["topk"]), UnitStats.from_json(d["stats"]), set(d["batches"]))
+
+
+def _render_page(
+    job: ExamplesReduceJob, state: LayerState, page: int, storage: Storage, geometry: Any,
+    photo: Callable[[str], np.ndarray | None],
+) -> list[str]:
+    """Mosaics, top-1 patches and records of one page's units, then the page; returns the
+    photos that could not be read (their tiles stay black)."""
+    from convatlas.shared.render import assemble_grid
+
+    units = range(page * UNITS_PER_PAGE, min(job.units, (page + 1) * UNITS_PER_PAGE))
+    wanted: dict[str, list[tuple[int, int, tuple[int, int]]]] = {}
+    for u in units:
+        for rank, c in enumerate(state.topk.candidates(u)):
+            wanted.setdefault(c.image_sha256, []).append((u, rank, c.position))
+    side_hw = (job.side, job.side)
+
+    def crops(sha: str) -> list[tuple[int, int, np.ndarray]] | None:
+        base = photo(sha)
+        if base is None:
+            return None
+        return [(u, rank, patch(base, geometry.box(*pos), side_hw, TILE))
+                for u, rank, pos in wanted[sha]]
+
+    tiles: dict[int, dict[int, np.ndarray]] = {u: {} for u in units}
+    missing: list[str] = []
+    shas = sorted(wanted)
+    for sha, got in zip(shas, io_map(crops, shas), strict=True):
+        if got is None:
+            missing.append(sha)
+            continue
+        for u, rank, tile in got:
+            tiles[u][rank] = tile
+    n = mosaic_side(job.top)
+    top1: dict[int, np.ndarray] = {}
+
+    def write_unit(u: int) -> None:
+        storage.put_bytes(job.unit_key(u), encode_png(assemble_grid(tiles[u], tile=TILE, n=n)),
+                          "image/png")
+        first = tiles[u].get(0)
+        small = (np.zeros((TOP1_TILE, TOP1_TILE, 3), np.uint8) if first is None else
+                 cv2.resize(first, (TOP1_TILE, TOP1_TILE), interpolation=cv2.INTER_AREA))
+        top1[u - page * UNITS_PER_PAGE] = small
+        storage.put_bytes(job.unit_key(u, "-top1.png"), encode_png(small), "image/png")
+        examples = []
+        for rank, c in enumerate(state.topk.candidates(u)):
+            t, left, b, r = geometry.box(*c.position)
+            examples.append({
+                "rank": rank, "image_sha256": c.image_sha256,
+                "name": state.topk.names.get(c.image_sha256, ""),
+                "position": list(c.position), "score": c.score,
+                "box": [t, left, b, r],
+                "box_fraction": [t / job.side, left / job.side, b / job.side, r / job.side],
+                "missing": c.image_sha256 in missing,
+            })
+        record = {"model": job.model, "layer": job.layer, "unit": u, "k": job.top,
+                  "score": SCORE, "input_side": job.side, "rf": list(geometry.rf),
+                  "map": list(geometry.shape), "examples": examples,
+                  "stats": state.stats.unit(u), "mosaic": job.unit_key(u),
+                  "top1": job.unit_key(u, "-top1.png")}
+        storage.put_bytes(job.unit_key(u, ".json"), json_bytes(record), "application/json")
+
+    io_map(write_unit, list(units))
+    grid = assemble_grid(top1, tile=TOP1_TILE)
+    storage.put_bytes(job.page_key(page), encode_png(grid), "image/png")
+    info = {"model": job.model, "layer": job.layer, "page": page, "units": list(units),
+            "order": f"row-major: tile (row, col) shows unit page*{UNITS_PER_PAGE} + row*8 + col",
+            "size": list(grid.shape[:2]), "missing_photos": missing}
+    storage.put_bytes(job.page_key(page, "json"), json_bytes(info), "application/json")
+    return missing
+
+
+def reduce_examples(
+    job: ExamplesReduceJob, storage: Storage, crop_side: int = CROP_SIDE
+) -> JobResult:
+    """Merge the layer's unmerged batches into its state; re-render the pages that changed
+    (or are missing); write the state last."""
+    from convatlas.shared.models.registry import get_model
+
+    prior = read_json(storage, job.marker)
+    state = (LayerState.from_json(prior) if prior is not None
+             else LayerState.empty(job.units, job.top))
+    before = state.topk.key()
+    present = set(storage.list_keys(f"{job.layer_prefix}/"))
+    batch_folder = f"{job.layer_prefix}/batches/"
+    new = sorted(k for k in present if k.startswith(batch_folder) and k.endswith(".json")
+                 and k[len(batch_folder):-len(".json")] not in state.batches)
+    merged = 0
+    chunk = 8  # batch files in memory at once
+    for i in range(0, len(new), chunk):
+        for body in io_map(lambda k: read_json(storage, k), new[i : i + chunk]):
+            if body is not None and state.absorb(body):
+                merged += 1
+    after = state.topk.key()
+    changed = {u for u in range(job.units) if before[u] != after[u]}
+    pages = sorted({u // UNITS_PER_PAGE for u in changed}
+                   | {p for p in range(job.pages) if job.page_key(p, "json") not in present})
+    info: dict[str, Any] = {"layer": job.layer, "units": job.units, "photos": state.stats.count,
+                            "merged_batches": merged, "batches": len(state.batches),
+                            "rendered_pages": pages, "pages": job.pages}
+    if prior is not None and not merged and not pages:
+        return JobResult("skipped", job.outputs(), None, info)
+    t0 = time.perf_counter()
+    geometry = geometry_for(get_model(job.model), job.layer, job.side)
+
+    @functools.lru_cache(maxsize=PHOTO_CACHE)
+    def photo(sha: str) -> np.ndarray | None:
+        """The photo at ``crop_side`` (a reduced decode), kept for the next pages."""
+        try:
+            data = storage.get_bytes(keys.input_key(sha))
+            return decode_photo(data, overlay_max_side=crop_side).overlay_base
+        except (ObjectNotFound, ImageDecodeError):
+            return None
+
+    missing: list[str] = []
+    for p in pages:
+        missing += _render_page(job, state, p, storage, geometry, photo)
+    info["render_seconds"] = time.perf_counter() - t0
+    info["missing_photos"] = sorted(set(missing))
+    storage.put_bytes(job.marker, json_bytes(state.to_json(job)), "application/json")
+    return JobResult("done", job.outputs(), None, info)
+
+
+# --- a run's reduces (fleet and local) ----------------------------------------------------------
+
+
+def summary_key(run_id: str) -> str:
+    """Where a run's examples summary (one row per layer) is written after its reduces."""
+    return f"{keys.run_prefix(run_id)}/examples.json"
+
+
+def _manifest(storage: Storage, run_id: str) -> dict[str, Any]:
+    got = read_json(storage, f"{keys.run_prefix(run_id)}/manifest.json")
+    if got is None:
+        raise ObjectNotFound(f"{keys.run_prefix(run_id)}/manifest.json")
+    return got
+
+
+def manifest_reduces(manifest: dict[str, Any]) -> list[ExamplesReduceJob]:
+    return [ExamplesReduceJob.from_dict(d) for d in manifest.get("examples_reduces", [])]
+
+
+def _maps(manifest: dict[str, Any]) -> list[ExamplesJob]:
+    return [ExamplesJob.from_dict(d) for d in manifest["jobs"] if d.get("kind") == "examples"]
+
+
+def maps_complete(storage: Storage, manifest: dict[str, Any]) -> bool:
+    """Every map job of the run has an outcome (done or failed for good)."""
+    maps = _maps(manifest)
+    if not maps:
+        return True
+    found: set[str] = set()
+    for folder in sorted({m.outcome_folders()[0] for m in maps}):
+        found.update(storage.list_keys(folder))
+    return all(m.marker in found or m.error_key in found for m in maps)
+
+
+def examples_done(storage: Storage, manifest: dict[str, Any]) -> bool:
+    """Every layer's state holds every batch of the run's finished maps for that layer."""
+    maps = _maps(manifest)
+    for r in manifest_reduces(manifest):
+        state = read_json(storage, r.marker)
+        if state is None:
+            return False
+        have = set(state["batches"])
+        for m in maps:
+            if r.layer in m.layers and m.batch_id not in have and storage.exists(
+                    batch_key(m.prefix, r.layer, m.batch_id)):
+                return False
+    return True
+
+
+def reduce_run(storage: Storage, run_id: str) -> dict[str, Any]:
+    """Reduce every layer of a run, then write its summary (``summary_key``)."""
+    manifest = _manifest(storage, run_id)
+    rows = []
+    for r in manifest_reduces(manifest):
+        res = reduce_examples(r, storage)
+        rows.append({"layer": r.layer, "status": res.status, **res.info,
+                     "pages_png": [r.page_key(p) for p in range(r.pages)]})
+    summary = {"run_id": run_id, "model": manifest.get("model"), "layers": rows,
+               "generated": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    storage.put_bytes(summary_key(run_id), json_bytes(summary), "application/json")
+    return summary

@@ -1,0 +1,77 @@
+"""Dataset examples on the fleet (real Redis, SeaweedFS, a ``convatlas worker`` process): the
+map tasks, the reduce queued by the last map, a bad photo failing alone, the same top-k as a
+local run, and a re-submission that maps nothing and changes nothing."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from convatlas.producer.examples import run_examples_local, submit_examples, wait_for_examples
+from convatlas.producer.plan import plan_examples
+from convatlas.producer.submit import wait_for_run
+from convatlas.shared.examples import TopK
+from convatlas.shared.images import decode_image
+from convatlas.shared.samples import sample_photos
+from convatlas.shared.storage import LocalStorage
+
+if TYPE_CHECKING:
+    from tests.pipeline_fixtures import Fleet
+
+pytest_plugins = ["tests.pipeline_fixtures"]
+
+WAIT_S = 300
+LAYERS = "block1_conv1,block2_conv1"
+
+
+def _state(storage, reduce) -> dict:  # noqa: ANN001
+    return json.loads(storage.get_bytes(reduce.marker))
+
+
+def test_examples_on_the_fleet_equal_a_local_run(fleet: Fleet, tmp_path: Path) -> None:
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for p in sample_photos():
+        shutil.copy(p, folder / p.name)
+    (folder / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not a jpeg" * 10)
+
+    plan = plan_examples([str(folder)], "vgg16-hed", LAYERS, 4, fleet.settings, fleet.storage,
+                         batch=2)
+    assert len(plan.jobs) == 3  # 5 files, batches of 2
+    res = submit_examples(plan, fleet.storage, fleet.app, fleet.settings)
+    assert res.queued_jobs == 3
+    report = wait_for_run(fleet.storage, plan.run_id, WAIT_S, progress=False)
+    summary = wait_for_examples(fleet.storage, plan.run_id, WAIT_S)
+    assert report["counts"]["done"] == 3 and report["counts"]["failed"] == 0
+    failed = [f["name"] for j in report["jobs"] for f in j["failed_photos"]]
+    assert failed == ["broken.jpg"]
+    assert [row["layer"] for row in summary["layers"]] == LAYERS.split(",")
+    maps = {j.batch_id for j in plan.jobs}
+    for r in plan.reduces:
+        state = _state(fleet.storage, r)
+        assert set(state["batches"]) == maps and state["stats"]["count"] == 4
+        assert decode_image(fleet.storage.get_bytes(r.page_key(0))).shape == (547, 547, 3)
+        assert decode_image(fleet.storage.get_bytes(r.unit_key(0))).shape == (197, 197, 3)
+
+    # the same request in this process: the same top-k, rank for rank
+    out = tmp_path / "local"
+    local_plan = plan_examples([str(folder)], "vgg16-hed", LAYERS, 4, fleet.settings,
+                               LocalStorage(out), batch=2)
+    run_examples_local(local_plan, out, progress=False)
+    for r in plan.reduces:
+        fleet_top = TopK.from_json(_state(fleet.storage, r)["topk"]).key()
+        local_top = TopK.from_json(_state(LocalStorage(out), r)["topk"]).key()
+        assert [[c[:3] for c in u] for u in fleet_top] == [[c[:3] for c in u] for u in local_top]
+
+    # submitted again: nothing to map, the reduce runs and changes nothing
+    before = {r.layer: _state(fleet.storage, r) for r in plan.reduces}
+    again = plan_examples([str(folder)], "vgg16-hed", LAYERS, 4, fleet.settings, fleet.storage,
+                          batch=2)
+    assert again.jobs == []
+    res2 = submit_examples(again, fleet.storage, fleet.app, fleet.settings)
+    assert res2.queued_jobs == 0
+    summary2 = wait_for_examples(fleet.storage, again.run_id, WAIT_S)
+    assert all(row["status"] == "skipped" for row in summary2["layers"])
+    assert {r.layer: _state(fleet.storage, r) for r in plan.reduces} == before
