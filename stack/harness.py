@@ -60,7 +60,7 @@ def settings_from(env: dict[str, str]) -> Settings:
     return dataclasses.replace(
         Settings.from_env(),
         broker_url=env["CONVATLAS_BROKER_URL"],
-        result_backend=env["CONVATLAS_BROKER_URL"],
+        result_backend=env.get("CONVATLAS_RESULT_BACKEND") or env["CONVATLAS_BROKER_URL"],
         s3_endpoint=env["CONVATLAS_S3_ENDPOINT"],
         s3_bucket=env["CONVATLAS_S3_BUCKET"],
         s3_prefix=env["CONVATLAS_S3_PREFIX"],

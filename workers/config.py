@@ -18,12 +18,19 @@ from convatlas.shared.config import Settings
 QUEUE = "convatlas"
 
 
+def is_amqp(url: str) -> bool:
+    return url.startswith(("amqp://", "amqps://", "pyamqp://"))
+
+
 def _transport_options(settings: Settings) -> dict[str, Any]:
     """Redis transport: messages unacked longer than the visibility timeout are redelivered.
+    RabbitMQ: publisher confirms (a sent task is on the broker's disk when send returns).
 
     ``CONVATLAS_UNACKED_RESTORE_INTERVAL`` (seconds) makes the restore scan run that often
     (kombu's default is every ~100 s), which tests with a small visibility timeout need.
     """
+    if is_amqp(settings.broker_url):
+        return {"confirm_publish": True}
     opts: dict[str, Any] = {"visibility_timeout": settings.visibility_timeout}
     interval = os.environ.get("CONVATLAS_UNACKED_RESTORE_INTERVAL")
     if interval:
@@ -31,6 +38,9 @@ def _transport_options(settings: Settings) -> dict[str, Any]:
         opts["unacked_restore_throttle"] = int(
             os.environ.get("CONVATLAS_UNACKED_RESTORE_THROTTLE", "1")
         )
+        # A worker SIGKILLed inside kombu's restore sweep leaves its mutex held for
+        # unacked_mutex_expire (300 s by default): with a fast sweep, keep that short too.
+        opts["unacked_mutex_expire"] = max(5, 5 * int(interval))
     return opts
 
 
@@ -67,6 +77,14 @@ def make_app(settings: Settings | None = None) -> Celery:
         result_expires=7 * 24 * 3600,
         worker_hijack_root_logger=True,
     )
+    if is_amqp(s.broker_url):
+        # RabbitMQ: a quorum queue (replicated, durable). A consumer's unacked messages go
+        # back to the queue the moment its connection drops (a SIGKILLed worker's tasks return
+        # at once, no visibility timeout). Caveats: quorum queues have no global QoS (Celery
+        # detects the queue type and uses per-consumer prefetch) and RabbitMQ 4.x sets a
+        # delivery limit of 20 redeliveries by default (3.x has none): a message redelivered
+        # more often is dropped, and the healer queues its job again.
+        app.conf.update(task_default_queue_type="quorum", worker_detect_quorum_queues=True)
     return app
 
 

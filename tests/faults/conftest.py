@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import secrets
 import subprocess
 import time
@@ -25,7 +26,8 @@ from convatlas.producer.plan import Plan
 from convatlas.shared.images import decode_image
 from convatlas.shared.storage import S3Storage
 from convatlas.stack.harness import REPO, Fleet
-from convatlas.stack.servers import RedisServer, SeaweedS3Server
+from convatlas.stack.servers import RabbitMQServer, RedisServer, SeaweedS3Server
+from convatlas.workers.config import QUEUE
 
 WAIT_S = 150.0
 
@@ -42,8 +44,49 @@ def wait_until(pred: Callable[[], Any], timeout: float, what: str, poll: float =
         time.sleep(poll)
 
 
+BROKERS = ("redis", "rabbitmq")
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Every fault test on both brokers, except those about the Redis transport itself
+    (marked ``redis_broker``)."""
+    if "make_rig" in metafunc.fixturenames:
+        only_redis = metafunc.definition.get_closest_marker("redis_broker") is not None
+        metafunc.parametrize("broker", ["redis"] if only_redis else list(BROKERS))
+
+
+@pytest.fixture(scope="session")
+def rabbitmq_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RabbitMQServer]:
+    """A private RabbitMQ node for the session (the machine's own on 5672 is never used);
+    each rig gets its own virtual host."""
+    server = RabbitMQServer(tmp_path_factory.mktemp("rabbitmq"))
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
 class Rig(Fleet):
     """A fleet under test (``convatlas.stack.harness.Fleet``) plus the fault hooks only tests use."""
+
+    broker: str = "redis"
+
+    def queued(self) -> int:
+        """Messages waiting in the task queue (not the ones a worker holds)."""
+        if self.broker == "redis":
+            return int(self.redis_client().llen(QUEUE))
+        with self.app.connection_for_read() as conn:
+            return int(conn.default_channel.queue_declare(QUEUE, passive=True).message_count)
+
+    def held(self) -> int:
+        """Messages a worker has taken and not acknowledged. Redis: kombu's unacked hash;
+        RabbitMQ keeps that count to itself without the management plugin, so: the messages
+        taken (received in the worker log) minus those finished."""
+        if self.broker == "redis":
+            return int(self.redis_client().hlen("unacked"))
+        log = self.logs()
+        return max(0, log.count("] received") - log.count("] succeeded"))
 
     def start_worker(self, wait_ready: bool = True) -> subprocess.Popen[bytes]:
         try:
@@ -61,11 +104,16 @@ class Rig(Fleet):
 
 @pytest.fixture
 def make_rig(
-    s3_server: SeaweedS3Server, tmp_path_factory: pytest.TempPathFactory
+    s3_server: SeaweedS3Server, tmp_path_factory: pytest.TempPathFactory, broker: str,
+    request: pytest.FixtureRequest,
 ) -> Iterator[Callable[..., Rig]]:
     """Factory: ``make_rig(visibility_timeout=…, concurrency=…, s3=…)`` → a started ``Rig``
-    with a private password-protected Redis; everything is stopped at teardown."""
+    with a private password-protected Redis (its broker, or with ``broker == "rabbitmq"`` its
+    result backend and progress store beside a private RabbitMQ virtual host); everything is
+    stopped at teardown."""
     made: list[Rig] = []
+    rabbit: RabbitMQServer | None = (
+        request.getfixturevalue("rabbitmq_server") if broker == "rabbitmq" else None)
 
     def make(visibility_timeout: int = 60, concurrency: int = 16,
              s3: SeaweedS3Server | None = None, worker: bool = True,
@@ -78,8 +126,10 @@ def make_rig(
                             visibility_timeout=visibility_timeout, concurrency=concurrency,
                             prefix=f"fault-{uuid.uuid4().hex[:10]}",
                             extra_env={"CONVATLAS_TASK_TIME_LIMIT": str(max(1, visibility_timeout - 2)),
-                                       "CONVATLAS_REQUEUE_AFTER": str(requeue_after)})
+                                       "CONVATLAS_REQUEUE_AFTER": str(requeue_after),
+                                       **_rabbit_env(rabbit, redis, tmp.name)})
         rig = Rig(**{f.name: getattr(base, f.name) for f in dataclasses.fields(base)})
+        rig.broker = broker
         made.append(rig)
         if worker:
             rig.start_worker()
@@ -91,6 +141,18 @@ def make_rig(
         for rig in made:
             rig.close()
             rig.redis.stop()
+
+
+def _rabbit_env(rabbit: RabbitMQServer | None, redis: RedisServer, name: str) -> dict[str, str]:
+    """Broker on a fresh RabbitMQ virtual host; results and run progress in the rig's Redis."""
+    if rabbit is None:
+        return {}
+    vhost = re.sub(r"[^A-Za-z0-9_-]", "-", name)
+    for cmd in (["add_vhost", vhost], ["set_permissions", "-p", vhost, "guest", ".*", ".*", ".*"]):
+        subprocess.run(["rabbitmqctl", "-n", rabbit.node, *cmd], env=rabbit._env(),
+                       check=True, capture_output=True, timeout=60)
+    return {"CONVATLAS_BROKER_URL": rabbit.url[:-1] + vhost,
+            "CONVATLAS_RESULT_BACKEND": redis.url}
 
 
 # --- checks --------------------------------------------------------------------------------

@@ -48,7 +48,7 @@ def test_interrupted_submission_resumes_without_duplicates(make_rig, tmp_path: P
         submit_plan(plan, Interrupting(rig.storage), rig.app)
     assert len(rig.storage.list_keys("inputs/")) == CUT_AT - 1
     assert not rig.storage.exists(manifest_key(plan.run_id))
-    assert rig.redis_client().llen("convatlas") == 0  # nothing queued by the broken attempt
+    assert rig.queued() == 0  # nothing queued by the broken attempt
 
     r = rig.cli("submit", "heatmaps", str(folder), "--wait", "--timeout", str(WAIT_S))
     assert r.returncode == 0, r.stdout + r.stderr

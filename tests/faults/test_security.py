@@ -21,6 +21,7 @@ from convatlas.shared.report import gallery_key, manifest_key, report_key
 from convatlas.workers.config import QUEUE
 from tests.faults.conftest import WAIT_S, wait_until
 
+pytestmark = pytest.mark.redis_broker  # about the Redis transport itself
 
 class Payload:
     """Unpickling this runs ``touch <marker>``: proof of code execution if it ever happens."""

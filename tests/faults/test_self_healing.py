@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import time
 
+import pytest
+
 from convatlas.producer.plan import plan_grids
 from convatlas.producer.submit import run_counter, submit_plan, wait_for_run
 from convatlas.shared.engine.patterns import PatternParams
@@ -25,22 +27,21 @@ def test_sigkilled_worker_with_prefetched_tasks_heals(make_rig) -> None:  # noqa
     """The killed worker's unacked tasks would come back only after an hour; the healer
     queues them again after 8 s without progress, and a second worker finishes the run."""
     rig = make_rig(visibility_timeout=HOUR, concurrency=8, requeue_after=REQUEUE)
-    redis = rig.redis_client()
     plan = _plan(rig)
     assert submit_plan(plan, rig.storage, rig.app).queued_jobs == JOBS
-    wait_until(lambda: redis.hlen("unacked") > 0, 90, "the worker to hold tasks")
+    wait_until(lambda: rig.held() > 0, 90, "the worker to hold tasks")
     rig.kill_worker()
-    held = redis.hlen("unacked")
-    assert held > 0
     rig.start_worker()
     counter = run_counter(rig.app, rig.settings, plan.run_id)
     report = wait_for_run(rig.storage, plan.run_id, WAIT_S, progress=False, counter=counter)
     check_report(rig.storage, plan, report)
     assert report["counts"]["done"] == JOBS
     assert received(rig.logs(), "convatlas.filter_pattern") > JOBS  # some ran twice: harmless
-    assert "jobs again" in rig.logs()  # the healer, not the visibility timeout, brought them
+    if rig.broker == "redis":  # RabbitMQ requeues a dead consumer's messages by itself
+        assert "jobs again" in rig.logs()  # the healer, not the visibility timeout
 
 
+@pytest.mark.redis_broker
 def test_message_deleted_from_the_queue_heals(make_rig) -> None:  # noqa: ANN001
     """A message lost in kombu's BRPOP window looks like a message gone from the queue."""
     rig = make_rig(visibility_timeout=HOUR, concurrency=8, requeue_after=REQUEUE, worker=False)
@@ -58,6 +59,7 @@ def test_message_deleted_from_the_queue_heals(make_rig) -> None:  # noqa: ANN001
     print(f"healed one lost message in {time.monotonic() - t0:.1f} s")
 
 
+@pytest.mark.redis_broker
 def test_redis_restarted_without_persistence_heals(make_rig) -> None:  # noqa: ANN001
     """The queue and the run's counters are gone; the healer rebuilds them from storage."""
     rig = make_rig(visibility_timeout=HOUR, concurrency=8, requeue_after=REQUEUE, worker=False,

@@ -19,7 +19,6 @@ def test_worker_sigkilled_three_times_loses_nothing(make_rig) -> None:  # noqa: 
     # The visibility timeout must exceed the longest task (here: a restarted worker's first
     # batch, which loads the model); small so redelivery happens within seconds.
     rig = make_rig(visibility_timeout=15, concurrency=4)
-    redis = rig.redis_client()
     plan = plan_grids("vgg16-hed", "block1_conv1", f"0:{JOBS}", PatternParams(32, 3),
                       rig.settings)
     t0 = time.monotonic()
@@ -30,7 +29,7 @@ def test_worker_sigkilled_three_times_loses_nothing(make_rig) -> None:  # noqa: 
         # mid-run: this worker holds tasks, unacked, and is computing their batch (its first
         # batch loads the model, which takes seconds)
         wait_until(lambda log=log: "] received" in log.read_text(errors="replace")
-                   and redis.hlen("unacked") > 0, 90, "the worker to take tasks")
+                   and rig.held() > 0, 90, "the worker to take tasks")
         time.sleep(1.5)
         # `convatlas worker` execs celery, so this pid is the worker's main process; with the
         # threads pool it is also the only one (no pool child exists to be killed or orphaned).
@@ -38,7 +37,7 @@ def test_worker_sigkilled_three_times_loses_nothing(make_rig) -> None:  # noqa: 
         # that message (a kombu Redis-transport limit; re-submitting queues it again), so the
         # kill lands during computation, where real crashes (OOM, segfault) happen.
         rig.kill_worker()
-        assert redis.hlen("unacked") > 0  # the killed worker's tasks are still owed
+        assert rig.held() > 0  # the killed worker's tasks are still owed
         rig.start_worker()
     report = wait_for_run(rig.storage, plan.run_id, WAIT_S, progress=False)
     elapsed = time.monotonic() - t0
