@@ -49,7 +49,7 @@ Decisions (each has a constant or a paragraph below so it can be found and chang
 * **Decoder**: plain 8-bit YCbCr or grey JPEGs without an ICC profile whose stream ends in an
   EOI marker (most camera and phone photos) are decoded by OpenCV's libjpeg-turbo, which gives
   the same pixels as Pillow's (checked bit for bit in the tests, full and reduced) without
-  Pillow's slow copy out to NumPy (~65 ms per 12 MP). Everything else, and anything OpenCV
+  Pillow's slow copy out to NumPy (≈ 40-60 ms CPU saved per 12 MP). Everything else, and anything OpenCV
   refuses, goes through Pillow, whose errors and messages are then the ones the user sees.
 * **Encoding results** (:func:`encode_image`): overlays as JPEG (quality 90 by default, what the
   book writes), PNG or WebP; grids, tiles and heatmaps stay on :func:`encode_png`.
@@ -579,7 +579,7 @@ def model_square(image: np.ndarray, side: int) -> np.ndarray:
     The same rule as ``convatlas.shared.engine.gradcam.model_input`` (INTER_AREA when shrinking,
     else INTER_LINEAR), so feeding the result to ``grad_cam`` resizes nothing further. Photos
     whose short side is at least 4 × ``side`` and divisible are first shrunk by an exact power
-    of two with OpenCV's integer INTER_AREA path (a 12-MP photo: ≈ 20 ms instead of ≈ 60 ms);
+    of two with OpenCV's integer INTER_AREA path (a 12-MP photo: ≈ 30 ms CPU instead of ≈ 60 ms);
     that equals block averaging, as a reduced JPEG decode does. Smaller photos give exactly
     ``model_input``'s pixels.
     """
@@ -839,3 +839,8 @@ def encode_image(
             raise ValueError(f"OpenCV could not encode a {width}×{height} {name}")
         data = out.tobytes()
     return EncodedImage(data, _CONTENT_TYPES[name], _EXTENSIONS[name])
+
+
+def output_extension(fmt: str) -> str:
+    """The file extension of an output format (``jpeg`` → ``.jpg``)."""
+    return _EXTENSIONS[output_format(fmt)]

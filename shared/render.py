@@ -2,8 +2,8 @@
 
 Overlays are the users' keepsakes from bulk runs of 2-12 MP photos, so they are drawn at the
 photo's original size by default (as the book does), encoded as JPEG quality 90 by default
-(:func:`render_overlay`), and blended in uint8 with OpenCV: a 12-MP overlay costs ≈ 60 ms and
-≈ 84 MB transient instead of ≈ 350 ms and ≈ 500 MB. ``heatmap.png`` is the colour map alone at the
+(:func:`render_overlay`), and blended in uint8 with OpenCV: a 12-MP overlay costs ≈ 85 ms CPU and
+≈ 87 MB at peak instead of ≈ 400 ms and ≈ 440 MB (bench/probe_decode.py). ``heatmap.png`` is the colour map alone at the
 model's input size (:func:`heatmap_png`). Grids, tiles and heatmaps stay PNG (``encode_png``).
 """
 
@@ -187,7 +187,7 @@ def overlay(
     aspect kept, see :func:`~convatlas.shared.images.overlay_size`) so its long side is at most
     that; a photo already within it is used as is. Computed in uint8 with OpenCV (one LUT and a
     saturating add per band of rows) beside one float32 upsampled map: never float64, and about
-    7 bytes a pixel at peak where the old float32 blend took ≈ 40. Equal to the book's result as
+    7 bytes a pixel at peak where the old float32 blend took ≈ 36. Equal to the book's result as
     ``cv2.imwrite`` stores it; within 1 grey level of the old truncating blend.
     """
     base = _overlay_base(image, max_side)
