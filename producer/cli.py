@@ -15,7 +15,7 @@ from typing import Annotated, Any
 
 import typer
 
-from convatlas.producer.options import pattern_options, pattern_params
+from convatlas.producer.options import heatmap_options, pattern_options, pattern_params
 
 app = typer.Typer(
     help="Show what convolutional networks see: filter-pattern grids and Grad-CAM heatmaps.",
@@ -134,7 +134,9 @@ def grids(
 
 
 @app.command()
+@heatmap_options
 def heatmaps(
+    cam: Mapping[str, Any],
     paths: Annotated[list[str], typer.Argument(help="Image files and/or folders (scanned recursively).")],
     model: ModelOpt = "efficientnet-lite0",
     class_: Annotated[str | None, typer.Option("--class", "-c", help="Class index, WordNet id or name; default top-1.")] = None,
@@ -153,7 +155,7 @@ def heatmaps(
     settings = Settings.from_env()
     precision = precision or settings.precision
     try:
-        plan = plan_heatmaps(paths, model, class_, layer, settings, precision)
+        plan = plan_heatmaps(paths, model, class_, layer, settings, precision, dict(cam))
     except PlanError as exc:
         fail(str(exc))
     warn_if_slow(precision)
@@ -209,6 +211,48 @@ def examples(
                f"{json.dumps(t['model_load_seconds'])}")
     if report["failed_photos"] or report["counts"]["failed"]:
         raise typer.Exit(1)
+
+
+@app.command()
+def atlas(
+    model: ModelOpt = "vgg16-hed",
+    results: Annotated[Path, typer.Option(help="Local results folder to read (the --out of grids/examples/heatmaps).")] = Path("out"),
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Folder of the site; default RESULTS/atlas/<model>.")] = None,
+    fleet: Annotated[bool, typer.Option("--fleet", help="Read the fleet's S3 results (CONVATLAS_S3_*) instead; without --out the site goes into the bucket under atlas/<model>/.")] = False,
+    weights: WeightsOpt = None,
+) -> None:
+    """A static site of the model's units: index of layers → layer pages → a page per unit
+    (book and lucid patterns, dataset examples, flags and statistics), photo pages with their
+    heatmaps. Relative links only: open index.html from disk, serve it, or upload the folder."""
+    from convatlas.shared.atlas import DirSink, StorageSink, build_atlas, site_prefix
+    from convatlas.shared.config import Settings
+    from convatlas.shared.keys import model_slug
+    from convatlas.shared.models.registry import UnknownModel, get_spec
+    from convatlas.shared.storage import LocalStorage, StorageError, s3_storage_from_settings
+
+    use_weights(weights)
+    settings = Settings.from_env()
+    try:
+        get_spec(model)
+    except UnknownModel as exc:
+        fail(str(exc))
+    sink: Any
+    if fleet:
+        source: Any = s3_storage_from_settings(settings)
+        sink = DirSink(out) if out else StorageSink(source, site_prefix(model))
+        where = str(out / "index.html") if out else f"{source.describe()} key {site_prefix(model)}/index.html"
+    else:
+        if not results.is_dir():
+            fail(f"no results folder {results}")
+        source = LocalStorage(results)
+        dest = out or results / "atlas" / model_slug(model)
+        sink, where = DirSink(dest), str(dest / "index.html")
+    try:
+        summary = build_atlas(source, model, sink, settings, progress=lambda name: None)
+    except (StorageError, ValueError) as exc:
+        fail(str(exc), 1)
+    typer.echo(f"atlas of {model}: {summary.layers} layers, {summary.units} unit pages, "
+               f"{summary.photos} photo pages, {summary.files} files in {summary.seconds:.1f} s → {where}")
 
 
 def _run_and_report(plan, out: Path, batch_size: int, quiet: bool) -> None:  # noqa: ANN001

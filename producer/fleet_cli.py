@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 
-from convatlas.producer.options import pattern_options, pattern_params
+from convatlas.producer.options import heatmap_options, pattern_options, pattern_params
 
 if TYPE_CHECKING:
     from convatlas.producer.plan import Plan
@@ -120,7 +120,9 @@ def submit_grids(
 
 
 @submit_app.command("heatmaps")
+@heatmap_options
 def submit_heatmaps(
+    cam: Mapping[str, Any],
     paths: Annotated[list[str], typer.Argument(help="Image files and/or folders.")],
     model: Annotated[str, typer.Option("--model", "-m", help="Model name or .keras/.h5 file.")] = "efficientnet-lite0",
     class_: Annotated[str | None, typer.Option("--class", "-c", help="Class index, WordNet id or name; default top-1.")] = None,
@@ -134,7 +136,8 @@ def submit_heatmaps(
 
     settings = _settings()
     try:
-        plan = plan_heatmaps(paths, model, class_, layer, settings, precision or settings.precision)
+        plan = plan_heatmaps(paths, model, class_, layer, settings,
+                             precision or settings.precision, dict(cam))
     except PlanError as exc:
         _fail(str(exc))
     for name, reason in plan.rejected:

@@ -15,8 +15,6 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 
-from convatlas.shared.config import Settings
-
 F = TypeVar("F", bound=Callable[..., Any])
 
 # field of PatternParams → (type, CLI default, help). ``None`` defaults are resolved later:
@@ -32,25 +30,43 @@ PATTERN_OPTIONS: dict[str, tuple[Any, Any, str]] = {
 }
 
 
-def pattern_options(fn: F) -> F:
-    """Add the pattern options to a Typer command; it receives them as ``pattern: Mapping``."""
-    sig = inspect.signature(fn, eval_str=True)
-    own = [p for p in sig.parameters.values() if p.name != "pattern"]
-    extra = [
-        inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default,
-                          annotation=Annotated[typ, typer.Option(help=text)])
-        for name, (typ, default, text) in PATTERN_OPTIONS.items()
-    ]
+# Grad-CAM options of ``heatmaps`` and ``submit heatmaps``; ``None`` = the environment's default.
+HEATMAP_OPTIONS: dict[str, tuple[Any, Any, str]] = {
+    "method": (str, "gradcam", "CAM methods, comma-separated: gradcam, gradcam++, xgradcam, hirescam, layercam, eigencam, scorecam (all computed from the same passes, shown side by side)."),
+    "overlay_format": (str | None, None, "Overlay file format: jpeg (quality 90), png or webp. Default CONVATLAS_OVERLAY_FORMAT, else jpeg."),
+    "overlay_max_side": (int | None, None, "Longest side of the overlay in pixels; 0 = the photo's original size. Default CONVATLAS_OVERLAY_MAX_SIDE, else 0."),
+}
 
-    @functools.wraps(fn)
-    def command(**kwargs: Any) -> Any:
-        pattern = {name: kwargs.pop(name) for name in PATTERN_OPTIONS}
-        return fn(pattern=pattern, **kwargs)
 
-    params = own + extra
-    command.__signature__ = sig.replace(parameters=params)  # type: ignore[attr-defined]
-    command.__annotations__ = {p.name: p.annotation for p in params}
-    return command  # type: ignore[return-value]
+def _option_group(table: dict[str, tuple[Any, Any, str]], arg: str) -> Callable[[F], F]:
+    """A decorator adding one Typer option per row of ``table``; the command receives their
+    values as one mapping in its parameter ``arg``."""
+
+    def decorate(fn: F) -> F:
+        sig = inspect.signature(fn, eval_str=True)
+        own = [p for p in sig.parameters.values() if p.name != arg]
+        extra = [
+            inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default,
+                              annotation=Annotated[typ, typer.Option(help=text)])
+            for name, (typ, default, text) in table.items()
+        ]
+
+        @functools.wraps(fn)
+        def command(**kwargs: Any) -> Any:
+            group = {name: kwargs.pop(name) for name in table}
+            return fn(**{arg: group}, **kwargs)
+
+        params = own + extra
+        command.__signature__ = sig.replace(parameters=params)  # type: ignore[attr-defined]
+        command.__annotations__ = {p.name: p.annotation for p in params}
+        return command  # type: ignore[return-value]
+
+    return decorate
+
+
+pattern_options = _option_group(PATTERN_OPTIONS, "pattern")
+pattern_options.__doc__ = "Add the pattern options; the command receives ``pattern: Mapping``."
+heatmap_options = _option_group(HEATMAP_OPTIONS, "cam")
 
 
 def pattern_params(pattern: Mapping[str, Any], settings: Settings) -> Any:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from convatlas.shared import keys
 from convatlas.shared.config import Settings
@@ -188,10 +189,30 @@ def collect_images(paths: list[str]) -> tuple[list[tuple[Path, str]], list[tuple
     return found, rejected
 
 
+def cam_settings(cam: dict[str, Any] | None, settings: Settings) -> dict[str, Any]:
+    """Validated Grad-CAM job settings, environment defaults filled in (``PlanError``)."""
+    from convatlas.shared.engine.cams import check_methods
+    from convatlas.shared.images import output_format
+
+    cam = dict(cam or {})
+    try:
+        side = int(settings.overlay_max_side if cam.get("overlay_max_side") is None
+                   else cam["overlay_max_side"])
+        if side < 0:
+            raise ValueError(f"overlay max side must be 0 (original size) or more, got {side}")
+        return {"methods": check_methods(cam.get("methods") or cam.get("method") or "gradcam"),
+                "overlay_format": output_format(cam.get("overlay_format") or settings.overlay_format),
+                "overlay_max_side": side}
+    except ValueError as exc:
+        raise PlanError(str(exc)) from exc
+
+
 def plan_heatmaps(
     paths: list[str], model: str, cls: str | None, layer: str | None, settings: Settings,
-    precision: str = "float32",
+    precision: str = "float32", cam: dict[str, Any] | None = None,
 ) -> Plan:
+    """``cam``: the Grad-CAM job settings (``methods``, ``overlay_format``,
+    ``overlay_max_side``; see ``producer.options.heatmap_settings``); defaults from ``settings``."""
     spec = resolve_model(model)
     try:
         check_precision(precision)
@@ -202,6 +223,7 @@ def plan_heatmaps(
     class_index = resolve_class(model, cls)
     if layer is not None:
         parse_layers(model, layer)
+    job_settings = cam_settings(cam, settings)
     wid = model_weights_id(model, settings)
     files, rejected = collect_images(paths)
     inputs: list[InputFile] = []
@@ -216,7 +238,8 @@ def plan_heatmaps(
         inputs.append(InputFile(path, name, sha, size))
         if sha not in seen:  # the same photo twice is computed once
             seen.add(sha)
-            jobs.append(GradcamJob(model, wid, sha, class_index, layer, name, precision))
+            jobs.append(GradcamJob(model, wid, sha, class_index, layer, name, precision,
+                                   **job_settings))
     if not inputs and not rejected:
         raise PlanError("no images found")
     plan = Plan("heatmaps", model, jobs, [], inputs, rejected)

@@ -45,6 +45,8 @@ class Settings:
     precision: str = "float32"  # CONVATLAS_PRECISION: default --precision (float32 | bfloat16)
     progress_url: str = ""  # CONVATLAS_PROGRESS_URL: Redis for run progress (result backend/broker)
     requeue_after: int = 300  # CONVATLAS_REQUEUE_AFTER: s without progress before the healer requeues
+    overlay_format: str = "jpeg"  # CONVATLAS_OVERLAY_FORMAT: jpeg | png | webp
+    overlay_max_side: int = 0  # CONVATLAS_OVERLAY_MAX_SIDE: overlay's longest side, 0 = original
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -67,6 +69,8 @@ class Settings:
             precision=_env("CONVATLAS_PRECISION", "float32"),
             progress_url=_env("CONVATLAS_PROGRESS_URL", ""),
             requeue_after=int(_env("CONVATLAS_REQUEUE_AFTER", "300")),
+            overlay_format=_env("CONVATLAS_OVERLAY_FORMAT", "jpeg"),
+            overlay_max_side=int(_env("CONVATLAS_OVERLAY_MAX_SIDE", "0")),
         )
 
     def redacted(self) -> dict[str, object]:

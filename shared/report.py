@@ -144,10 +144,14 @@ def gallery_html(report: dict[str, Any], link: Any) -> str:
             continue
         if j["status"] == "done":
             top = ", ".join(f"{esc(t['label'])} {t['probability']:.2f}" for t in j["top"])
-            parts.append(
-                f"<figure><img src='{esc(link(j['outputs']['overlay']))}' alt='overlay'>"
-                f"<figcaption>{esc(j['name'])}: {top}</figcaption></figure>"
-            )
+            methods = j.get("methods") or ["gradcam"]
+            for n, m in enumerate(methods):  # the methods of one photo side by side
+                key = j["outputs"]["overlay" if n == 0 else f"overlay:{m}"]
+                label = f" · {esc(m)}" if len(methods) > 1 else ""
+                parts.append(
+                    f"<figure><img src='{esc(link(key))}' alt='overlay {esc(m)}' loading='lazy'>"
+                    f"<figcaption>{esc(j['name'])}{label}: {top}</figcaption></figure>"
+                )
         elif j["status"] == "failed":
             parts.append(f"<p class='f'>{esc(j['name'])}: {esc(str(j['error']))}</p>")
     parts.append("</div>")

@@ -530,7 +530,12 @@ class RabbitMQServer(_Managed):
     name = "rabbitmq"
 
     def __init__(self, dir: Path | str, port: int | None = None) -> None:
-        super().__init__(dir)
+        import tempfile
+
+        # Debian's wrapper runs the node as the rabbitmq user, which must reach every folder
+        # it uses: a folder of its own in the system temp dir (pytest's are private to root).
+        super().__init__(tempfile.mkdtemp(prefix="convatlas-rabbitmq-"))
+        self.requested_dir = Path(dir)
         self.port = port or free_port()
         self.dist_port = free_port()
         self.node = f"convatlas-{self.port}@localhost"
@@ -574,3 +579,4 @@ class RabbitMQServer(_Managed):
                 subprocess.run(["rabbitmqctl", "-n", self.node, "shutdown"], env=self._env(),
                                capture_output=True, timeout=30)
         self._terminate(timeout=10)
+        shutil.rmtree(self.dir, ignore_errors=True)

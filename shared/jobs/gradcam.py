@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from collections import defaultdict
 from dataclasses import asdict, dataclass
 from functools import partial
 from typing import Any
 
-import numpy as np
-
 from convatlas.shared import keys
-from convatlas.shared.images import ImageDecodeError, decode_image, encode_png
+from convatlas.shared.images import DecodedPhoto, ImageDecodeError, decode_photo
 from convatlas.shared.jobs.common import (
     JobResult,
     existing_result,
@@ -20,6 +19,7 @@ from convatlas.shared.jobs.common import (
     npy_bytes,
     record_failure,
 )
+from convatlas.shared.render import HEATMAP_SIDE
 from convatlas.shared.storage import ObjectNotFound, Storage
 
 
@@ -32,15 +32,38 @@ class GradcamJob:
     layer: str | None = None  # None = last conv feature map
     name: str = ""  # display name of the photo (never used in keys)
     precision: str = "float32"  # of the network pass (convatlas.shared.engine.precision)
+    methods: tuple[str, ...] = ("gradcam",)  # CAM methods, all computed in this one job
+    overlay_format: str = "jpeg"  # jpeg | png | webp
+    overlay_max_side: int = 0  # 0 = the photo's original size
 
     kind = "gradcam"
 
+    def __post_init__(self) -> None:
+        from convatlas.shared.engine.cams import check_methods
+        from convatlas.shared.images import output_format
+
+        object.__setattr__(self, "methods", check_methods(self.methods))
+        object.__setattr__(self, "overlay_format", output_format(self.overlay_format))
+        if self.overlay_max_side < 0:
+            raise ValueError(f"overlay max side must be 0 (original size) or more, "
+                             f"got {self.overlay_max_side}")
+
+    @property
+    def variant(self) -> str:
+        """The key segment of what is computed and how it is drawn: methods, overlay format,
+        overlay size. Runs with other settings never share results."""
+        from convatlas.shared.engine.cams import method_slug
+
+        size = f"-max{self.overlay_max_side}" if self.overlay_max_side else ""
+        return "_".join(method_slug(m) for m in self.methods) + f"-{self.overlay_format}{size}"
+
     @property
     def prefix(self) -> str:
-        return keys.gradcam_prefix(
+        base = keys.gradcam_prefix(
             self.model, self.weights_id, self.image_sha, self.class_index, self.layer,
             self.precision,
         )
+        return f"{base}/{keys.safe_name(self.variant, 'variant')}"
 
     @property
     def marker(self) -> str:
@@ -50,104 +73,157 @@ class GradcamJob:
     def error_key(self) -> str:
         return f"{self.prefix}/error.json"
 
+    def method_outputs(self, method: str) -> dict[str, str]:
+        """The files of one method: the first method's are ``heatmap.png``, ``overlay.<ext>``,
+        ``cam.npy``; the others' carry the method's slug (``overlay-hirescam.jpg``)."""
+        from convatlas.shared.engine.cams import method_slug
+        from convatlas.shared.images import output_extension
+
+        tag = "" if method == self.methods[0] else f"-{method_slug(method)}"
+        p, ext = self.prefix, output_extension(self.overlay_format)
+        return {"heatmap": f"{p}/heatmap{tag}.png", "overlay": f"{p}/overlay{tag}{ext}",
+                "cam": f"{p}/cam{tag}.npy"}
+
     def outputs(self) -> dict[str, str]:
-        p = self.prefix
-        return {
-            "heatmap": f"{p}/heatmap.png",
-            "overlay": f"{p}/overlay.png",
-            "cam": f"{p}/cam.npy",
-            "record": self.marker,
-        }
+        out = dict(self.method_outputs(self.methods[0]))
+        for m in self.methods[1:]:
+            out.update({f"{k}:{m}": v for k, v in self.method_outputs(m).items()})
+        out["record"] = self.marker
+        return out
 
     def outcome_folders(self) -> tuple[str, str]:
         """(the photo's folder, the folder shared by every photo of this target):
-        ``.../<target>/<sha[:2]>/<sha>/``."""
+        ``.../<target>/<sha[:2]>/<sha>/<variant>/``."""
         folder = self.prefix + "/"
-        return folder, folder.rstrip("/").rsplit("/", 2)[0] + "/"
+        return folder, folder.rstrip("/").rsplit("/", 3)[0] + "/"
 
     def to_dict(self) -> dict[str, Any]:
-        return {"kind": self.kind, **asdict(self)}
+        d = asdict(self)
+        d["methods"] = list(self.methods)
+        return {"kind": self.kind, **d}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> GradcamJob:
-        return cls(**{k: v for k, v in d.items() if k != "kind"})
+        fields = {k: v for k, v in d.items() if k != "kind"}
+        if "methods" in fields:
+            fields["methods"] = tuple(fields["methods"])
+        return cls(**fields)
+
+
+# Full-size decodes for overlays at once per process: each holds ≈ 3 bytes a pixel (36 MB for a
+# 12-MP photo) plus the blend's ≈ 7, so in-flight memory is bounded by pixels, not photo count.
+OVERLAY_DECODES = threading.BoundedSemaphore(2)
 
 
 def _write_cam(
-    storage: Storage, triple: tuple[GradcamJob, np.ndarray, Any], *, score_kind: str,
-    seconds: float, batch: int,
+    storage: Storage, triple: tuple[GradcamJob, Loaded, dict[str, Any]], *,
+    score_kind: str, seconds: float, batch: int,
 ) -> JobResult:
-    """Heatmap, overlay and raw map first, ``record.json`` (the marker) last."""
-    from convatlas.shared.render import colorize, overlay
+    """Per method: heatmap, overlay and raw map; ``record.json`` (the marker) last. The photo
+    is decoded again here at the overlay's size (the model had only its small square)."""
+    from convatlas.shared.images import overlay_size
+    from convatlas.shared.render import heatmap_png, render_overlay
 
-    job, photo, cam = triple
-    h, w = photo.shape[:2]
-    out = job.outputs()
-    record = {
+    job, loaded, by_method = triple
+    photo = loaded.photo
+    first = by_method[job.methods[0]]
+    record: dict[str, Any] = {
         "model": job.model,
         "weights_id": job.weights_id,
         "image_sha256": job.image_sha,
         "image_name": job.name,
-        "image_size": [w, h],
-        "layer": cam.layer,
-        "class_index": cam.class_index,
+        "image_size": [photo.width, photo.height],
+        "layer": first.layer,
+        "class_index": first.class_index,
         "class_requested": job.class_index,
-        "score": cam.score,
+        "score": first.score,
         "score_kind": score_kind,
-        "empty_heatmap": cam.empty,
+        "empty_heatmap": first.empty,
         "precision": job.precision,
-        "heatmap_peak": cam.peak,
-        "heatmap_shape": list(cam.heatmap.shape),
-        "top": [asdict(p) for p in cam.top],
+        "heatmap_peak": first.peak,
+        "heatmap_shape": list(first.heatmap.shape),
+        "top": [asdict(p) for p in first.top],
+        "methods": {},
+        "overlay": {"format": job.overlay_format, "max_side": job.overlay_max_side,
+                    "size": list(overlay_size(photo.width, photo.height, job.overlay_max_side))},
+        "heatmap_size": [HEATMAP_SIDE, HEATMAP_SIDE],
+        "decode_scale": photo.scale,
         "seconds": seconds,
         "batch": batch,
     }
-    storage.put_bytes(out["heatmap"], encode_png(colorize(cam.heatmap, w, h)), "image/png")
-    storage.put_bytes(out["overlay"], encode_png(overlay(photo, cam.heatmap)), "image/png")
-    storage.put_bytes(out["cam"], npy_bytes(cam.heatmap), "application/octet-stream")
-    storage.put_bytes(out["record"], json_bytes(record), "application/json")
-    return JobResult("done", out, None, record)
+    encoded = []
+    with OVERLAY_DECODES:
+        base = decode_photo(loaded.data, overlay_max_side=job.overlay_max_side).overlay_base
+        assert base is not None
+        for method in job.methods:
+            ov = render_overlay(base, by_method[method].heatmap, fmt=job.overlay_format)
+            encoded.append((method, ov))
+        del base
+    for method, ov in encoded:
+        cam = by_method[method]
+        files = job.method_outputs(method)
+        storage.put_bytes(files["heatmap"], heatmap_png(cam.heatmap), "image/png")
+        storage.put_bytes(files["overlay"], ov.data, ov.content_type)
+        storage.put_bytes(files["cam"], npy_bytes(cam.heatmap), "application/octet-stream")
+        record["methods"][method] = {"peak": cam.peak, "empty": cam.empty,
+                                     "details": cam.details, "outputs": files}
+    storage.put_bytes(job.marker, json_bytes(record), "application/json")
+    return JobResult("done", job.outputs(), None, record)
+
+
+@dataclass(frozen=True, eq=False)
+class Loaded:
+    """A photo ready for the model: its compressed bytes (for the overlay, decoded again after
+    the model call) and its reduced decode (the model's square input, the original size)."""
+
+    data: bytes
+    photo: DecodedPhoto
+
+
+def load_photo(job: GradcamJob, storage: Storage, model_side: int) -> JobResult | Loaded:
+    """The recorded outcome, or the photo decoded for the model only (JPEG DCT scaling: a
+    12-MP photo decodes at 1/8); a bad photo fails here, alone."""
+    done = existing_result(job, storage)
+    if done is not None:
+        return done
+    try:
+        data = storage.get_bytes(keys.input_key(job.image_sha))
+    except ObjectNotFound:
+        return record_failure(job, storage, "input image not found in storage")
+    try:
+        return Loaded(data, decode_photo(data, model_side=model_side))
+    except ImageDecodeError as exc:
+        return record_failure(job, storage, f"bad image: {exc.reason}")
 
 
 def run_gradcam_jobs(jobs: list[GradcamJob], storage: Storage, batch_size: int = 16) -> list[JobResult]:
-    """Run Grad-CAM jobs: decode each photo (failing it alone if bad), then batch the rest."""
-    from convatlas.shared.engine.gradcam import grad_cam
+    """Run Grad-CAM jobs: decode each photo (failing it alone if bad), then batch the rest;
+    every requested method of a photo comes from the same passes."""
+    from convatlas.shared.engine.gradcam import cams, input_size
     from convatlas.shared.models.registry import get_model
 
-    def load(job: GradcamJob) -> JobResult | np.ndarray:
-        """The recorded outcome, or the decoded photo (a bad one fails here, alone)."""
-        done = existing_result(job, storage)
-        if done is not None:
-            return done
-        try:
-            data = storage.get_bytes(keys.input_key(job.image_sha))
-        except ObjectNotFound:
-            return record_failure(job, storage, "input image not found in storage")
-        try:
-            return decode_image(data)
-        except ImageDecodeError as exc:
-            return record_failure(job, storage, f"bad image: {exc.reason}")
-
+    sides = {m: input_size(get_model(m)) for m in {j.model for j in jobs}}
     results: list[JobResult | None] = []
-    photos: dict[int, np.ndarray] = {}
-    for i, got in enumerate(io_map(load, jobs)):
+    photos: dict[int, Loaded] = {}
+    for i, got in enumerate(io_map(lambda j: load_photo(j, storage, sides[j.model]), jobs)):
         results.append(got if isinstance(got, JobResult) else None)
-        if isinstance(got, np.ndarray):
+        if isinstance(got, Loaded):
             photos[i] = got
 
-    groups: dict[tuple[str, str | None, str], list[int]] = defaultdict(list)
+    groups: dict[tuple[str, str | None, str, tuple[str, ...]], list[int]] = defaultdict(list)
     for i in photos:
-        groups[(jobs[i].model, jobs[i].layer, jobs[i].precision)].append(i)
-    for (model, layer, precision), idx in groups.items():
+        groups[(jobs[i].model, jobs[i].layer, jobs[i].precision, jobs[i].methods)].append(i)
+    for (model, layer, precision, methods), idx in groups.items():
         lm = get_model(model)
         t0 = time.perf_counter()
-        cams = grad_cam(lm, [photos[i] for i in idx], [jobs[i].class_index for i in idx], layer,
-                        batch_size, precision=precision)
+        inputs = [photos[i].photo.model_input for i in idx]
+        maps = cams(lm, inputs, [jobs[i].class_index for i in idx],  # type: ignore[arg-type]
+                    layer, methods, batch_size, precision=precision)
         seconds = (time.perf_counter() - t0) / len(idx)
 
         write = partial(_write_cam, storage, score_kind=lm.spec.score_kind, seconds=seconds,
                         batch=len(idx))
-        triples = [(jobs[i], photos[i], cam) for i, cam in zip(idx, cams, strict=True)]
+        triples = [(jobs[i], photos[i], m) for i, m in zip(idx, maps, strict=True)]
         for i, res in zip(idx, io_map(write, triples), strict=True):
             results[i] = res
     return [r for r in results if r is not None]
@@ -155,6 +231,8 @@ def run_gradcam_jobs(jobs: list[GradcamJob], storage: Storage, batch_size: int =
 
 def report_entry(job: GradcamJob, info: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     """(fields naming the job, fields from its record when done) for the run report."""
-    return ({"name": job.name, "image_sha256": job.image_sha},
+    return ({"name": job.name, "image_sha256": job.image_sha, "methods": list(job.methods)},
             {"top": info.get("top", []), "class_index": info.get("class_index"),
-             "empty_heatmap": info.get("empty_heatmap", False)})
+             "empty_heatmap": info.get("empty_heatmap", False),
+             "method_stats": {m: {k: v for k, v in d.items() if k != "outputs"}
+                              for m, d in (info.get("methods") or {}).items()}})
