@@ -2,6 +2,9 @@
 # The convatlas image: Celery worker (default command), Flower and the producer CLI.
 # GPU by default (TensorFlow with its CUDA wheels; the host needs the NVIDIA container toolkit).
 # CPU-only:  docker build --build-arg TENSORFLOW="tensorflow>=2.16,<2.22" -t convatlas .
+# CI (scripts/compose-e2e.sh) builds this file unchanged with the classic builder
+# (DOCKER_BUILDKIT=0: the syntax line would make BuildKit pull a frontend image), CPU
+# TensorFlow and a debootstrap Debian bookworm stand-in tagged as the FROM image.
 FROM python:3.11-slim-bookworm
 
 ARG TENSORFLOW="tensorflow[and-cuda]>=2.16,<2.22"

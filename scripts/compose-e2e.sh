@@ -141,7 +141,9 @@ cleanup() {
         if [ -f "$ENV_FILE" ]; then
             say "compose down -v"
             timeout 180 "$COMPOSE_BIN" --env-file "$ENV_FILE" -f docker-compose.yml -f docker-compose.ci.yml \
-                --profile producer down -v --remove-orphans --timeout 30 >&2
+                --profile producer down -v --remove-orphans --timeout 30 >"$WORK/down.log" 2>&1 \
+                || cat "$WORK/down.log" >&2
+            say "compose down -v: $(grep -c ' Removed$' "$WORK/down.log") containers, volumes and networks removed"
         fi
         # Images, and anything compose down left (containers of a crashed run, networks, volumes).
         docker ps -aq | xargs -r docker rm -f >/dev/null
@@ -254,7 +256,7 @@ else
     # This machine's extra CAs (a TLS-inspecting egress proxy, say): without them pip in the
     # containers fails with CERTIFICATE_VERIFY_FAILED.
     for f in $CA_FILES; do cp "$f" "$rootfs/usr/local/share/ca-certificates/"; done
-    chroot "$rootfs" update-ca-certificates >/dev/null
+    chroot "$rootfs" update-ca-certificates >/dev/null 2>&1 || die "update-ca-certificates failed in the base rootfs"
     # A venv first on PATH, as python:*-slim has a pip that installs without Debian's
     # externally-managed lock.
     chroot "$rootfs" python3 -m venv /opt/venv
