@@ -45,7 +45,13 @@ from convatlas.shared.examples import (
     mosaic_side,
     patch,
 )
-from convatlas.shared.images import ImageDecodeError, decode_for_model, decode_photo, encode_png
+from convatlas.shared.images import (
+    ImageDecodeError,
+    decode_for_model,
+    decode_photo,
+    encode_image,
+    encode_png,
+)
 from convatlas.shared.jobs.common import (
     JobResult,
     existing_result,
@@ -334,13 +340,13 @@ def _render_page(
     top1: dict[int, np.ndarray] = {}
 
     def write_unit(u: int) -> None:
-        storage.put_bytes(job.unit_key(u), encode_png(assemble_grid(tiles[u], tile=TILE, n=n)),
-                          "image/png")
+        mosaic = assemble_grid(tiles[u], tile=TILE, n=n)
+        storage.put_bytes(job.unit_key(u), encode_image(mosaic, "png").data, "image/png")
         first = tiles[u].get(0)
         small = (np.zeros((TOP1_TILE, TOP1_TILE, 3), np.uint8) if first is None else
                  cv2.resize(first, (TOP1_TILE, TOP1_TILE), interpolation=cv2.INTER_AREA))
         top1[u - page * UNITS_PER_PAGE] = small
-        storage.put_bytes(job.unit_key(u, "-top1.png"), encode_png(small), "image/png")
+        storage.put_bytes(job.unit_key(u, "-top1.png"), encode_image(small, "png").data, "image/png")
         examples = []
         for rank, c in enumerate(state.topk.candidates(u)):
             t, left, b, r = geometry.box(*c.position)

@@ -1,0 +1,236 @@
+"""The atlas of a (tiny) model: every page and image resolves over HTTP (crawled from the
+index: no 404 over the whole site), pages are lazy/responsive, and in headless Chromium the
+index loads and navigation index → layer → unit → next unit (keyboard) → back → up works.
+
+The results come from the real job functions (patterns book and lucid, dataset examples,
+Grad-CAM) on a tiny saved Keras classifier, so this needs no servers besides a loopback
+``http.server``."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import subprocess
+import tempfile
+import threading
+from collections.abc import Iterator
+from html.parser import HTMLParser
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from urllib.parse import urljoin, urlparse
+from urllib.request import urlopen
+
+import keras
+import numpy as np
+import pytest
+
+from convatlas.shared.images import encode_png
+
+SIDE = 32
+
+
+def _tiny_classifier(path: Path) -> None:
+    keras.utils.set_random_seed(1)
+    inp = keras.Input((SIDE, SIDE, 3))
+    x = keras.layers.Conv2D(4, 3, activation="relu", padding="same", name="conv_a")(inp)
+    x = keras.layers.MaxPooling2D(2, name="pool")(x)
+    x = keras.layers.Conv2D(6, 3, activation="relu", padding="same", name="last_conv")(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    keras.Model(inp, keras.layers.Dense(5, name="logits")(x)).save(path)
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, object]]:
+    from convatlas.producer.examples import run_examples_local
+    from convatlas.producer.local import run_local
+    from convatlas.producer.plan import plan_examples, plan_grids, plan_heatmaps
+    from convatlas.shared.atlas import DirSink, build_atlas
+    from convatlas.shared.config import Settings
+    from convatlas.shared.engine.patterns import PatternParams
+    from convatlas.shared.storage import LocalStorage
+
+    root = tmp_path_factory.mktemp("atlas")
+    model = f"{root / 'tiny.keras'}#none"
+    _tiny_classifier(root / "tiny.keras")
+    photos = root / "photos"
+    photos.mkdir()
+    rng = np.random.default_rng(2)
+    for i in range(5):
+        (photos / f"photo {i}.png").write_bytes(encode_png(rng.integers(0, 256, (40, 52, 3), dtype=np.uint8)))
+    out = root / "out"
+    settings = Settings.from_env()
+    for params in (PatternParams(), PatternParams(style="lucid", steps=8)):
+        run_local(plan_grids(model, "all", "all", params, settings), out, progress=False)
+    # the lucid style's default keys: rename the 8-step run's folder to the default slug
+    lucid = next(out.glob(f"results/*/*/patterns/v1/*/{PatternParams(style='lucid', steps=8).slug()}"))
+    for d in out.glob(f"results/*/*/patterns/v1/*/{PatternParams(style='lucid', steps=8).slug()}"):
+        d.rename(d.parent / PatternParams(style="lucid").slug())
+    assert not lucid.exists()
+    run_local(plan_heatmaps([str(photos / "photo 0.png"), str(photos / "photo 1.png")], model,
+                            None, None, settings), out, progress=False)
+    plan = plan_examples([str(photos)], model, "conv_a,last_conv", 4, settings, LocalStorage(out),
+                         batch=3, side=SIDE)
+    run_examples_local(plan, out, progress=False)
+    dest = root / "served" / "site"
+    summary = build_atlas(LocalStorage(out), model, DirSink(dest), settings)
+    yield dest, summary
+
+
+class _Links(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.links: list[str] = []
+        self.imgs: list[dict[str, str | None]] = []
+        self.meta: list[dict[str, str | None]] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        a = dict(attrs)
+        for name in ("href", "src"):
+            if a.get(name):
+                self.links.append(str(a[name]))
+        if tag == "img":
+            self.imgs.append(a)
+        if tag == "meta":
+            self.meta.append(a)
+
+
+@pytest.fixture(scope="module")
+def server(site: tuple[Path, object]) -> Iterator[tuple[str, dict[str, int]]]:
+    """The folder above the site on a free loopback port; every request's status recorded."""
+    served = site[0].parent
+    statuses: dict[str, int] = {}
+
+    class Handler(SimpleHTTPRequestHandler):
+        def __init__(self, *a: object, **kw: object) -> None:
+            super().__init__(*a, directory=str(served), **kw)  # type: ignore[arg-type]
+
+        def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
+            statuses[self.path] = int(code) if str(code).isdigit() else 0
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}/", statuses
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+def test_every_page_and_image_resolves(site: tuple[Path, object], server: tuple[str, dict[str, int]]) -> None:
+    dest, summary = site
+    base, _ = server
+    start = urljoin(base, "site/index.html")
+    seen: dict[str, int] = {}
+    pages = [start]
+    html_pages = 0
+    while pages:
+        url = pages.pop()
+        if url in seen:
+            continue
+        with urlopen(url) as resp:  # raises HTTPError on a 404
+            seen[url] = resp.status
+            body = resp.read()
+        if not url.endswith(".html"):
+            assert body, url
+            continue
+        html_pages += 1
+        parser = _Links()
+        parser.feed(body.decode())
+        assert any(m.get("name") == "viewport" for m in parser.meta), url
+        for img in parser.imgs:
+            assert img.get("loading") == "lazy" and img.get("width") and img.get("height"), (url, img)
+        for link in parser.links:
+            target = urljoin(url, link).split("#")[0]
+            assert urlparse(target).netloc == urlparse(base).netloc, (url, link)  # relative only
+            assert target.startswith(urljoin(base, "site/")), (url, link)  # never outside the site
+            if target not in seen:
+                pages.append(target)
+    assert set(seen.values()) == {200}
+    files = {p.relative_to(dest).as_posix() for p in dest.rglob("*") if p.is_file()}
+    reached = {urlparse(u).path.removeprefix("/site/") for u in seen}
+    assert files == reached  # every file is linked from somewhere, every link is a file
+    assert summary.units == 4 + 6 and summary.layers == 2  # type: ignore[attr-defined]
+    assert summary.photos >= 1  # type: ignore[attr-defined]
+    assert html_pages == 1 + 2 + 10 + summary.photos  # type: ignore[attr-defined]
+    unit = (dest / "last_conv" / "u0000.html").read_text()
+    assert "pattern, book style" in unit and "pattern, lucid style" in unit
+    assert "ex-0000.png" in unit and "class='rf'" in unit and "final activation" in unit
+    photo_pages = [p.read_text() for p in (dest / "photos").glob("*.html")]
+    assert any("Grad-CAM overlay" in p for p in photo_pages)  # a heatmap run exists for two photos
+
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+HARNESS = """<!doctype html><meta charset="utf-8"><link rel="icon" href="site/favicon.png"><body><pre id="out">pending</pre>
+<iframe id="f" src="site/index.html" width="1200" height="800"></iframe>
+<script>
+var log = [], f = document.getElementById('f'), step = 0;
+function doc() { return f.contentWindow.document; }
+function path() { return f.contentWindow.location.pathname; }
+function images() {  // visible images are loaded (lazy ones below the fold are not asked for)
+  var bad = [];
+  Array.prototype.forEach.call(doc().images, function (im) {
+    var r = im.getBoundingClientRect();
+    if (r.top < 800 && r.bottom > 0 && !(im.complete && im.naturalWidth > 0)) bad.push(im.src);
+  });
+  return bad;
+}
+function key(k) { doc().dispatchEvent(new KeyboardEvent('keydown', {key: k, bubbles: true})); }
+var steps = [
+  function () { log.push(['index', path(), images()]); doc().querySelector('a[href$="index.html"]:not([rel])').click(); },
+  function () { log.push(['layer', path(), images()]); doc().querySelector('.cards a').click(); },
+  function () { log.push(['unit', path(), images()]); key('ArrowRight'); },
+  function () { log.push(['next', path(), images()]); f.contentWindow.history.back(); },
+  function () { log.push(['back', path(), images()]); key('u'); },
+  function () { log.push(['up', path(), images()]); doc().querySelector('a[rel~="home"]').click(); },
+  function () { log.push(['home', path(), images()]); document.getElementById('out').textContent = JSON.stringify(log); },
+];
+f.addEventListener('load', function () { setTimeout(function () { steps[step++](); }, 300); });
+</script>"""
+
+
+def _chromium(*args: str) -> subprocess.CompletedProcess[str]:
+    assert CHROMIUM
+    profile = tempfile.mkdtemp(prefix="chromium-")
+    try:
+        return subprocess.run(
+            [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+             "--no-first-run", "--disable-background-networking", "--disable-component-update",
+             "--disable-sync", f"--user-data-dir={profile}", *args],
+            capture_output=True, text=True, timeout=120)
+    finally:
+        shutil.rmtree(profile, ignore_errors=True)
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (apt-get install chromium)")
+def test_chromium_loads_and_navigates(site: tuple[Path, object], server: tuple[str, dict[str, int]],
+                                      tmp_path: Path) -> None:
+    dest, _ = site
+    base, statuses = server
+    dom = _chromium("--dump-dom", urljoin(base, "site/index.html")).stdout
+    assert "<table>" in dom and "last_conv/index.html" in dom and "conv_a/index.html" in dom
+
+    (dest.parent / "harness.html").write_text(HARNESS)
+    got = _chromium("--window-size=1400,900", "--virtual-time-budget=30000", "--dump-dom",
+                    urljoin(base, "harness.html"))
+    text = got.stdout
+    start = text.index('<pre id="out">') + len('<pre id="out">')
+    log = json.loads(text[start : text.index("</pre>", start)].replace("&quot;", '"'))
+    where = {step: p.removeprefix("/site/") for step, p, _ in log}
+    assert where == {"index": "index.html", "layer": "conv_a/index.html",
+                     "unit": "conv_a/u0000.html", "next": "conv_a/u0001.html",
+                     "back": "conv_a/u0000.html", "up": "conv_a/index.html", "home": "index.html"}
+    assert all(bad == [] for _, _, bad in log), log
+    assert not [p for p, code in statuses.items() if code >= 400]
+
+    for name, size in (("phone", "390,844"), ("desktop", "1400,900")):
+        shot = tmp_path / f"{name}.png"
+        _chromium(f"--window-size={size}", f"--screenshot={shot}", "--virtual-time-budget=5000",
+                  urljoin(base, "site/last_conv/u0000.html"))
+        assert shot.stat().st_size > 5000
+        assert hashlib.sha256(shot.read_bytes()).hexdigest()
