@@ -15,6 +15,8 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 
+from convatlas.shared.config import Settings
+
 F = TypeVar("F", bound=Callable[..., Any])
 
 # field of PatternParams → (type, CLI default, help). ``None`` defaults are resolved later:

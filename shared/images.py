@@ -524,6 +524,7 @@ def _decode(data: bytes, limit: int, want: _Want | None) -> tuple[np.ndarray, in
     except Exception as exc:  # anything we did not foresee still gets a reason, not a crash
         raise ImageDecodeError(f"cannot decode {fmt} ({type(exc).__name__}: {exc})") from None
 
+    assert orientation is not None  # set on every path that reaches here
     arr = np.ascontiguousarray(_apply_orientation(arr, orientation))
     if arr.ndim != 3 or arr.shape[2] != 3 or arr.dtype != np.uint8:  # pragma: no cover
         raise ImageDecodeError(f"internal error: decoded to {arr.dtype} {arr.shape}")

@@ -21,10 +21,11 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Any
 
-from convatlas.shared.jobs import Job, JobResult, run_jobs
+from convatlas.shared.jobs import KINDS, Job, JobResult, kind_of, run_jobs
 from convatlas.shared.storage import Storage, StorageUnavailable
 
 log = logging.getLogger(__name__)
@@ -40,6 +41,7 @@ def default_runner(jobs: list[Job], storage: Storage) -> list[JobResult]:
 @dataclass
 class _Item:
     job: Job
+    prepared: Any = None
     future: Future[JobResult] = field(default_factory=Future)
 
 
@@ -52,6 +54,8 @@ class BatchStats:
     largest: int = 0
     fallbacks: int = 0
     sizes: list[int] = field(default_factory=list)
+    model_seconds: float = 0.0  # in model calls
+    input_wait_seconds: float = 0.0  # the batch thread idle, waiting for prepared jobs
 
 
 class Batcher:
@@ -62,28 +66,43 @@ class Batcher:
         storage: Storage,
         window_ms: int = 50,
         max_batch: int = 64,
-        runner: Runner = default_runner,
+        runner: Runner | None = None,
+        writers: int = 4,
     ) -> None:
         if max_batch < 1:
             raise ValueError("max_batch must be at least 1")
         self.storage = storage
         self.window = max(0, window_ms) / 1000.0
         self.max_batch = max_batch
-        self.runner = runner
+        self.staged = runner is None  # the pipeline of the kinds' stages, else one runner
+        self.runner = runner or default_runner
         self.stats = BatchStats()
-        self._queue: queue.Queue[_Item] = queue.Queue()
+        # bounded: task threads block here rather than pile prepared photos up
+        self._queue: queue.Queue[_Item] = queue.Queue(maxsize=2 * max_batch)
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
+        self._writers = ThreadPoolExecutor(writers, thread_name_prefix="convatlas-writer")
+        self._write_slots = threading.BoundedSemaphore(2 * max_batch)  # writes in flight
+        self._idle_since = time.perf_counter()
+        self._prepare_slots = threading.BoundedSemaphore(8)
 
     def run(self, job: Job, timeout: float | None = None) -> JobResult:
         """Run ``job`` in the next batch; block until its own result (or its own exception).
 
-        ``TimeoutError`` after ``timeout`` seconds; the job may still run later (harmless:
-        jobs are idempotent).
+        With the kinds' stages, the calling (task) thread first prepares the job (its only
+        "already done?" check, then the fetch and decode), so the batch thread does model
+        calls only; writes happen in the writer pool. ``TimeoutError`` after ``timeout``
+        seconds; the job may still run later (harmless: jobs are idempotent).
         """
         item = _Item(job)
+        stages = kind_of(job).stages if self.staged else None
+        if stages is not None:
+            with self._prepare_slots:  # at most 8 fetches and decodes at once per process
+                item.prepared = stages.prepare(job, self.storage)
+            if isinstance(item.prepared, JobResult):
+                return item.prepared
         self._ensure_thread()
-        self._queue.put(item)
+        self._queue.put(item, timeout=timeout)
         return item.future.result(timeout)
 
     def _ensure_thread(self) -> None:
@@ -121,6 +140,9 @@ class Batcher:
                         it.future.set_exception(exc)
 
     def _run_batch(self, items: Sequence[_Item]) -> None:
+        if self.staged and all(kind_of(it.job).stages is not None for it in items):
+            self._run_stages(items)
+            return
         jobs = [it.job for it in items]
         t0 = time.perf_counter()
         try:
@@ -146,6 +168,63 @@ class Batcher:
         s.sizes = (s.sizes + [len(items)])[-1000:]
         log.info("batch of %d jobs (%s) in %.2f s", len(items),
                  ", ".join(sorted({j.kind for j in jobs})), time.perf_counter() - t0)
+
+    def _run_stages(self, items: Sequence[_Item]) -> None:
+        """Model calls only, one per kind; each result goes to the writer pool, which resolves
+        the job's future once its outputs and marker are stored."""
+        t0 = time.perf_counter()
+        waited, self._idle_since = t0 - self._idle_since, t0
+        by_kind: dict[str, list[_Item]] = {}
+        for it in items:
+            by_kind.setdefault(kind_of(it.job).name, []).append(it)
+        for name, group in by_kind.items():
+            stages = KINDS[name].stages
+            assert stages is not None
+            start = time.perf_counter()
+            try:
+                outputs = stages.compute([it.job for it in group], [it.prepared for it in group],
+                                         len(group))
+            except StorageUnavailable as exc:
+                for it in group:
+                    it.future.set_exception(exc)
+                continue
+            except Exception as exc:
+                log.warning("batch of %d jobs failed (%s: %s); running them one by one",
+                            len(group), type(exc).__name__, exc)
+                self.stats.fallbacks += 1
+                outputs = []
+                for it in group:
+                    try:
+                        outputs.append(stages.compute([it.job], [it.prepared], 1)[0])
+                    except Exception as one:
+                        it.future.set_exception(one)
+                        outputs.append(None)
+            seconds = time.perf_counter() - start
+            info = {"seconds": seconds / len(group), "batch": len(group),
+                    "input_wait_seconds": waited / len(items)}
+            for it, out in zip(group, outputs, strict=True):
+                if not it.future.done():
+                    self._write_slots.acquire()  # backpressure: the writers are behind
+                    self._writers.submit(self._write, stages, it, out, info)
+        s = self.stats
+        model = time.perf_counter() - t0
+        s.batches += 1
+        s.jobs += len(items)
+        s.largest = max(s.largest, len(items))
+        s.sizes = (s.sizes + [len(items)])[-1000:]
+        s.model_seconds += model
+        s.input_wait_seconds += waited
+        self._idle_since = time.perf_counter()
+        log.info("batch of %d jobs (%s): model %.2f s, waited %.2f s for input; queued %d",
+                 len(items), ", ".join(sorted(by_kind)), model, waited, self._queue.qsize())
+
+    def _write(self, stages: Any, it: _Item, output: Any, info: dict[str, Any]) -> None:
+        try:
+            it.future.set_result(stages.write(it.job, it.prepared, output, self.storage, info))
+        except BaseException as exc:
+            it.future.set_exception(exc)
+        finally:
+            self._write_slots.release()
 
     def _run_one_by_one(self, items: Sequence[_Item]) -> None:
         for it in items:

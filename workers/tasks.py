@@ -30,7 +30,6 @@ from celery import Task
 from convatlas.shared.config import Settings
 from convatlas.shared.jobs import (
     JobResult,
-    existing_result,
     grid_from_dict,
     job_from_dict,
     record_failure,
@@ -49,9 +48,6 @@ RETRY_CAP_S = 120.0
 
 _storage: Storage | None = None
 _storage_lock = threading.Lock()
-# The "already done?" check runs in every task thread: at most 8 at once, so a burst of
-# deliveries does not turn into dozens of simultaneous HEAD requests per worker.
-_precheck = threading.BoundedSemaphore(8)
 
 
 def worker_storage() -> Storage:
@@ -111,10 +107,8 @@ def _outcome(task: Task, job_dict: dict[str, Any]) -> dict[str, Any]:
     except (TypeError, ValueError, KeyError) as exc:
         return _error(f"invalid job: {exc}")
     try:
-        with _precheck:
-            res = existing_result(job, worker_storage())
-        if res is None:
-            res = batcher().run(job, timeout=Settings.from_env().task_time_limit)
+        # the batcher's prepare stage is the job's one "already done?" check
+        res = batcher().run(job, timeout=Settings.from_env().task_time_limit)
         return _summary(res)
     except StorageUnavailable as exc:
         return _retry_or_error(task, exc, "storage unavailable")

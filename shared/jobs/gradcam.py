@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import threading
-import time
 from collections import defaultdict
 from dataclasses import asdict, dataclass
-from functools import partial
 from typing import Any
 
 from convatlas.shared import keys
@@ -14,11 +12,11 @@ from convatlas.shared.images import DecodedPhoto, ImageDecodeError, decode_photo
 from convatlas.shared.jobs.common import (
     JobResult,
     existing_result,
-    io_map,
     json_bytes,
     npy_bytes,
     record_failure,
 )
+from convatlas.shared.jobs.stages import Stages, run_staged
 from convatlas.shared.render import HEATMAP_SIDE
 from convatlas.shared.storage import ObjectNotFound, Storage
 
@@ -117,7 +115,7 @@ OVERLAY_DECODES = threading.BoundedSemaphore(2)
 
 def _write_cam(
     storage: Storage, triple: tuple[GradcamJob, Loaded, dict[str, Any]], *,
-    score_kind: str, seconds: float, batch: int,
+    score_kind: str, info: dict[str, Any],
 ) -> JobResult:
     """Per method: heatmap, overlay and raw map; ``record.json`` (the marker) last. The photo
     is decoded again here at the overlay's size (the model had only its small square)."""
@@ -148,8 +146,7 @@ def _write_cam(
                     "size": list(overlay_size(photo.width, photo.height, job.overlay_max_side))},
         "heatmap_size": [HEATMAP_SIDE, HEATMAP_SIDE],
         "decode_scale": photo.scale,
-        "seconds": seconds,
-        "batch": batch,
+        **info,  # seconds (model, per job), batch, input_wait_seconds
     }
     encoded = []
     with OVERLAY_DECODES:
@@ -196,37 +193,47 @@ def load_photo(job: GradcamJob, storage: Storage, model_side: int) -> JobResult 
         return record_failure(job, storage, f"bad image: {exc.reason}")
 
 
+def prepare(job: GradcamJob, storage: Storage) -> JobResult | Loaded:
+    from convatlas.shared.engine.gradcam import input_size
+    from convatlas.shared.models.registry import get_model
+
+    return load_photo(job, storage, input_size(get_model(job.model)))
+
+
+def compute(jobs: list[GradcamJob], loaded: list[Loaded], batch_size: int) -> list[dict[str, Any]]:
+    """The model only: every requested method per photo, batched per (model, layer,
+    precision, methods); outputs in the order of ``jobs``."""
+    from convatlas.shared.engine.gradcam import cams
+    from convatlas.shared.models.registry import get_model
+
+    out: list[dict[str, Any] | None] = [None] * len(jobs)
+    groups: dict[tuple[str, str | None, str, tuple[str, ...]], list[int]] = defaultdict(list)
+    for i, j in enumerate(jobs):
+        groups[(j.model, j.layer, j.precision, j.methods)].append(i)
+    for (model, layer, precision, methods), idx in groups.items():
+        maps = cams(get_model(model), [loaded[i].photo.model_input for i in idx],  # type: ignore[misc]
+                    [jobs[i].class_index for i in idx], layer, methods, batch_size,
+                    precision=precision)
+        for i, m in zip(idx, maps, strict=True):
+            out[i] = m
+    return [m for m in out if m is not None]
+
+
+def write(job: GradcamJob, loaded: Loaded, by_method: dict[str, Any], storage: Storage,
+          info: dict[str, Any]) -> JobResult:
+    from convatlas.shared.models.registry import get_model
+
+    return _write_cam(storage, (job, loaded, by_method), score_kind=get_model(job.model).spec.score_kind,
+                      info=info)
+
+
+STAGES = Stages(prepare, compute, write)
+
+
 def run_gradcam_jobs(jobs: list[GradcamJob], storage: Storage, batch_size: int = 16) -> list[JobResult]:
     """Run Grad-CAM jobs: decode each photo (failing it alone if bad), then batch the rest;
     every requested method of a photo comes from the same passes."""
-    from convatlas.shared.engine.gradcam import cams, input_size
-    from convatlas.shared.models.registry import get_model
-
-    sides = {m: input_size(get_model(m)) for m in {j.model for j in jobs}}
-    results: list[JobResult | None] = []
-    photos: dict[int, Loaded] = {}
-    for i, got in enumerate(io_map(lambda j: load_photo(j, storage, sides[j.model]), jobs)):
-        results.append(got if isinstance(got, JobResult) else None)
-        if isinstance(got, Loaded):
-            photos[i] = got
-
-    groups: dict[tuple[str, str | None, str, tuple[str, ...]], list[int]] = defaultdict(list)
-    for i in photos:
-        groups[(jobs[i].model, jobs[i].layer, jobs[i].precision, jobs[i].methods)].append(i)
-    for (model, layer, precision, methods), idx in groups.items():
-        lm = get_model(model)
-        t0 = time.perf_counter()
-        inputs = [photos[i].photo.model_input for i in idx]
-        maps = cams(lm, inputs, [jobs[i].class_index for i in idx],  # type: ignore[arg-type]
-                    layer, methods, batch_size, precision=precision)
-        seconds = (time.perf_counter() - t0) / len(idx)
-
-        write = partial(_write_cam, storage, score_kind=lm.spec.score_kind, seconds=seconds,
-                        batch=len(idx))
-        triples = [(jobs[i], photos[i], m) for i, m in zip(idx, maps, strict=True)]
-        for i, res in zip(idx, io_map(write, triples), strict=True):
-            results[i] = res
-    return [r for r in results if r is not None]
+    return run_staged(STAGES, jobs, storage, batch_size)
 
 
 def report_entry(job: GradcamJob, info: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:

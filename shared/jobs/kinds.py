@@ -13,6 +13,7 @@ from typing import Any
 
 from convatlas.shared.jobs import examples, gradcam, patterns
 from convatlas.shared.jobs.common import Job, JobResult
+from convatlas.shared.jobs.stages import Stages
 from convatlas.shared.storage import Storage
 
 Runner = Callable[[list[Any], Storage, int], list[JobResult]]
@@ -27,15 +28,16 @@ class JobKind:
     report_entry: ReportEntry  # (job, its record) → (naming fields, record fields) for reports
     task: str  # Celery task name
     local_batch: int  # jobs per model call in local mode
+    stages: Stages | None = None  # prepare / compute / write, for the worker's pipeline
 
 
 KINDS: dict[str, JobKind] = {
     k.name: k
     for k in (
         JobKind("filter", patterns.FilterJob, patterns.run_filter_jobs, patterns.report_entry,
-                "convatlas.filter_pattern", 64),
+                "convatlas.filter_pattern", 64, patterns.STAGES),
         JobKind("gradcam", gradcam.GradcamJob, gradcam.run_gradcam_jobs, gradcam.report_entry,
-                "convatlas.gradcam", 16),
+                "convatlas.gradcam", 16, gradcam.STAGES),
         JobKind("examples", examples.ExamplesJob, examples.run_examples_jobs,
                 examples.report_entry, "convatlas.examples", 32),
     )

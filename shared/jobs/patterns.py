@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import time
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field, fields
-from functools import partial
 from typing import Any
 
 from convatlas.shared import keys
 from convatlas.shared.engine.patterns import Pattern, PatternParams
 from convatlas.shared.images import encode_png
-from convatlas.shared.jobs.common import JobResult, existing_result, io_map, json_bytes, npy_bytes
+from convatlas.shared.jobs.common import JobResult, existing_result, json_bytes, npy_bytes
+from convatlas.shared.jobs.stages import Stages, run_staged
 from convatlas.shared.storage import Storage
 
 
@@ -71,13 +70,11 @@ class FilterJob:
         return cls(params=params, **rest)
 
 
-def _write_pattern(
-    storage: Storage, pair: tuple[FilterJob, Pattern], *, seconds: float, batch: int
-) -> JobResult:
+def _write_pattern(job: FilterJob, prepared: None, p: Pattern, storage: Storage,
+                   info: dict[str, Any]) -> JobResult:
     """Data first, the ``.json`` marker last: a marker means the PNG and .npy are complete."""
-    job, p = pair
     out = job.outputs()
-    info = {
+    record = {
         "filter": job.filter,
         "layer": job.layer,
         "model": job.model,
@@ -88,37 +85,43 @@ def _write_pattern(
         "precision": job.params.precision,
         "style": job.params.style,
         "steps": job.params.steps,
-        "seconds": seconds,
-        "batch": batch,
+        **info,  # seconds (model, per job), batch, input_wait_seconds
     }
     storage.put_bytes(out["png"], encode_png(p.image), "image/png")
     storage.put_bytes(out["npy"], npy_bytes(p.raw), "application/octet-stream")
-    storage.put_bytes(out["record"], json_bytes(info), "application/json")
-    return JobResult("done", out, None, info)
+    storage.put_bytes(out["record"], json_bytes(record), "application/json")
+    return JobResult("done", out, None, record)
+
+
+def _prepare(job: FilterJob, storage: Storage) -> JobResult | None:
+    """The recorded outcome, or None (a pattern needs nothing loaded)."""
+    return existing_result(job, storage)
+
+
+def _compute(jobs: list[FilterJob], prepared: list[None], batch_size: int) -> list[Pattern]:
+    """One batched ascent per (model, layer, params); a filter asked twice is computed once."""
+    from convatlas.shared.engine.patterns import filter_patterns
+    from convatlas.shared.models.registry import get_model
+
+    groups: dict[tuple[str, str, PatternParams], list[int]] = defaultdict(list)
+    for i, job in enumerate(jobs):
+        groups[(job.model, job.layer, job.params)].append(i)
+    out: list[Pattern | None] = [None] * len(jobs)
+    for (model, layer, params), idx in groups.items():
+        wanted = sorted({jobs[i].filter for i in idx})
+        got = {p.filter: p for p in filter_patterns(get_model(model), layer, wanted, params,
+                                                    batch_size)}
+        for i in idx:
+            out[i] = got[jobs[i].filter]
+    return [p for p in out if p is not None]
+
+
+STAGES = Stages(_prepare, _compute, _write_pattern)
 
 
 def run_filter_jobs(jobs: list[FilterJob], storage: Storage, batch_size: int = 64) -> list[JobResult]:
     """Run filter jobs, skipping finished ones; one batched model call per (model, layer, params)."""
-    from convatlas.shared.engine.patterns import filter_patterns
-    from convatlas.shared.models.registry import get_model
-
-    results: list[JobResult | None] = io_map(lambda j: existing_result(j, storage), jobs)
-    groups: dict[tuple[str, str, PatternParams], list[int]] = defaultdict(list)
-    for i, job in enumerate(jobs):
-        if results[i] is None:
-            groups[(job.model, job.layer, job.params)].append(i)
-    for (model, layer, params), idx in groups.items():
-        lm = get_model(model)
-        t0 = time.perf_counter()
-        wanted = sorted({jobs[i].filter for i in idx})
-        patterns = {p.filter: p for p in filter_patterns(lm, layer, wanted, params, batch_size)}
-        seconds = (time.perf_counter() - t0) / max(1, len(wanted))
-
-        write = partial(_write_pattern, storage, seconds=seconds, batch=len(wanted))
-        pairs = [(jobs[i], patterns[jobs[i].filter]) for i in idx]
-        for i, res in zip(idx, io_map(write, pairs), strict=True):
-            results[i] = res
-    return [r for r in results if r is not None]
+    return run_staged(STAGES, jobs, storage, batch_size)
 
 
 def report_entry(job: FilterJob, info: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
