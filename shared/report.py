@@ -46,6 +46,7 @@ def build_report(storage: Storage, manifest: dict[str, Any]) -> dict[str, Any]:
     """Status of every job and grid of a run, read from storage."""
     items = []
     counts = {"done": 0, "failed": 0, "pending": 0}
+    pipeline = {"model_seconds": 0.0, "input_wait_seconds": 0.0}
     for d in manifest["jobs"]:
         job = job_from_dict(d)
         res = existing_result(job, storage)
@@ -57,6 +58,9 @@ def build_report(storage: Storage, manifest: dict[str, Any]) -> dict[str, Any]:
         if status == "done":
             item["outputs"] = job.outputs()
             item.update(recorded)
+            info = res.info if res else {}
+            for k in pipeline:  # each job's share of its batch's model time and input wait
+                pipeline[k] += float(info.get("seconds" if k == "model_seconds" else k) or 0.0)
         elif status == "failed":
             item["error"] = res.error if res else None
         items.append(item)
@@ -82,6 +86,7 @@ def build_report(storage: Storage, manifest: dict[str, Any]) -> dict[str, Any]:
         "model": manifest["model"],
         "generated": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "counts": {**counts, "total": len(items), "rejected": len(manifest.get("rejected", []))},
+        "pipeline": {k: round(v, 3) for k, v in pipeline.items()},
         "complete": counts["pending"] == 0 and all(g["status"] != "pending" for g in grids),
         "jobs": items,
         "grids": grids,
