@@ -75,3 +75,47 @@ def test_examples_on_the_fleet_equal_a_local_run(fleet: Fleet, tmp_path: Path) -
     summary2 = wait_for_examples(fleet.storage, again.run_id, WAIT_S)
     assert all(row["status"] == "skipped" for row in summary2["layers"])
     assert {r.layer: _state(fleet.storage, r) for r in plan.reduces} == before
+
+
+def test_atlas_in_the_bucket_resolves(fleet: Fleet) -> None:
+    """The site built from the fleet's results into the bucket: every relative link of every
+    page is an object there, served with its content type (a static-website bucket shows it)."""
+    import posixpath
+    from html.parser import HTMLParser
+
+    from convatlas.shared.atlas import StorageSink, build_atlas, site_prefix
+
+    prefix = site_prefix("vgg16-hed")
+    summary = build_atlas(fleet.storage, "vgg16-hed", StorageSink(fleet.storage, prefix),
+                          fleet.settings)
+    assert summary.layers == 2 and summary.units == 64 + 128 and summary.photos == 4
+
+    class Links(HTMLParser):
+        def __init__(self) -> None:
+            super().__init__()
+            self.links: list[str] = []
+
+        def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+            self.links += [str(v) for k, v in attrs if k in ("href", "src") and v]
+
+    todo, seen = [f"{prefix}/index.html"], set()
+    while todo:
+        key = todo.pop()
+        if key in seen:
+            continue
+        seen.add(key)
+        assert fleet.storage.exists(key), key
+        if key.endswith(".html"):
+            head = fleet.storage.client.head_object(Bucket=fleet.storage.bucket,
+                                                    Key=fleet.storage._full(key))
+            assert head["ContentType"].startswith("text/html")
+            parser = Links()
+            parser.feed(fleet.storage.get_bytes(key).decode())
+            for link in (u.split("#")[0] for u in parser.links):
+                if not link:  # a link within the page (the skip link)
+                    continue
+                assert "://" not in link and not link.startswith("/"), (key, link)
+                target = posixpath.normpath(posixpath.join(posixpath.dirname(key), link))
+                assert target.startswith(prefix + "/"), (key, link)
+                todo.append(target)
+    assert set(fleet.storage.list_keys(prefix + "/")) == seen
