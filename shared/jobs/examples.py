@@ -59,6 +59,7 @@ from convatlas.shared.jobs.common import (
     json_bytes,
     read_json,
 )
+from convatlas.shared.jobs.stages import Stages
 from convatlas.shared.storage import ObjectNotFound, Storage
 
 MODEL_BATCH = 64  # photos per model call at most
@@ -144,17 +145,33 @@ def _units(lm: Any, layer: str) -> int:
     return int(lm.model.get_layer(layer).output.shape[-1])
 
 
-def _run_one(job: ExamplesJob, storage: Storage) -> JobResult:
-    from convatlas.shared.models.registry import get_model
+@dataclass(eq=False)
+class Loaded:
+    """A map job's photos, decoded (model inputs), and the ones that failed with the reason."""
 
+    inputs: dict[int, np.ndarray]  # index in job.images → side×side×3 uint8
+    failed: list[dict[str, Any]]
+    seconds: float
+
+
+@dataclass(eq=False)
+class Mapped:
+    """What the model gave for one map job: the top-k and statistics per layer."""
+
+    tops: dict[str, TopK]
+    stats: dict[str, UnitStats]
+    photos: int
+
+
+def prepare(job: ExamplesJob, storage: Storage) -> JobResult | Loaded:
+    """The job's recorded outcome, or its photos decoded for the model (reduced decodes, in
+    threads); a bad or missing photo fails alone here."""
     done = existing_result(job, storage)
     if done is not None:
         return done
-    lm = get_model(job.model)
     t0 = time.perf_counter()
 
     def load(i: int) -> np.ndarray | str:
-        """The model input, or why the photo failed (alone)."""
         try:
             data = storage.get_bytes(keys.input_key(job.images[i]))
         except ObjectNotFound:
@@ -167,24 +184,41 @@ def _run_one(job: ExamplesJob, storage: Storage) -> JobResult:
         return got
 
     loaded = io_map(load, range(len(job.images)))
-    ok = [i for i, got in enumerate(loaded) if isinstance(got, np.ndarray)]
-    failed = [{"image_sha256": job.images[i], "name": job.name_of(i), "error": got}
-              for i, got in enumerate(loaded) if isinstance(got, str)]
-    names = {job.images[i]: job.name_of(i) for i in ok if job.name_of(i)}
-    tops = {layer: TopK.empty(_units(lm, layer), job.top) for layer in job.layers}
-    stats = {layer: UnitStats.empty(_units(lm, layer)) for layer in job.layers}
-    for start in range(0, len(ok), MODEL_BATCH):
-        idx = ok[start : start + MODEL_BATCH]
-        x = np.stack([loaded[i] for i in idx])
-        shas = [job.images[i] for i in idx]
-        for layer, (scores, pos, _) in channel_maxima(lm, job.layers, x, job.precision).items():
-            tops[layer] = tops[layer].merge(TopK.from_scores(shas, scores, pos, job.top, names))
-            stats[layer] = stats[layer].add(UnitStats.from_scores(scores))
-    seconds = time.perf_counter() - t0
+    return Loaded({i: got for i, got in enumerate(loaded) if isinstance(got, np.ndarray)},
+                  [{"image_sha256": job.images[i], "name": job.name_of(i), "error": got}
+                   for i, got in enumerate(loaded) if isinstance(got, str)],
+                  time.perf_counter() - t0)
+
+
+def compute(jobs: list[ExamplesJob], loaded: list[Loaded], batch_size: int = MODEL_BATCH) -> list[Mapped]:
+    """The model calls: per job, its photos through the trunk in one pass per ``MODEL_BATCH``."""
+    from convatlas.shared.models.registry import get_model
+
+    out = []
+    for job, got in zip(jobs, loaded, strict=True):
+        lm = get_model(job.model)
+        ok = sorted(got.inputs)
+        names = {job.images[i]: job.name_of(i) for i in ok if job.name_of(i)}
+        tops = {layer: TopK.empty(_units(lm, layer), job.top) for layer in job.layers}
+        stats = {layer: UnitStats.empty(_units(lm, layer)) for layer in job.layers}
+        for start in range(0, len(ok), MODEL_BATCH):
+            idx = ok[start : start + MODEL_BATCH]
+            x = np.stack([got.inputs[i] for i in idx])
+            shas = [job.images[i] for i in idx]
+            for layer, (scores, pos, _) in channel_maxima(lm, job.layers, x, job.precision).items():
+                tops[layer] = tops[layer].merge(TopK.from_scores(shas, scores, pos, job.top, names))
+                stats[layer] = stats[layer].add(UnitStats.from_scores(scores))
+        out.append(Mapped(tops, stats, len(ok)))
+    return out
+
+
+def write(job: ExamplesJob, loaded: Loaded, mapped: Mapped, storage: Storage,
+          info: dict[str, Any]) -> JobResult:
+    """The candidates per layer, then the photo markers, then the job's marker."""
 
     def put_layer(layer: str) -> None:
-        body = {"batch": job.batch_id, "layer": layer, "photos": len(ok),
-                "topk": tops[layer].to_json(), "stats": stats[layer].to_json()}
+        body = {"batch": job.batch_id, "layer": layer, "photos": mapped.photos,
+                "topk": mapped.tops[layer].to_json(), "stats": mapped.stats[layer].to_json()}
         storage.put_bytes(batch_key(job.prefix, layer, job.batch_id), json_bytes(body),
                           "application/json")
 
@@ -192,7 +226,7 @@ def _run_one(job: ExamplesJob, storage: Storage) -> JobResult:
     lsid = layerset_id(job.layers)
     storage.put_bytes(f"{job.prefix}/layersets/{lsid}.json",
                       json_bytes({"layers": sorted(job.layers)}), "application/json")
-    errors = {f["image_sha256"]: f["error"] for f in failed}
+    errors = {f["image_sha256"]: f["error"] for f in loaded.failed}
 
     def put_photo(i: int) -> None:
         sha = job.images[i]
@@ -203,18 +237,47 @@ def _run_one(job: ExamplesJob, storage: Storage) -> JobResult:
 
     io_map(put_photo, range(len(job.images)))
     record = {"model": job.model, "layers": list(job.layers), "batch_id": job.batch_id,
-              "photos": len(ok), "failed": failed, "top": job.top, "side": job.side,
-              "precision": job.precision, "seconds": seconds, "batch": len(ok)}
+              "photos": mapped.photos, "failed": loaded.failed, "top": job.top,
+              "side": job.side, "precision": job.precision, "decode_seconds": loaded.seconds,
+              **info}
     storage.put_bytes(job.marker, json_bytes(record), "application/json")
     return JobResult("done", job.outputs(), None, record)
+
+
+STAGES = Stages(prepare, compute, write)
 
 
 def run_examples_jobs(
     jobs: list[ExamplesJob], storage: Storage, batch_size: int = 32
 ) -> list[JobResult]:
-    """Run map jobs one after the other; each is one batch of photos (``MODEL_BATCH`` photos per
-    model call at most, so ``batch_size`` is not used: a job's size is set when planning)."""
-    return [_run_one(job, storage) for job in jobs]
+    """Run map jobs in order, each job's photos decoded while the previous job computes (one
+    job ahead) and its files written while the next computes. Each job is one batch of photos
+    (``MODEL_BATCH`` per model call at most), so ``batch_size`` is not used."""
+    from concurrent.futures import Future, ThreadPoolExecutor
+
+    results: list[JobResult] = []
+    ahead: list[Future[JobResult | Loaded]]
+    writes: list[Future[JobResult] | None] = []
+    with ThreadPoolExecutor(1, thread_name_prefix="examples-load") as loader, \
+            ThreadPoolExecutor(1, thread_name_prefix="examples-write") as writer:
+        ahead = [loader.submit(prepare, j, storage) for j in jobs[:1]]
+        for n, job in enumerate(jobs):
+            got = ahead[n].result()
+            if n + 1 < len(jobs):
+                ahead.append(loader.submit(prepare, jobs[n + 1], storage))
+            if isinstance(got, JobResult):
+                writes.append(None)
+                results.append(got)
+                continue
+            t0 = time.perf_counter()
+            (mapped,) = compute([job], [got])
+            info = {"seconds": time.perf_counter() - t0, "batch": mapped.photos}
+            writes.append(writer.submit(write, job, got, mapped, storage, info))
+            results.append(JobResult("pending"))
+        for n, w in enumerate(writes):
+            if w is not None:
+                results[n] = w.result()
+    return results
 
 
 def report_entry(job: ExamplesJob, info: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:

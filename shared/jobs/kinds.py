@@ -39,7 +39,7 @@ KINDS: dict[str, JobKind] = {
         JobKind("gradcam", gradcam.GradcamJob, gradcam.run_gradcam_jobs, gradcam.report_entry,
                 "convatlas.gradcam", 16, gradcam.STAGES),
         JobKind("examples", examples.ExamplesJob, examples.run_examples_jobs,
-                examples.report_entry, "convatlas.examples", 32),
+                examples.report_entry, "convatlas.examples", 32, examples.STAGES),
     )
 }
 
