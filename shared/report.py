@@ -58,9 +58,9 @@ def build_report(storage: Storage, manifest: dict[str, Any]) -> dict[str, Any]:
         if status == "done":
             item["outputs"] = job.outputs()
             item.update(recorded)
-            info = res.info if res else {}
+            record = res.info if res else {}
             for k in pipeline:  # each job's share of its batch's model time and input wait
-                pipeline[k] += float(info.get("seconds" if k == "model_seconds" else k) or 0.0)
+                pipeline[k] += float(record.get("seconds" if k == "model_seconds" else k) or 0.0)
         elif status == "failed":
             item["error"] = res.error if res else None
         items.append(item)

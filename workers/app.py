@@ -55,7 +55,7 @@ def _start_healer(**_: Any) -> None:
     """Every worker process watches the active runs; one at a time acts (a Redis lock)."""
     from convatlas.workers.completion import client
     from convatlas.workers.healer import Healer
-    from convatlas.workers.tasks import worker_storage
+    from convatlas.workers.resources import worker_storage
 
     redis_client = client()
     if redis_client is None:

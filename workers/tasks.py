@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import logging
 import random
-import threading
 from typing import Any
 
 from celery import Task
@@ -34,10 +33,11 @@ from convatlas.shared.jobs import (
     job_from_dict,
     record_failure,
 )
-from convatlas.shared.storage import Storage, StorageUnavailable, s3_storage_from_settings
+from convatlas.shared.storage import StorageUnavailable
 from convatlas.workers.app import TASK_NAMES, app
 from convatlas.workers.batcher import Batcher, process_batcher
 from convatlas.workers.completion import count_outcome, run_progress
+from convatlas.workers.resources import worker_storage
 
 log = logging.getLogger(__name__)
 
@@ -45,19 +45,6 @@ MAX_RETRIES = 6
 POISON_RETRIES = 2  # a job that raises is tried 1 + 2 times, then recorded as failed
 RETRY_BASE_S = 2.0
 RETRY_CAP_S = 120.0
-
-_storage: Storage | None = None
-_storage_lock = threading.Lock()
-
-
-def worker_storage() -> Storage:
-    """The S3 storage of this worker process, from the environment (created once)."""
-    global _storage
-    with _storage_lock:
-        if _storage is None:
-            _storage = s3_storage_from_settings(Settings.from_env())
-        return _storage
-
 
 def batcher() -> Batcher:
     s = Settings.from_env()
