@@ -152,6 +152,29 @@ def test_top_k_equals_a_brute_force_reference(tiny_model: str) -> None:
             np.testing.assert_allclose([c.score for c in cands], [r[1] for r in ref], rtol=1e-5)
 
 
+def test_positions_are_the_first_arg_max_in_row_major_order(tmp_path: Path) -> None:
+    """Ties everywhere (photos of 3 grey levels through an identity 1×1 convolution): the
+    position is the first maximum in row-major order, as numpy's argmax gives it."""
+    from convatlas.shared.examples import channel_maxima
+    from convatlas.shared.models.registry import get_model
+
+    inp = keras.Input((None, None, 3))
+    out = keras.layers.Conv2D(3, 1, use_bias=False, name="ident")(inp)
+    model = keras.Model(inp, out)
+    model.get_layer("ident").set_weights([np.eye(3, dtype=np.float32)[None, None]])
+    model.save(tmp_path / "ident.keras")
+    lm = get_model(f"{tmp_path / 'ident.keras'}#none")
+    rng = np.random.default_rng(4)
+    x = (rng.integers(0, 3, (6, 16, 16, 3)) * 100).astype(np.uint8)
+    x[0] = 0  # all equal
+    scores, pos, hw = channel_maxima(lm, ["ident"], x)["ident"]
+    assert hw == (16, 16)
+    flat = x.reshape(6, -1, 3)
+    first = flat.argmax(axis=1)
+    np.testing.assert_array_equal(scores, flat.max(axis=1))
+    np.testing.assert_array_equal(pos[..., 0] * 16 + pos[..., 1], first)
+
+
 # --- the merge ------------------------------------------------------------------------------------
 
 
