@@ -30,6 +30,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 SKIP=77
+# The script's own stdout/stderr, for cleanup: a trap may fire inside a redirected step.
+exec 7>&1 8>&2
 T0=$SECONDS
 
 say() { printf '[compose-e2e %4ds] %s\n' "$((SECONDS - T0))" "$*" >&2; }
@@ -96,6 +98,17 @@ IP_FORWARD_BEFORE=$(cat /proc/sys/net/ipv4/ip_forward)
 ip -o link show | awk -F': ' '{print $2}' | cut -d@ -f1 | sort >"$WORK/links.before"
 
 docker() { command "$DOCKER_BIN" "$@"; }
+# Long steps run as a child the shell waits for, so INT/TERM reach the trap at once (bash
+# defers traps until a foreground command ends); cleanup stops the child.
+BG_PID=""
+fg() {
+    local rc=0
+    "$@" &
+    BG_PID=$!
+    wait "$BG_PID" || rc=$?
+    BG_PID=""
+    return "$rc"
+}
 ENV_FILE=$WORK/e2e.env
 compose() { "$COMPOSE_BIN" --env-file "$ENV_FILE" -f docker-compose.yml -f docker-compose.ci.yml "$@"; }
 
@@ -132,6 +145,9 @@ cleanup() {
     local rc=$?
     set +e
     trap - EXIT INT TERM
+    exec 1>&7 2>&8
+    if [ -n "$BG_PID" ]; then kill -TERM "$BG_PID" 2>/dev/null; wait "$BG_PID" 2>/dev/null; fi
+    if [ -n "${KILL_RUN_PID:-}" ]; then kill -TERM "$KILL_RUN_PID" 2>/dev/null; fi
     if [ -n "$DOCKERD_PID" ] && kill -0 "$DOCKERD_PID" 2>/dev/null; then
         if [ "$rc" -ne 0 ] && [ -f "$ENV_FILE" ]; then
             say "failure: state of the stack and the last log lines"
@@ -162,7 +178,7 @@ cleanup() {
     local pids="" p
     for p in /proc/[0-9]*; do
         [ "${p#/proc/}" = "$$" ] && continue
-        [[ "$(tr '\0' ' ' <"$p/cmdline" 2>/dev/null)" == *"$WORK/"* ]] && pids+=" ${p#/proc/}"
+        [[ "$( { tr '\0' ' ' <"$p/cmdline"; } 2>/dev/null)" == *"$WORK/"* ]] && pids+=" ${p#/proc/}"
     done
     if [ -n "$pids" ]; then
         say "stopping leftover processes: $(echo $pids)"
@@ -201,7 +217,7 @@ echo '{}' >"$WORK/daemon.json"
 say "starting dockerd (data root $WORK/root)"
 dockerd --config-file "$WORK/daemon.json" --data-root "$WORK/root" --exec-root "$WORK/exec" \
     -H "$DOCKER_HOST" --pidfile "$WORK/dockerd.pid" --bridge=none \
-    >"$WORK/dockerd.log" 2>&1 9>&- &
+    >"$WORK/dockerd.log" 2>&1 7>&- 8>&- 9>&- &
 DOCKERD_PID=$!
 for _ in $(seq 120); do
     docker version >/dev/null 2>&1 && break
@@ -250,7 +266,7 @@ if [ -s "$BASE_TAR" ]; then
 else
     say "base image: debootstrap bookworm from $MIRROR (about a minute)"
     rootfs=$WORK/rootfs
-    debootstrap --variant=minbase --include=python3,python3-pip,python3-venv,ca-certificates,passwd \
+    fg debootstrap --variant=minbase --include=python3,python3-pip,python3-venv,ca-certificates,passwd \
         bookworm "$rootfs" "$MIRROR" >"$WORK/debootstrap.log" 2>&1 \
         || { tail -20 "$WORK/debootstrap.log" >&2; die "debootstrap failed"; }
     # This machine's extra CAs (a TLS-inspecting egress proxy, say): without them pip in the
@@ -275,7 +291,7 @@ say "base image $BASE_IMAGE: $(docker run --rm "$BASE_IMAGE" python --version 2>
 build() {  # build TAG LOGNAME CONTEXT [docker build args...]
     local tag=$1 log=$WORK/build-$2.log ctx=$3 t=$SECONDS
     shift 3
-    docker build --network host -t "$tag" "$@" "$ctx" >"$log" 2>&1 \
+    fg docker build --network host -t "$tag" "$@" "$ctx" >"$log" 2>&1 \
         || { tail -30 "$log" >&2; die "building $tag failed (log above)"; }
     say "built $tag in $((SECONDS - t)) s ($(docker image inspect -f '{{.Size}}' "$tag" | awk '{printf "%.0f MB", $1 / 1e6}'))"
 }
@@ -310,7 +326,7 @@ say "image checks passed: convatlas --help, celery -A convatlas.workers.app, ins
 
 # --- the stack --------------------------------------------------------------------------------
 t=$SECONDS
-compose up -d --no-build --wait --wait-timeout 300 >"$WORK/up.log" 2>&1 \
+fg compose up -d --no-build --wait --wait-timeout 300 >"$WORK/up.log" 2>&1 \
     || { cat "$WORK/up.log" >&2; die "compose up --wait failed"; }
 say "compose up --wait: all healthy in $((SECONDS - t)) s"
 compose ps --format '{{.Service}}: {{.Status}}' >&2
@@ -322,7 +338,7 @@ mkdir -p "$FETCH" && chmod 777 "$FETCH"
 producer() { timeout 900 "$COMPOSE_BIN" --env-file "$ENV_FILE" -f docker-compose.yml -f docker-compose.ci.yml \
     run --rm -T -v "$FETCH:/fetch" producer "$@"; }
 fetch() {  # fetch RUN: convatlas fetch RUN into $FETCH/RUN
-    producer_no_deps convatlas fetch "$1" "/fetch/$1" >"$WORK/fetch-$1.log" 2>&1 \
+    fg producer_no_deps convatlas fetch "$1" "/fetch/$1" >"$WORK/fetch-$1.log" 2>&1 \
         || { cat "$WORK/fetch-$1.log" >&2; die "fetch $1 failed"; }
 }
 producer_no_deps() { timeout 300 "$COMPOSE_BIN" --env-file "$ENV_FILE" -f docker-compose.yml -f docker-compose.ci.yml \
@@ -330,7 +346,7 @@ producer_no_deps() { timeout 300 "$COMPOSE_BIN" --env-file "$ENV_FILE" -f docker
 submit() {  # submit NAME ARGS...: a producer run with --wait; its output in $WORK/NAME.out/.err
     local name=$1
     shift
-    producer convatlas submit "$@" --wait --timeout 600 >"$WORK/$name.out" 2>"$WORK/$name.err" \
+    fg producer convatlas submit "$@" --wait --timeout 600 >"$WORK/$name.out" 2>"$WORK/$name.err" \
         || { cat "$WORK/$name.out" >&2; tail -c 3000 "$WORK/$name.err" >&2; die "producer run $name failed"; }
 }
 run_id() { sed -n 's/^run \([^: ]*\): .*/\1/p' "$1" | head -1; }
