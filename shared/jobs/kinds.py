@@ -62,6 +62,8 @@ def kind_of(job: Job) -> JobKind:
 
 def job_from_dict(d: dict[str, Any]) -> Any:
     """A job from its JSON form (``to_dict``); ``ValueError`` for an unknown kind."""
+    if not isinstance(d, dict):
+        raise ValueError(f"a job is a JSON object, got {type(d).__name__}")
     kind = d.get("kind")
     if kind not in KINDS:
         raise ValueError(f"unknown job kind {kind!r}")
