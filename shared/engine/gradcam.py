@@ -109,12 +109,13 @@ def _passes_fn(
 def scored_passes(
     lm: LoadedModel,
     key: Any,
-    perturb: Callable[[Any, tuple[Any, ...], tuple[Any, ...]], Any],
+    perturb: Callable[[Any, tuple[Any, ...], tuple[Any, ...], tuple[Any, ...]], Any],
     images: np.ndarray,
     classes: np.ndarray,
     image: np.ndarray,
     per_image: tuple[np.ndarray, ...] = (),
     per_pass: tuple[np.ndarray, ...] = (),
+    shared: tuple[np.ndarray, ...] = (),
     pass_batch: int = 16,
     precision: str = "float32",
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -122,8 +123,9 @@ def scored_passes(
 
     ``images`` (N,H,W,3) float32 pixels at the model's input size and ``per_image`` arrays
     (first axis N) belong to one batch of photos; pass ``p`` perturbs image ``image[p]`` with
-    ``perturb(x, per_image[image[p]], per_pass[p])`` (``x`` preprocessed, in ``keras.ops``) and
-    scores class ``classes[image[p]]``. ``key`` names ``perturb`` for the compiled-pass cache
+    ``perturb(x, per_image[image[p]], per_pass[p], shared)`` (``x`` preprocessed, in
+    ``keras.ops``; ``shared`` arrays are the same for every pass) and scores class
+    ``classes[image[p]]``. ``key`` names ``perturb`` for the compiled-pass cache
     (one compiled pass per key and precision on the model). Returns (P,) float32 arrays: the
     class's logit and its softmax probability per pass.
     """
@@ -132,6 +134,7 @@ def scored_passes(
     fn = _passes_fn(lm, key, perturb, check_precision(precision))
     images_t = constant(np.asarray(images, np.float32))
     per_image_t = tuple(constant(a) for a in per_image)
+    shared_t = tuple(constant(a) for a in shared)
     cls = np.asarray(classes, np.int32)[np.asarray(image)]
     logits: list[np.ndarray] = []
     probs: list[np.ndarray] = []
@@ -139,7 +142,7 @@ def scored_passes(
         sl = slice(i, i + pass_batch)
         chunk = tuple(constant(a[sl]) for a in per_pass)
         lg, pr = fn(images_t, per_image_t, constant(image[sl].astype(np.int32)), chunk,
-                    constant(cls[sl]))
+                    constant(cls[sl]), shared_t)
         logits.append(to_numpy(lg))
         probs.append(to_numpy(pr))
     if not logits:
@@ -161,11 +164,11 @@ def _perturbation_cam(
 
     plan = method.plan(features)
 
-    def perturb(xp: Any, _per_image: tuple[Any, ...], per_pass: tuple[Any, ...]) -> Any:
+    def perturb(xp: Any, _per_image: Any, per_pass: tuple[Any, ...], _shared: Any) -> Any:
         return method.perturb(xp, per_pass)
 
     scores, _ = scored_passes(lm, method, perturb, x, chosen, plan.image, (), plan.per_pass,
-                              pass_batch, precision)
+                              pass_batch=pass_batch, precision=precision)
     heat, peak = normalise(method.combine(features, plan, scores))
     return to_numpy(heat), to_numpy(peak), plan.passes // max(1, len(x))
 

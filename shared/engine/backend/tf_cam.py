@@ -86,24 +86,27 @@ def build_gradcam(grad_model: Any, preprocess: Callable[[Any], Any]) -> Callable
 def build_scored_passes(
     model: Any,
     preprocess: Callable[[Any], Any],
-    perturb: Callable[[Any, tuple[Any, ...], tuple[Any, ...]], Any],
+    perturb: Callable[[Any, tuple[Any, ...], tuple[Any, ...], tuple[Any, ...]], Any],
 ) -> Callable[..., Any]:
-    """Compile a chunk of perturbed forward passes: ``(images, per_image, image, per_pass, cls)``.
+    """Compile a chunk of perturbed forward passes: ``(images, per_image, image, per_pass, cls,
+    shared)``.
 
     ``images`` (N,H,W,3) pixels and ``per_image`` arrays (first axis N) are one batch's; a chunk
     of B passes names its image per pass (``image``, (B,) int32), its own ``per_pass`` arrays
-    (first axis B) and the class scored (``cls``, (B,)). Inside: the pass's image is gathered and
-    preprocessed, ``perturb(x, per_image_gathered, per_pass)`` gives the network's input, and the
+    (first axis B) and the class scored (``cls``, (B,)); ``shared`` arrays go to every pass whole.
+    Inside: the pass's image is gathered and preprocessed,
+    ``perturb(x, per_image_gathered, per_pass, shared)`` gives the network's input, and the
     pass returns ``(logit, probability)`` of the class, each (B,) float32 (softmax over the
     model's outputs).
     """
     tf = import_tf()
 
     @tf.function(reduce_retracing=True)
-    def passes(images: Any, per_image: Any, image: Any, per_pass: Any, cls: Any) -> Any:
+    def passes(images: Any, per_image: Any, image: Any, per_pass: Any, cls: Any,
+               shared: Any) -> Any:
         x = preprocess(tf.gather(images, image))
         gathered = tuple(tf.gather(a, image) for a in per_image)
-        inputs = perturb(x, gathered, tuple(per_pass))
+        inputs = perturb(x, gathered, tuple(per_pass), tuple(shared))
         logits = tf.cast(model(inputs, training=False), tf.float32)
         idx = tf.expand_dims(tf.cast(cls, tf.int32), 1)
         logit = tf.gather(logits, idx, batch_dims=1)[:, 0]
