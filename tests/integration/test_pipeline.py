@@ -157,7 +157,7 @@ def test_heatmaps(fleet: Fleet, photo_folder: Path, tmp_path: Path) -> None:
         photo = decode_image((photo_folder / job.name).read_bytes())
         h, w = photo.shape[:2]
         out = job.outputs()
-        assert png(fleet.storage, out["heatmap"]).shape == (h, w, 3)
+        assert png(fleet.storage, out["heatmap"]).shape == (224, 224, 3)  # the model's square
         assert png(fleet.storage, out["overlay"]).shape == (h, w, 3)
         rec = json.loads(fleet.storage.get_bytes(out["record"]))
         assert len(rec["top"]) == 3 and rec["image_size"] == [w, h]
