@@ -401,4 +401,16 @@ fetch "$KILL_RUN"
 .venv/bin/python docker/e2e/check_run.py grid "$FETCH/$KILL_RUN" "$KILL_RUN" --tile 32 --filters 64 >&2
 say "worker kill/restart checked in $((SECONDS - t)) s"
 
+# SIGTERM stops each service by itself (compose stop/down, a redeploy), well before the
+# SIGKILL deadline: the worker by a warm shutdown, Flower, Redis and S3 too.
+for svc in worker flower s3 redis; do
+    t=$SECONDS
+    cid=$(compose ps -q "$svc")
+    fg compose stop --timeout 60 "$svc" >/dev/null 2>&1 || die "compose stop $svc failed"
+    code=$(docker inspect -f '{{.State.ExitCode}}' "$cid")
+    # 137: SIGKILLed at the deadline; 143: died of SIGTERM's default action (no handler, not PID 1)
+    case "$code" in 0 | 143) ;; *) die "$svc did not stop on SIGTERM within 60 s (exit $code)" ;; esac
+    say "$svc: stopped on SIGTERM in $((SECONDS - t)) s (exit $code)"
+done
+
 say "all checks passed; tearing down"
