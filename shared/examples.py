@@ -9,7 +9,9 @@ receptive-field geometry and the patch crops.
 ``max_{y,x} A_L(photo)[y, x, c]``, where ``A_L`` is the layer's output as Keras defines it (after
 its built-in activation: post-ReLU for VGG's convolutions) on the photo resized to the model's
 square input (``side``×``side``, as for Grad-CAM) and preprocessed for the model, in float32 by
-default. The **position** is that arg-max, the first one in row-major order on ties. The
+default. The **position** is that arg-max; on ties (a constant map, saturated activations) the
+first in a fixed order: row-major, by blocks of 4 or 2 pixels on big maps (:func:`argmax_block`),
+so (0, 0) for a constant map. The
 **patch** is the unit's receptive field around that position, mapped back onto the photo and
 cropped from it (see :class:`Geometry`); parts of the field outside the photo are black.
 
@@ -316,20 +318,51 @@ def _maxima_fn(lm: Any, layers: tuple[str, ...], side: int, precision: str) -> A
             res = []
             for o in outs:
                 o = tf.cast(o, tf.float32)
-                h, w, c = int(o.shape[1]), int(o.shape[2]), int(o.shape[3])
-                # one pooling window over the whole map: the max and its first position in
-                # row-major order (index (y·w + x)·c + channel); ~2× faster than a max, a
-                # compare and a min over positions
-                top, idx = tf.nn.max_pool_with_argmax(o, ksize=(h, w), strides=(h, w),
-                                                      padding="VALID")
-                top = tf.reshape(top, [-1, c])
-                first = tf.cast(tf.reshape(idx, [-1, c]) // c, tf.int32)
-                shape = tf.constant([0, h, w, c])
+                h, w = int(o.shape[1]), int(o.shape[2])
+                top, first = _max_and_first(tf, o, argmax_block(h, w))
+                shape = tf.constant([0, h, w, int(o.shape[3])])
                 res.append((top, first, shape[1:3]))
             return res
 
         lm.compiled[key] = maxima
     return lm.compiled[key]
+
+
+def argmax_block(h: int, w: int) -> int:
+    """Side of the blocks the arg-max is searched by on an ``h``×``w`` map (1: no blocks)."""
+    for b, area in ((4, 56 * 56), (2, 28 * 28)):
+        if h * w >= area and h % b == 0 and w % b == 0:
+            return b
+    return 1
+
+
+def _max_and_first(tf: Any, o: Any, block: int) -> tuple[Any, Any]:
+    """Per (photo, channel) of a float32 (N, H, W, C) map: the maximum and the flat index
+    ``y·W + x`` of its first occurrence in block order (``block``×``block`` blocks in
+    row-major order, row-major inside a block; plain row-major order for ``block`` 1).
+
+    A whole-map ``max_pool_with_argmax`` gives the row-major first directly but is a slow
+    kernel; on big maps a ``block``-pooled map (one fast pass) is searched instead, then only
+    the winning block of each (photo, channel) is read (``gather_nd``): 3-4× less time on
+    VGG16's block1-3 maps. With a unique maximum both orders give the same position.
+    """
+    h, w, c = (int(v) for v in o.shape[1:])
+    src = o if block == 1 else tf.nn.max_pool2d(o, ksize=block, strides=block, padding="VALID")
+    hc, wc = h // block, w // block
+    top, idx = tf.nn.max_pool_with_argmax(src, ksize=(hc, wc), strides=(hc, wc), padding="VALID")
+    top = tf.reshape(top, [-1, c])
+    cell = tf.cast(tf.reshape(idx, [-1, c]) // c, tf.int32)
+    if block == 1:
+        return top, cell
+    cy, cx = cell // wc, cell % wc
+    d = tf.range(block * block, dtype=tf.int32)
+    ys, xs = cy[..., None] * block + d // block, cx[..., None] * block + d % block
+    n = tf.shape(o)[0]
+    nn = tf.broadcast_to(tf.range(n)[:, None, None], tf.shape(ys))
+    cc = tf.broadcast_to(tf.range(c)[None, :, None], tf.shape(ys))
+    vals = tf.gather_nd(o, tf.stack([nn, ys, xs, cc], -1))
+    j = tf.reduce_min(tf.where(vals >= top[..., None], d[None, None, :], block * block), axis=-1)
+    return top, (cy * block + j // block) * w + cx * block + j % block
 
 
 def channel_maxima(
@@ -338,8 +371,8 @@ def channel_maxima(
     """One forward pass of the trunk for a batch of photos (N, side, side, 3) uint8.
 
     Returns, per layer: the scores (N, C) float32 (each channel's maximum over positions),
-    the positions (N, C, 2) int32 as (row, column) of the first arg-max in row-major order,
-    and the map's (rows, columns).
+    the positions (N, C, 2) int32 as (row, column) of the first arg-max (row-major order, by
+    blocks on big maps: :func:`_max_and_first`), and the map's (rows, columns).
     """
     layers = tuple(layers)
     images = np.asarray(images)

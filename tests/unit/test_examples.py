@@ -152,10 +152,24 @@ def test_top_k_equals_a_brute_force_reference(tiny_model: str) -> None:
             np.testing.assert_allclose([c.score for c in cands], [r[1] for r in ref], rtol=1e-5)
 
 
-def test_positions_are_the_first_arg_max_in_row_major_order(tmp_path: Path) -> None:
-    """Ties everywhere (photos of 3 grey levels through an identity 1×1 convolution): the
-    position is the first maximum in row-major order, as numpy's argmax gives it."""
-    from convatlas.shared.examples import channel_maxima
+def _first_max(fmap: np.ndarray, block: int) -> np.ndarray:
+    """Reference: per channel, the flat index of the first maximum in block order."""
+    h, w, c = fmap.shape
+    out = np.zeros(c, np.int64)
+    order = [(by * block + i, bx * block + j) for by in range(h // block) for bx in range(w // block)
+             for i in range(block) for j in range(block)]
+    for ch in range(c):
+        top = fmap[..., ch].max()
+        y, x = next((y, x) for y, x in order if fmap[y, x, ch] == top)
+        out[ch] = y * w + x
+    return out
+
+
+@pytest.mark.parametrize("side", [16, 32, 64])  # blocks of 1, 2 and 4
+def test_positions_are_the_first_arg_max(tmp_path: Path, side: int) -> None:
+    """Ties everywhere (photos of 3 grey levels through an identity 1×1 convolution): the first
+    maximum in block order; with distinct values, numpy's row-major argmax."""
+    from convatlas.shared.examples import argmax_block, channel_maxima
     from convatlas.shared.models.registry import get_model
 
     inp = keras.Input((None, None, 3))
@@ -164,15 +178,25 @@ def test_positions_are_the_first_arg_max_in_row_major_order(tmp_path: Path) -> N
     model.get_layer("ident").set_weights([np.eye(3, dtype=np.float32)[None, None]])
     model.save(tmp_path / "ident.keras")
     lm = get_model(f"{tmp_path / 'ident.keras'}#none")
+    block = argmax_block(side, side)
+    assert block == {16: 1, 32: 2, 64: 4}[side]
     rng = np.random.default_rng(4)
-    x = (rng.integers(0, 3, (6, 16, 16, 3)) * 100).astype(np.uint8)
-    x[0] = 0  # all equal
+    x = (rng.integers(0, 3, (5, side, side, 3)) * 100).astype(np.uint8)
+    x[0] = 0  # constant: (0, 0)
     scores, pos, hw = channel_maxima(lm, ["ident"], x)["ident"]
-    assert hw == (16, 16)
-    flat = x.reshape(6, -1, 3)
-    first = flat.argmax(axis=1)
-    np.testing.assert_array_equal(scores, flat.max(axis=1))
-    np.testing.assert_array_equal(pos[..., 0] * 16 + pos[..., 1], first)
+    assert hw == (side, side)
+    np.testing.assert_array_equal(scores, x.reshape(5, -1, 3).max(axis=1))
+    flat = pos[..., 0] * side + pos[..., 1]
+    for i in range(5):
+        np.testing.assert_array_equal(flat[i], _first_max(x[i].astype(np.float32), block))
+    assert not flat[0].any()
+    unique = rng.integers(0, 200, (2, side, side, 3)).astype(np.uint8)  # one 255 per channel
+    where = rng.integers(0, side * side, (2, 3))
+    for i in range(2):
+        for ch in range(3):
+            unique[i, where[i, ch] // side, where[i, ch] % side, ch] = 255
+    _, pos2, _ = channel_maxima(lm, ["ident"], unique)["ident"]
+    np.testing.assert_array_equal(pos2[..., 0] * side + pos2[..., 1], where)
 
 
 # --- the merge ------------------------------------------------------------------------------------
