@@ -5,6 +5,7 @@
 - ``build_gradcam``: that pass with Grad-CAM alone (today's engine; same graph, same numbers).
 - ``build_scored_passes``: batched forward passes of perturbed inputs, for perturbation methods
   (Score-CAM) and the faithfulness metrics.
+- ``jit``: a ``keras.ops`` function compiled by XLA (ROAD's imputation loop).
 
 Reached only through ``convatlas.shared.engine.backend``; the CAM arithmetic is ``keras.ops``
 (``heatmap``, ``cams``), so a JAX sibling reuses it.
@@ -114,3 +115,9 @@ def build_scored_passes(
         return logit, prob
 
     return passes
+
+
+def jit(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``fn`` (``keras.ops`` code) compiled whole with XLA, callable inside the passes above."""
+    tf = import_tf()
+    return tf.function(fn, jit_compile=True, reduce_retracing=True)
