@@ -511,9 +511,16 @@ class TopK:
         t = cls.empty(len(units), k)
         t.shas = list(d["shas"])
         t.names = dict(d.get("names", {}))
-        for u, row in enumerate(units):
-            for j, (score, p, y, x) in enumerate(row[:k]):
-                t.score[u, j], t.photo[u, j], t.pos[u, j] = score, p, (y, x)
+        lens = np.array([min(len(row), k) for row in units], np.int64)
+        flat = [c for row in units for c in row[:k]]
+        if not flat:
+            return t
+        arr = np.asarray(flat, np.float64)
+        u = np.repeat(np.arange(len(units)), lens)
+        j = np.arange(len(flat)) - np.repeat(np.cumsum(lens) - lens, lens)
+        t.score[u, j] = arr[:, 0]
+        t.photo[u, j] = arr[:, 1].astype(np.int32)
+        t.pos[u, j, 0], t.pos[u, j, 1] = arr[:, 2].astype(np.int32), arr[:, 3].astype(np.int32)
         return t
 
 
