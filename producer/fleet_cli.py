@@ -9,10 +9,11 @@ uploaded or queued; an invalid one exits with code 2.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
@@ -60,26 +61,36 @@ def _storage(settings: Settings, create: bool = False) -> Any:
     return s3_storage_from_settings(settings, create_bucket=create)
 
 
-def _submit(plan: Plan, settings: Settings, wait: bool, timeout: float) -> None:
+@contextlib.contextmanager
+def _submission_errors(settings: Settings) -> Iterator[None]:
+    """Storage, broker and progress-store failures while submitting, as one-line errors:
+    exit 1 for an unreachable service, 2 for a request that cannot be run (no Redis)."""
     from kombu.exceptions import OperationalError
     from redis.exceptions import RedisError
 
-    from convatlas.producer.submit import run_counter, submit_plan, wait_for_run
     from convatlas.shared.config import redact_url
-    from convatlas.shared.report import summary
     from convatlas.shared.storage import StorageError
-    from convatlas.workers.config import make_app
 
     try:
-        storage = _storage(settings, create=True)
-        app = make_app(settings)
-        res = submit_plan(plan, storage, app, settings)
+        yield
     except StorageError as exc:
         _fail(f"storage: {exc}", 1)
     except (OperationalError, RedisError) as exc:
         _fail(f"broker {redact_url(settings.broker_url)} unreachable: {redact_url(str(exc))}", 1)
     except ValueError as exc:  # no Redis to count the run's progress in
         _fail(str(exc))
+
+
+def _submit(plan: Plan, settings: Settings, wait: bool, timeout: float) -> None:
+
+    from convatlas.producer.submit import run_counter, submit_plan, wait_for_run
+    from convatlas.shared.report import summary
+    from convatlas.workers.config import make_app
+
+    with _submission_errors(settings):
+        storage = _storage(settings, create=True)
+        app = make_app(settings)
+        res = submit_plan(plan, storage, app, settings)
     typer.echo(
         f"run {res.run_id}: {res.queued_jobs} jobs queued ({res.queued_tasks} tasks), "
         f"{res.already_done} already in storage, {res.uploaded} photos uploaded"
@@ -159,14 +170,11 @@ def submit_examples(
 ) -> None:
     """Queue dataset examples: a map task per batch of photos (only photos not seen before for
     these layers), then one reduce per run merging every layer's candidates into storage."""
-    from kombu.exceptions import OperationalError
-    from redis.exceptions import RedisError
 
     from convatlas.producer.examples import submit_examples as submit
     from convatlas.producer.examples import wait_for_examples
     from convatlas.producer.plan import PlanError, plan_examples
     from convatlas.producer.submit import run_counter, wait_for_run
-    from convatlas.shared.config import redact_url
     from convatlas.shared.report import summary
     from convatlas.shared.storage import StorageError
     from convatlas.workers.config import make_app
@@ -182,15 +190,9 @@ def submit_examples(
         _fail(f"storage: {exc}", 1)
     for name, reason in plan.rejected:
         typer.echo(f"  not submitted: {name}: {reason}", err=True)
-    try:
+    with _submission_errors(settings):
         app = make_app(settings)
         res = submit(plan, storage, app, settings)
-    except StorageError as exc:
-        _fail(f"storage: {exc}", 1)
-    except (OperationalError, RedisError) as exc:
-        _fail(f"broker {redact_url(settings.broker_url)} unreachable: {redact_url(str(exc))}", 1)
-    except ValueError as exc:
-        _fail(str(exc))
     typer.echo(f"run {res.run_id}: {res.queued_jobs} map jobs queued, {res.already_done} already "
                f"in storage, {res.uploaded} photos uploaded; then one reduce of "
                f"{len(plan.reduces)} layers")

@@ -189,6 +189,21 @@ def collect_images(paths: list[str]) -> tuple[list[tuple[Path, str]], list[tuple
     return found, rejected
 
 
+def hash_inputs(paths: list[str]) -> tuple[list[InputFile], list[tuple[str, str]]]:
+    """(the image files of ``paths`` with their sha256, (name, reason) of files refused or
+    unreadable), in ``collect_images`` order."""
+    files, rejected = collect_images(paths)
+    inputs: list[InputFile] = []
+    for path, name in files:
+        try:
+            sha, size = sha256_file(path)
+        except OSError as exc:
+            rejected.append((name, f"unreadable: {exc.strerror or exc}"))
+            continue
+        inputs.append(InputFile(path, name, sha, size))
+    return inputs, rejected
+
+
 def cam_settings(cam: dict[str, Any] | None, settings: Settings) -> dict[str, Any]:
     """Validated Grad-CAM job settings, environment defaults filled in (``PlanError``)."""
     from convatlas.shared.engine.cams import check_methods
@@ -225,20 +240,13 @@ def plan_heatmaps(
         parse_layers(model, layer)
     job_settings = cam_settings(cam, settings)
     wid = model_weights_id(model, settings)
-    files, rejected = collect_images(paths)
-    inputs: list[InputFile] = []
+    inputs, rejected = hash_inputs(paths)
     jobs: list[Job] = []
     seen: set[str] = set()
-    for path, name in files:
-        try:
-            sha, size = sha256_file(path)
-        except OSError as exc:
-            rejected.append((name, f"unreadable: {exc.strerror or exc}"))
-            continue
-        inputs.append(InputFile(path, name, sha, size))
-        if sha not in seen:  # the same photo twice is computed once
-            seen.add(sha)
-            jobs.append(GradcamJob(model, wid, sha, class_index, layer, name, precision,
+    for f in inputs:
+        if f.sha256 not in seen:  # the same photo twice is computed once
+            seen.add(f.sha256)
+            jobs.append(GradcamJob(model, wid, f.sha256, class_index, layer, f.name, precision,
                                    **job_settings))
     if not inputs and not rejected:
         raise PlanError("no images found")
@@ -288,17 +296,10 @@ def plan_examples(
     chosen = parse_layers(model, layers)
     order = [name for name, _ in chosen]
     wid = model_weights_id(model, settings)
-    files, rejected = collect_images(paths)
-    inputs: list[InputFile] = []
+    inputs, rejected = hash_inputs(paths)
     names: dict[str, str] = {}
-    for path, name in files:
-        try:
-            sha, size = sha256_file(path)
-        except OSError as exc:
-            rejected.append((name, f"unreadable: {exc.strerror or exc}"))
-            continue
-        inputs.append(InputFile(path, name, sha, size))
-        names.setdefault(sha, name)
+    for f in inputs:
+        names.setdefault(f.sha256, f.name)
     if not inputs and not rejected:
         raise PlanError("no images found")
     prefix = keys.examples_prefix(model, wid, side, top, precision)
