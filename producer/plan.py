@@ -205,9 +205,13 @@ def hash_inputs(paths: list[str]) -> tuple[list[InputFile], list[tuple[str, str]
 
 
 def cam_settings(cam: dict[str, Any] | None, settings: Settings) -> dict[str, Any]:
-    """Validated Grad-CAM job settings, environment defaults filled in (``PlanError``)."""
+    """Validated Grad-CAM job settings, environment defaults filled in (``PlanError``).
+
+    ``metrics`` (comma-separated faithfulness metric names, default none) has no environment
+    default: they cost many extra passes per photo, so a run asks for them itself."""
     from convatlas.shared.engine.cams import check_methods
     from convatlas.shared.images import output_format
+    from convatlas.shared.metrics_summary import check_metrics
 
     cam = dict(cam or {})
     try:
@@ -217,7 +221,8 @@ def cam_settings(cam: dict[str, Any] | None, settings: Settings) -> dict[str, An
             raise ValueError(f"overlay max side must be 0 (original size) or more, got {side}")
         return {"methods": check_methods(cam.get("methods") or cam.get("method") or "gradcam"),
                 "overlay_format": output_format(cam.get("overlay_format") or settings.overlay_format),
-                "overlay_max_side": side}
+                "overlay_max_side": side,
+                "metrics": check_metrics(cam.get("metrics") or ())}
     except ValueError as exc:
         raise PlanError(str(exc)) from exc
 

@@ -14,6 +14,8 @@ from typing import Any
 
 from convatlas.shared import keys
 from convatlas.shared.jobs import existing_result, grid_from_dict, job_from_dict, kind_of, read_json
+from convatlas.shared.metrics_summary import gallery_section, photo_figure, summary_lines
+from convatlas.shared.metrics_summary import report_entry as metrics_entry
 from convatlas.shared.storage import Storage
 
 
@@ -92,6 +94,7 @@ def build_report(storage: Storage, manifest: dict[str, Any]) -> dict[str, Any]:
         "grids": grids,
         "rejected": manifest.get("rejected", []),
         "duplicates": {s: n for s, n in names_by_sha.items() if len(n) > 1},
+        **metrics_entry(items),  # faithfulness per method: mean ± sd over the run (when asked)
     }
 
 
@@ -117,6 +120,7 @@ def summary(report: dict[str, Any], where: str = "") -> str:
             if j["status"] == "done" and j["top"]:
                 t = j["top"][0]
                 lines.append(f"  {j['name']}: {t['label']} ({t['probability']:.2f}) → {j['outputs']['overlay']}")
+    lines.extend(summary_lines(report))
     if where:
         lines.append(f"  outputs in {where}")
     return "\n".join(lines)
@@ -130,11 +134,13 @@ def gallery_html(report: dict[str, Any], link: Any) -> str:
         f"<title>convatlas run {esc(report['run_id'])}</title>",
         "<style>body{font-family:sans-serif;background:#111;color:#ddd}img{max-width:100%}"
         ".g{display:grid;grid-template-columns:repeat(auto-fill,minmax(280px,1fr));gap:12px}"
-        ".f{color:#f77}</style>",
+        ".f{color:#f77}.m{font-size:80%;color:#aaa}</style>",
         f"<h1>convatlas run {esc(report['run_id'])}</h1>",
         f"<p>{esc(report['kind'])} · model {esc(report['model'])} · "
         f"{report['counts']['done']} done, {report['counts']['failed']} failed, "
-        f"{report['counts']['pending']} pending</p><div class='g'>",
+        f"{report['counts']['pending']} pending</p>",
+        gallery_section(report),
+        "<div class='g'>",
     ]
     for g in report["grids"]:
         if g["status"] != "pending":
@@ -155,7 +161,8 @@ def gallery_html(report: dict[str, Any], link: Any) -> str:
                 label = f" · {esc(m)}" if len(methods) > 1 else ""
                 parts.append(
                     f"<figure><img src='{esc(link(key))}' alt='overlay {esc(m)}' loading='lazy'>"
-                    f"<figcaption>{esc(j['name'])}{label}: {top}</figcaption></figure>"
+                    f"<figcaption>{esc(j['name'])}{label}: {top}"
+                    f"{photo_figure(j.get('method_stats') or {}, m)}</figcaption></figure>"
                 )
         elif j["status"] == "failed":
             parts.append(f"<p class='f'>{esc(j['name'])}: {esc(str(j['error']))}</p>")

@@ -66,9 +66,11 @@ import numpy as np
 
 from convatlas.shared.engine.gradcam import model_input, scored_passes
 from convatlas.shared.engine.precision import check_precision
+from convatlas.shared.metrics_summary import METRICS, SCALARS, check_metrics, summarise
 from convatlas.shared.models.registry import LoadedModel
 
-METRICS: tuple[str, ...] = ("deletion", "insertion", "road", "avgdrop")
+__all__ = ["BASELINES", "METRICS", "PROTOCOL", "SCALARS", "Protocol", "check_metrics",
+           "faithfulness", "linear_impute", "passes_per_photo", "pyramid_levels", "summarise"]
 BASELINES = ("mean", "blur")
 
 _IDENTITY, _DELETE, _INSERT, _MULTIPLY = 0, 1, 2, 3
@@ -105,21 +107,6 @@ class Protocol:
 
 
 PROTOCOL = Protocol()
-
-
-def check_metrics(metrics: str | Sequence[str]) -> tuple[str, ...]:
-    """Validated metric names in the order given, duplicates dropped; ``""`` → no metrics.
-
-    Raises ``ValueError`` naming the unknown ones and listing :data:`METRICS`.
-    """
-    names = metrics.split(",") if isinstance(metrics, str) else list(metrics)
-    names = [n.strip() for n in names if n.strip()]
-    unknown = [n for n in names if n not in METRICS]
-    if unknown:
-        raise ValueError(
-            f"unknown metric(s) {', '.join(map(repr, unknown))}: choose from {', '.join(METRICS)}"
-        )
-    return tuple(dict.fromkeys(names))
 
 
 def passes_per_photo(metrics: str | Sequence[str], protocol: Protocol = PROTOCOL) -> int:
@@ -414,20 +401,3 @@ def _batch(
             results[j]["road_lerf"] = [float(v) for v in lerf_d]
             results[j]["road"] = float(np.mean((lerf_d - morf_d) / 2))
     return results
-
-
-SCALARS = ("probability", "deletion_auc", "insertion_auc", "road", "avg_drop", "conf_increase")
-
-
-def summarise(results: Sequence[dict[str, Any]]) -> dict[str, dict[str, float]]:
-    """Mean, standard deviation (n − 1; 0 for one photo) and count of each scalar over a run.
-
-    ``avg_drop``'s mean is Average Drop, ``conf_increase``'s the Increase in Confidence (fractions).
-    """
-    out: dict[str, dict[str, float]] = {}
-    for key in SCALARS:
-        values = np.array([float(r[key]) for r in results if key in r], np.float64)
-        if len(values):
-            sd = float(values.std(ddof=1)) if len(values) > 1 else 0.0
-            out[key] = {"mean": float(values.mean()), "sd": sd, "n": float(len(values))}
-    return out

@@ -33,15 +33,18 @@ class GradcamJob:
     methods: tuple[str, ...] = ("gradcam",)  # CAM methods, all computed in this one job
     overlay_format: str = "jpeg"  # jpeg | png | webp
     overlay_max_side: int = 0  # 0 = the photo's original size
+    metrics: tuple[str, ...] = ()  # faithfulness metrics per method (none: the key of before)
 
     kind = "gradcam"
 
     def __post_init__(self) -> None:
         from convatlas.shared.engine.cams import check_methods
         from convatlas.shared.images import output_format
+        from convatlas.shared.metrics_summary import canonical_metrics
 
         object.__setattr__(self, "methods", check_methods(self.methods))
         object.__setattr__(self, "overlay_format", output_format(self.overlay_format))
+        object.__setattr__(self, "metrics", canonical_metrics(self.metrics))
         if self.overlay_max_side < 0:
             raise ValueError(f"overlay max side must be 0 (original size) or more, "
                              f"got {self.overlay_max_side}")
@@ -49,11 +52,15 @@ class GradcamJob:
     @property
     def variant(self) -> str:
         """The key segment of what is computed and how it is drawn: methods, overlay format,
-        overlay size. Runs with other settings never share results."""
+        overlay size, faithfulness metrics (``-metrics.deletion.road``; nothing without them, so
+        a job without metrics keeps the key it always had). Runs with other settings never
+        share results."""
         from convatlas.shared.engine.cams import method_slug
 
         size = f"-max{self.overlay_max_side}" if self.overlay_max_side else ""
-        return "_".join(method_slug(m) for m in self.methods) + f"-{self.overlay_format}{size}"
+        metrics = "".join(f".{m}" for m in self.metrics)
+        return ("_".join(method_slug(m) for m in self.methods) + f"-{self.overlay_format}{size}"
+                + (f"-metrics{metrics}" if metrics else ""))
 
     @property
     def prefix(self) -> str:
@@ -98,13 +105,18 @@ class GradcamJob:
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["methods"] = list(self.methods)
+        if self.metrics:
+            d["metrics"] = list(self.metrics)
+        else:  # the dict of before: workers that predate metrics still read it
+            del d["metrics"]
         return {"kind": self.kind, **d}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> GradcamJob:
         fields = {k: v for k, v in d.items() if k != "kind"}
-        if "methods" in fields:
-            fields["methods"] = tuple(fields["methods"])
+        for name in ("methods", "metrics"):
+            if name in fields:
+                fields[name] = tuple(fields[name])
         return cls(**fields)
 
 
@@ -114,7 +126,7 @@ OVERLAY_DECODES = threading.BoundedSemaphore(2)
 
 
 def _write_cam(
-    storage: Storage, triple: tuple[GradcamJob, Loaded, dict[str, Any]], *,
+    storage: Storage, triple: tuple[GradcamJob, Loaded, Computed], *,
     score_kind: str, info: dict[str, Any],
 ) -> JobResult:
     """Per method: heatmap, overlay and raw map; ``record.json`` (the marker) last. The photo
@@ -122,7 +134,8 @@ def _write_cam(
     from convatlas.shared.images import overlay_size
     from convatlas.shared.render import heatmap_png, render_overlay
 
-    job, loaded, by_method = triple
+    job, loaded, computed = triple
+    by_method = computed.cams
     photo = loaded.photo
     first = by_method[job.methods[0]]
     record: dict[str, Any] = {
@@ -148,6 +161,10 @@ def _write_cam(
         "decode_scale": photo.scale,
         **info,  # seconds (model, per job), batch, input_wait_seconds
     }
+    if job.metrics:  # the figures per method are in record["methods"][m]["metrics"]
+        from convatlas.shared.engine.faithfulness import PROTOCOL
+
+        record["metrics"] = {"names": list(job.metrics), "protocol": PROTOCOL.describe()}
     encoded = []
     with OVERLAY_DECODES:
         base = decode_photo(loaded.data, overlay_max_side=job.overlay_max_side).overlay_base
@@ -164,6 +181,8 @@ def _write_cam(
         storage.put_bytes(files["cam"], npy_bytes(cam.heatmap), "application/octet-stream")
         record["methods"][method] = {"peak": cam.peak, "empty": cam.empty,
                                      "details": cam.details, "outputs": files}
+        if job.metrics:
+            record["methods"][method]["metrics"] = computed.metrics[method]
     storage.put_bytes(job.marker, json_bytes(record), "application/json")
     return JobResult("done", job.outputs(), None, record)
 
@@ -200,30 +219,54 @@ def prepare(job: GradcamJob, storage: Storage) -> JobResult | Loaded:
     return load_photo(job, storage, input_size(get_model(job.model)))
 
 
-def compute(jobs: list[GradcamJob], loaded: list[Loaded], batch_size: int) -> list[dict[str, Any]]:
+@dataclass(frozen=True, eq=False)
+class Computed:
+    """A photo's model outputs: method → ``Cam``, and method → faithfulness figures (empty
+    when the job asked for no metrics)."""
+
+    cams: dict[str, Any]
+    metrics: dict[str, dict[str, Any]]
+
+
+def compute(jobs: list[GradcamJob], loaded: list[Loaded], batch_size: int) -> list[Computed]:
     """The model only: every requested method per photo, batched per (model, layer,
-    precision, methods); outputs in the order of ``jobs``."""
+    precision, methods, metrics); then, when asked, the faithfulness metrics of every
+    (photo, method) of the group in one batched call (``engine.faithfulness``: their perturbed
+    passes ``batch_size`` at a time, photos and methods mixed). Outputs in the order of ``jobs``."""
+    from convatlas.shared.engine.faithfulness import faithfulness
     from convatlas.shared.engine.gradcam import cams
     from convatlas.shared.models.registry import get_model
 
-    out: list[dict[str, Any] | None] = [None] * len(jobs)
-    groups: dict[tuple[str, str | None, str, tuple[str, ...]], list[int]] = defaultdict(list)
+    out: list[Computed | None] = [None] * len(jobs)
+    Group = tuple[str, str | None, str, tuple[str, ...], tuple[str, ...]]
+    groups: dict[Group, list[int]] = defaultdict(list)
     for i, j in enumerate(jobs):
-        groups[(j.model, j.layer, j.precision, j.methods)].append(i)
-    for (model, layer, precision, methods), idx in groups.items():
-        maps = cams(get_model(model), [loaded[i].photo.model_input for i in idx],  # type: ignore[misc]
-                    [jobs[i].class_index for i in idx], layer, methods, batch_size,
+        groups[(j.model, j.layer, j.precision, j.methods, j.metrics)].append(i)
+    for (model, layer, precision, methods, metrics), idx in groups.items():
+        lm = get_model(model)
+        photos: list[Any] = [loaded[i].photo.model_input for i in idx]  # filled by prepare
+        maps = cams(lm, photos, [jobs[i].class_index for i in idx], layer, methods, batch_size,
                     precision=precision)
-        for i, m in zip(idx, maps, strict=True):
-            out[i] = m
-    return [m for m in out if m is not None]
+        figures: list[dict[str, dict[str, Any]]] = [{} for _ in idx]
+        if metrics:
+            pairs = [(k, m) for k in range(len(idx)) for m in methods]
+            results = faithfulness(
+                lm, [photos[k] for k, _ in pairs], [maps[k][m].heatmap for k, m in pairs],
+                [maps[k][m].class_index for k, m in pairs], metrics, precision,
+                batch_size=batch_size, pass_batch=batch_size,
+            )
+            for (k, m), res in zip(pairs, results, strict=True):
+                figures[k][m] = res
+        for k, i in enumerate(idx):
+            out[i] = Computed(maps[k], figures[k])
+    return [c for c in out if c is not None]
 
 
-def write(job: GradcamJob, loaded: Loaded, by_method: dict[str, Any], storage: Storage,
+def write(job: GradcamJob, loaded: Loaded, computed: Computed, storage: Storage,
           info: dict[str, Any]) -> JobResult:
     from convatlas.shared.models.registry import get_model
 
-    return _write_cam(storage, (job, loaded, by_method), score_kind=get_model(job.model).spec.score_kind,
+    return _write_cam(storage, (job, loaded, computed), score_kind=get_model(job.model).spec.score_kind,
                       info=info)
 
 

@@ -39,7 +39,7 @@ def test_settings_are_part_of_the_key_and_survive_json() -> None:
 def test_env_defaults_and_refusals() -> None:
     env = Settings(overlay_format="webp", overlay_max_side=800)
     assert cam_settings({}, env) == {"methods": ("gradcam",), "overlay_format": "webp",
-                                     "overlay_max_side": 800}
+                                     "overlay_max_side": 800, "metrics": ()}
     assert cam_settings({"overlay_format": "jpg", "overlay_max_side": 0}, env)["overlay_format"] == "jpeg"
     for bad in ({"overlay_format": "gif"}, {"overlay_max_side": -1}, {"method": "gradcam,nope"}):
         with pytest.raises(PlanError):
