@@ -85,7 +85,10 @@ def run_metrics(items: Iterable[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     for item in items:
         if item.get("kind") != "gradcam" or item.get("status") != "done":
             continue
-        for method, stats in (item.get("method_stats") or {}).items():
+        stats_of = item.get("method_stats") or {}
+        order = [m for m in item.get("methods") or () if m in stats_of]  # as requested
+        for method in order + sorted(set(stats_of) - set(order)):
+            stats = stats_of[method]
             figures = (stats or {}).get("metrics")
             if figures:
                 per_method.setdefault(method, []).append(figures)
