@@ -22,7 +22,7 @@ import typer
 from convatlas.producer.options import heatmap_options, pattern_options, pattern_params
 
 if TYPE_CHECKING:
-    from convatlas.producer.plan import Plan
+    from convatlas.producer.plan import Plan, SpooledPlan
     from convatlas.shared.config import Settings
 
 fleet_app = typer.Typer(
@@ -81,7 +81,7 @@ def _submission_errors(settings: Settings) -> Iterator[None]:
         _fail(str(exc))
 
 
-def _submit(plan: Plan, settings: Settings, wait: bool, timeout: float) -> None:
+def _submit(plan: Plan | SpooledPlan, settings: Settings, wait: bool, timeout: float) -> None:
 
     from convatlas.producer.submit import run_counter, submit_plan, wait_for_run
     from convatlas.shared.report import summary
@@ -142,18 +142,24 @@ def submit_heatmaps(
     wait: WaitOpt = False,
     timeout: TimeoutOpt = 3600.0,
 ) -> None:
-    """Queue Grad-CAM heatmaps: photos are uploaded once by content hash, one task per photo."""
-    from convatlas.producer.plan import PlanError, plan_heatmaps
+    """Queue Grad-CAM heatmaps: photos are uploaded once by content hash, one task per photo.
+
+    Streamed: the folder is walked and hashed into a local spool file, then uploaded, written
+    to the manifest and queued a shard at a time, so memory does not grow with the folder."""
+    from convatlas.producer.plan import PlanError, spool_heatmaps
 
     settings = _settings()
     try:
-        plan = plan_heatmaps(paths, model, class_, layer, settings,
-                             precision or settings.precision, dict(cam))
+        plan = spool_heatmaps(paths, model, class_, layer, settings,
+                              precision or settings.precision, dict(cam))
     except PlanError as exc:
         _fail(str(exc))
-    for name, reason in plan.rejected:
-        typer.echo(f"  not submitted: {name}: {reason}", err=True)
-    _submit(plan, settings, wait, timeout)
+    try:
+        for name, reason in plan.iter_rejected():
+            typer.echo(f"  not submitted: {name}: {reason}", err=True)
+        _submit(plan, settings, wait, timeout)
+    finally:
+        plan.close()
 
 
 @submit_app.command("examples")
@@ -222,8 +228,9 @@ def status(
     """Progress of a run: its report when finished; else its counters (O(1)), or with --details
     every job's state rebuilt from storage (failures with reasons, output keys)."""
     from convatlas.producer.submit import read_report
+    from convatlas.shared.manifest import job_count, load_manifest
     from convatlas.shared.progress import RunProgress, progress_client
-    from convatlas.shared.report import build_report, load_manifest, summary
+    from convatlas.shared.report import build_report, summary
     from convatlas.shared.storage import ObjectNotFound, StorageError
 
     settings = _settings(need_broker=False)
@@ -238,7 +245,7 @@ def status(
         client = progress_client(settings)
         snap = RunProgress(client, run).snapshot() if client is not None else None
         if snap is not None and not details:
-            total = len(manifest["jobs"])
+            total = job_count(manifest)
             typer.echo(f"run {run} ({manifest['kind']}, {manifest['model']}): {snap.done} of "
                        f"{total} jobs have an outcome; requeued {snap.requeued}, duplicates "
                        f"{snap.duplicates}; last outcome {time.time() - snap.last:.0f} s ago")

@@ -6,7 +6,11 @@ refused with the valid choices listed, so a bad request never reaches a queue.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
+import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,7 +21,8 @@ from convatlas.shared.engine.patterns import PatternParams
 from convatlas.shared.engine.precision import check_precision
 from convatlas.shared.hashing import file_sha256, sha256_file
 from convatlas.shared.images import IMAGE_SUFFIXES
-from convatlas.shared.jobs import TILES_PER_PAGE, GradcamJob, GridJob, Job
+from convatlas.shared.jobs import TILES_PER_PAGE, GradcamJob, GridJob, Job, job_from_dict
+from convatlas.shared.manifest import SHARD_SIZE
 
 
 class PlanError(ValueError):
@@ -33,6 +38,29 @@ class InputFile:
 
 
 @dataclass
+class Shard:
+    """One piece of a plan, as written to ``runs/<id>/manifest/shard-NNNNN.json``."""
+
+    offset: int  # the run-wide index of its first job
+    jobs: list[Job] = field(default_factory=list)
+    inputs: list[InputFile] = field(default_factory=list)
+    rejected: list[tuple[str, str]] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"offset": self.offset, "jobs": [j.to_dict() for j in self.jobs],
+                "inputs": [_input_dict(f) for f in self.inputs],
+                "rejected": [{"name": n, "error": r} for n, r in self.rejected]}
+
+
+def _input_dict(f: InputFile) -> dict[str, Any]:
+    return {"name": f.name, "sha256": f.sha256, "bytes": f.size}
+
+
+def _chunks(n: int, size: int) -> int:
+    return -(-n // size)
+
+
+@dataclass
 class Plan:
     kind: str  # "grids" | "heatmaps"
     model: str
@@ -42,18 +70,55 @@ class Plan:
     rejected: list[tuple[str, str]] = field(default_factory=list)  # (name, reason)
     run_id: str = ""
 
+    @property
+    def total(self) -> int:
+        return len(self.jobs)
+
+    def shard_count(self, size: int = SHARD_SIZE) -> int:
+        return max(1, _chunks(len(self.jobs), size), _chunks(len(self.inputs), size),
+                   _chunks(len(self.rejected), size))
+
+    def shards(self, size: int = SHARD_SIZE) -> Iterator[Shard]:
+        """The plan in ``shard_count(size)`` pieces (jobs, inputs and refused files chunked alike)."""
+        for n in range(self.shard_count(size)):
+            a, b = n * size, (n + 1) * size
+            yield Shard(a, self.jobs[a:b], self.inputs[a:b], self.rejected[a:b])
+
+    def iter_rejected(self) -> Iterator[tuple[str, str]]:
+        return iter(self.rejected)
+
+    def header(self, size: int = SHARD_SIZE) -> dict[str, Any]:
+        """The manifest's header (``convatlas.shared.manifest``): everything but the shards."""
+        return {"run_id": self.run_id, "kind": self.kind, "model": self.model,
+                "grids": [g.to_dict() for g in self.grids], "jobs_total": self.total,
+                "rejected_total": len(self.rejected), "shards": self.shard_count(size),
+                "shard_size": size}
+
     def manifest(self) -> dict:
+        """The whole manifest as one inline document (small plans, tests)."""
         return {
             "run_id": self.run_id,
             "kind": self.kind,
             "model": self.model,
             "jobs": [j.to_dict() for j in self.jobs],
             "grids": [g.to_dict() for g in self.grids],
-            "inputs": [
-                {"name": f.name, "sha256": f.sha256, "bytes": f.size} for f in self.inputs
-            ],
+            "inputs": [_input_dict(f) for f in self.inputs],
             "rejected": [{"name": n, "error": r} for n, r in self.rejected],
         }
+
+
+class RunHash:
+    """A run id from its job markers, independent of their order and built one marker at a
+    time: the sum modulo 2^256 of each marker's sha256 (markers are distinct within a run)."""
+
+    def __init__(self, kind: str) -> None:
+        self.kind, self.total = kind, 0
+
+    def add(self, marker: str) -> None:
+        self.total = (self.total + int.from_bytes(hashlib.sha256(marker.encode()).digest(), "big")) % (1 << 256)
+
+    def run_id(self) -> str:
+        return f"{self.kind[0]}-{keys.short_hash(f'{self.kind}:{self.total:064x}'.encode(), 12)}"
 
 
 def model_weights_id(model: str, settings: Settings) -> str:
@@ -124,7 +189,10 @@ def parse_layers(model: str, layers: str) -> list[tuple[str, int]]:
 
 
 def _run_id(kind: str, jobs: list[Job]) -> str:
-    return f"{kind[0]}-{keys.short_hash(sorted(j.marker for j in jobs), 12)}"
+    h = RunHash(kind)
+    for j in jobs:
+        h.add(j.marker)
+    return h.run_id()
 
 
 def plan_grids(
@@ -157,50 +225,74 @@ def resolve_class(model: str, cls: str | None) -> int | None:
         raise PlanError(str(exc)) from exc
 
 
-def collect_images(paths: list[str]) -> tuple[list[tuple[Path, str]], list[tuple[str, str]]]:
-    """Files given directly are taken as they are; folders are scanned recursively (sorted).
+def iter_images(paths: list[str]) -> Iterator[tuple[Path | None, str, str]]:
+    """``(path, name, "")`` per image file, ``(None, name, reason)`` per refused one, one at a
+    time. Files given directly are taken as they are; folders are scanned recursively (sorted).
 
     In a folder, a symlink whose target lies outside that folder is refused (a shared folder
-    must not leak other files); files with other suffixes are listed as ignored.
+    must not leak other files); files with other suffixes are listed as ignored. Every path is
+    checked before the first file is yielded (``PlanError``).
     """
-    found: list[tuple[Path, str]] = []
-    rejected: list[tuple[str, str]] = []
+    for p in paths:
+        if not Path(p).is_dir() and not Path(p).is_file():
+            raise PlanError(f"no such file or folder: {p}")
     for p in paths:
         path = Path(p)
-        if path.is_dir():
-            root = path.resolve()
-            for dirpath, dirnames, filenames in os.walk(path):
-                dirnames.sort()
-                for fn in sorted(filenames):
-                    f = Path(dirpath) / fn
-                    name = str(f.relative_to(path))
-                    if f.suffix.lower() not in IMAGE_SUFFIXES:
-                        rejected.append((name, f"ignored: suffix {f.suffix or '(none)'} is not an image type"))
-                    elif f.is_symlink() and not f.resolve().is_relative_to(root):
-                        rejected.append((name, "refused: symlink points outside the folder"))
-                    elif not f.is_file():
-                        rejected.append((name, "refused: not a regular file"))
-                    else:
-                        found.append((f, name))
-        elif path.is_file():
-            found.append((path, path.name))
+        if not path.is_dir():
+            yield path, path.name, ""
+            continue
+        root = path.resolve()
+        for dirpath, dirnames, filenames in os.walk(path):
+            dirnames.sort()
+            for fn in sorted(filenames):
+                f = Path(dirpath) / fn
+                name = str(f.relative_to(path))
+                if f.suffix.lower() not in IMAGE_SUFFIXES:
+                    yield None, name, f"ignored: suffix {f.suffix or '(none)'} is not an image type"
+                elif f.is_symlink() and not f.resolve().is_relative_to(root):
+                    yield None, name, "refused: symlink points outside the folder"
+                elif not f.is_file():
+                    yield None, name, "refused: not a regular file"
+                else:
+                    yield f, name, ""
+
+
+def collect_images(paths: list[str]) -> tuple[list[tuple[Path, str]], list[tuple[str, str]]]:
+    """``iter_images`` as two lists: (path, name) of the images, (name, reason) of the rest."""
+    found: list[tuple[Path, str]] = []
+    rejected: list[tuple[str, str]] = []
+    for path, name, reason in iter_images(paths):
+        if path is None:
+            rejected.append((name, reason))
         else:
-            raise PlanError(f"no such file or folder: {p}")
+            found.append((path, name))
     return found, rejected
 
 
-def hash_inputs(paths: list[str]) -> tuple[list[InputFile], list[tuple[str, str]]]:
-    """(the image files of ``paths`` with their sha256, (name, reason) of files refused or
-    unreadable), in ``collect_images`` order."""
-    files, rejected = collect_images(paths)
-    inputs: list[InputFile] = []
-    for path, name in files:
+def iter_hashed(paths: list[str]) -> Iterator[InputFile | tuple[str, str]]:
+    """Each image of ``paths`` as an ``InputFile`` with its sha256, each file refused or
+    unreadable as (name, reason), in ``iter_images`` order, one at a time."""
+    for path, name, reason in iter_images(paths):
+        if path is None:
+            yield name, reason
+            continue
         try:
             sha, size = sha256_file(path)
         except OSError as exc:
-            rejected.append((name, f"unreadable: {exc.strerror or exc}"))
+            yield name, f"unreadable: {exc.strerror or exc}"
             continue
-        inputs.append(InputFile(path, name, sha, size))
+        yield InputFile(path, name, sha, size)
+
+
+def hash_inputs(paths: list[str]) -> tuple[list[InputFile], list[tuple[str, str]]]:
+    """``iter_hashed`` as two lists: the inputs, and (name, reason) of the files left out."""
+    inputs: list[InputFile] = []
+    rejected: list[tuple[str, str]] = []
+    for item in iter_hashed(paths):
+        if isinstance(item, InputFile):
+            inputs.append(item)
+        else:
+            rejected.append(item)
     return inputs, rejected
 
 
@@ -227,12 +319,13 @@ def cam_settings(cam: dict[str, Any] | None, settings: Settings) -> dict[str, An
         raise PlanError(str(exc)) from exc
 
 
-def plan_heatmaps(
+def _heatmap_items(
     paths: list[str], model: str, cls: str | None, layer: str | None, settings: Settings,
-    precision: str = "float32", cam: dict[str, Any] | None = None,
-) -> Plan:
-    """``cam``: the Grad-CAM job settings (``methods``, ``overlay_format``,
-    ``overlay_max_side``; see ``producer.options.heatmap_settings``); defaults from ``settings``."""
+    precision: str, cam: dict[str, Any] | None,
+) -> Iterator[InputFile | tuple[str, str] | GradcamJob]:
+    """Validate the request (``PlanError`` before the first item), then walk ``paths``: each
+    input, refused file and new job, one at a time. The same photo twice is one job; the set of
+    digests seen is the only per-photo state kept (about 100 bytes a photo)."""
     spec = resolve_model(model)
     try:
         check_precision(precision)
@@ -245,19 +338,125 @@ def plan_heatmaps(
         parse_layers(model, layer)
     job_settings = cam_settings(cam, settings)
     wid = model_weights_id(model, settings)
-    inputs, rejected = hash_inputs(paths)
-    jobs: list[Job] = []
-    seen: set[str] = set()
-    for f in inputs:
-        if f.sha256 not in seen:  # the same photo twice is computed once
-            seen.add(f.sha256)
-            jobs.append(GradcamJob(model, wid, f.sha256, class_index, layer, f.name, precision,
-                                   **job_settings))
-    if not inputs and not rejected:
+    seen: set[bytes] = set()
+    for item in iter_hashed(paths):
+        yield item
+        if isinstance(item, InputFile) and (digest := bytes.fromhex(item.sha256)) not in seen:
+            seen.add(digest)
+            yield GradcamJob(model, wid, item.sha256, class_index, layer, item.name, precision,
+                             **job_settings)
+
+
+def plan_heatmaps(
+    paths: list[str], model: str, cls: str | None, layer: str | None, settings: Settings,
+    precision: str = "float32", cam: dict[str, Any] | None = None,
+) -> Plan:
+    """The whole plan in memory (local runs). ``cam``: the Grad-CAM job settings (``methods``,
+    ``overlay_format``, ``overlay_max_side``, ``metrics``; see ``producer.options``); defaults
+    from ``settings``. A fleet submission streams instead (``spool_heatmaps``)."""
+    items = _heatmap_items(paths, model, cls, layer, settings, precision, cam)
+    plan = Plan("heatmaps", model, [])
+    for item in items:
+        if isinstance(item, InputFile):
+            plan.inputs.append(item)
+        elif isinstance(item, tuple):
+            plan.rejected.append(item)
+        else:
+            plan.jobs.append(item)
+    if not plan.inputs and not plan.rejected:
         raise PlanError("no images found")
-    plan = Plan("heatmaps", model, jobs, [], inputs, rejected)
-    plan.run_id = _run_id("heatmaps", jobs)
+    plan.run_id = _run_id("heatmaps", plan.jobs)
     return plan
+
+
+class SpooledPlan:
+    """A plan too big to hold: its jobs, inputs and refused files wait in a local spool file
+    (one JSON line each) and are read back shard by shard. Same interface as ``Plan`` for
+    ``submit_plan``: ``run_id``, ``kind``, ``model``, ``grids``, ``total``, ``header()``,
+    ``shard_count()``, ``shards()``, ``iter_rejected()``."""
+
+    grids: list[GridJob] = []
+
+    def __init__(self, kind: str, model: str) -> None:
+        self.kind, self.model, self.run_id = kind, model, ""
+        self.total = self.inputs_total = self.rejected_total = self.entries = 0
+        self._file = tempfile.TemporaryFile("w+", encoding="utf-8", prefix="convatlas-plan-")
+        self._hash = RunHash(kind)
+
+    def add(self, item: InputFile | tuple[str, str] | Job) -> None:
+        if isinstance(item, InputFile):
+            line: dict[str, Any] = {"f": [str(item.path), item.name, item.sha256, item.size]}
+            self.inputs_total += 1
+        elif isinstance(item, tuple):
+            line = {"r": list(item)}
+            self.rejected_total += 1
+        else:
+            line = {"j": item.to_dict()}
+            self._hash.add(item.marker)
+            self.total += 1
+        self._file.write(json.dumps(line, separators=(",", ":")) + "\n")
+        self.entries += 1
+
+    def seal(self) -> SpooledPlan:
+        self._file.flush()
+        self.run_id = self._hash.run_id()
+        return self
+
+    def close(self) -> None:
+        self._file.close()
+
+    def shard_count(self, size: int = SHARD_SIZE) -> int:
+        return max(1, _chunks(self.entries, size))
+
+    def shards(self, size: int = SHARD_SIZE) -> Iterator[Shard]:
+        """``shard_count(size)`` shards of ``size`` spool entries each, in walk order."""
+        self._file.seek(0)
+        shard, taken, offset = Shard(0), 0, 0
+        for raw in self._file:
+            line = json.loads(raw)
+            if "j" in line:
+                shard.jobs.append(job_from_dict(line["j"]))
+                offset += 1
+            elif "f" in line:
+                path, name, sha, size_ = line["f"]
+                shard.inputs.append(InputFile(Path(path), name, sha, size_))
+            else:
+                shard.rejected.append((line["r"][0], line["r"][1]))
+            taken += 1
+            if taken == size:
+                yield shard
+                shard, taken = Shard(offset), 0
+        if taken or offset == 0 and not self.entries:
+            yield shard
+
+    def iter_rejected(self) -> Iterator[tuple[str, str]]:
+        for shard in self.shards():
+            yield from shard.rejected
+
+    def header(self, size: int = SHARD_SIZE) -> dict[str, Any]:
+        return {"run_id": self.run_id, "kind": self.kind, "model": self.model, "grids": [],
+                "jobs_total": self.total, "rejected_total": self.rejected_total,
+                "shards": self.shard_count(size), "shard_size": size}
+
+
+def spool_heatmaps(
+    paths: list[str], model: str, cls: str | None, layer: str | None, settings: Settings,
+    precision: str = "float32", cam: dict[str, Any] | None = None,
+) -> SpooledPlan:
+    """``plan_heatmaps`` for a folder of any size: the same jobs and run id, kept in a spool
+    file instead of memory (the producer's memory does not grow with the folder)."""
+    items = _heatmap_items(paths, model, cls, layer, settings, precision, cam)
+    plan = SpooledPlan("heatmaps", model)
+    try:
+        for item in items:
+            plan.add(item)
+    except BaseException:
+        plan.close()
+        raise
+    if not plan.inputs_total and not plan.rejected_total:
+        plan.close()
+        raise PlanError("no images found")
+    return plan.seal()
 
 
 # --- dataset examples ---------------------------------------------------------------------------
@@ -275,6 +474,9 @@ class ExamplesPlan(Plan):
 
     def manifest(self) -> dict:
         return {**super().manifest(), "examples_reduces": [r.to_dict() for r in self.reduces]}
+
+    def header(self, size: int = SHARD_SIZE) -> dict[str, Any]:
+        return {**super().header(size), "examples_reduces": [r.to_dict() for r in self.reduces]}
 
 
 def plan_examples(

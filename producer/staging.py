@@ -6,19 +6,20 @@ Shared by the local runner and the fleet producer, so both lay out a run the sam
 from __future__ import annotations
 
 import hashlib
-import json
+from collections.abc import Iterable
 
-from convatlas.producer.plan import Plan, PlanError
+from convatlas.producer.plan import InputFile, Plan, PlanError
 from convatlas.shared import keys
-from convatlas.shared.report import manifest_key
+from convatlas.shared.manifest import write_header, write_shard
 from convatlas.shared.storage import Storage
 
 
-def upload_inputs(plan: Plan, storage: Storage) -> int:
+def upload_inputs(plan: Plan | Iterable[InputFile], storage: Storage) -> int:
     """Put each distinct photo under ``inputs/<sha>`` unless it is there; one file in memory at
     a time. A file changed since planning is refused (its key would no longer match)."""
+    files = plan.inputs if isinstance(plan, Plan) else plan
     n = 0
-    for f in {f.sha256: f for f in plan.inputs}.values():
+    for f in {f.sha256: f for f in files}.values():
         key = keys.input_key(f.sha256)
         if storage.exists(key):
             continue
@@ -32,5 +33,7 @@ def upload_inputs(plan: Plan, storage: Storage) -> int:
 
 
 def write_manifest(plan: Plan, storage: Storage) -> None:
-    storage.put_bytes(manifest_key(plan.run_id), json.dumps(plan.manifest(), indent=2).encode(),
-                      "application/json")
+    """The header, then every shard (``convatlas.shared.manifest``)."""
+    write_header(storage, plan.header())
+    for n, shard in enumerate(plan.shards()):
+        write_shard(storage, plan.run_id, n, shard.to_dict())

@@ -18,12 +18,20 @@ from typing import Any
 
 from celery import Celery
 
-from convatlas.producer.plan import Plan
-from convatlas.producer.staging import upload_inputs, write_manifest
+from convatlas.producer.plan import Plan, SpooledPlan
+from convatlas.producer.staging import upload_inputs
 from convatlas.shared import keys
 from convatlas.shared.config import Settings
-from convatlas.shared.jobs import TASK_NAMES, GridJob, job_from_dict
-from convatlas.shared.jobs.outcomes import has_outcome, job_pages, outcome_keys
+from convatlas.shared.jobs import TASK_NAMES, GridJob, Job, job_from_dict
+from convatlas.shared.jobs.outcomes import has_outcome, outcome_keys
+from convatlas.shared.manifest import (
+    iter_jobs,
+    iter_shards,
+    job_count,
+    shard_key,
+    write_header,
+    write_shard,
+)
 from convatlas.shared.progress import RunProgress, progress_client
 from convatlas.shared.report import (
     active_key,
@@ -45,7 +53,7 @@ class SubmitResult:
     uploaded: int  # input photos uploaded now
 
 
-def _grid_needs_reduce(grid: GridJob, storage: Storage, found: set[str], missing: int) -> bool:
+def _grid_needs_reduce(grid: GridJob, storage: Storage, missing: int) -> bool:
     """A page is (re)built when tiles are queued, it was never built, or a tile it lacked has
     arrived since (a tile that failed for good stays black, so it does not count)."""
     if missing or not storage.exists(grid.marker):
@@ -54,8 +62,8 @@ def _grid_needs_reduce(grid: GridJob, storage: Storage, found: set[str], missing
         info = json.loads(storage.get_bytes(grid.marker))
     except ObjectNotFound:
         return True
-    lacking = set(info.get("missing") or [])
-    return any(t.marker in found for t in grid.tile_jobs() if t.filter in lacking)
+    lacking = [t for t in grid.tile_jobs() if t.filter in set(info.get("missing") or [])]
+    return bool(lacking) and any(t.marker in outcome_keys(storage, lacking) for t in lacking)
 
 
 # --- queueing ------------------------------------------------------------------------------
@@ -78,51 +86,71 @@ def run_counter(app: Celery, settings: Settings | None, run_id: str) -> RunProgr
     return RunProgress(client, run_id)
 
 
-def submit_plan(plan: Plan, storage: Storage, app: Celery,
+def submit_plan(plan: Plan | SpooledPlan, storage: Storage, app: Celery,
                 settings: Settings | None = None) -> SubmitResult:
-    """Upload inputs, write the manifest, queue what is missing (or write the report now).
+    """Stream a plan to the fleet, shard by shard: upload its photos, write its manifest, queue
+    what is missing (or, when nothing is, write the report now).
 
     No chord: jobs are independent tasks, each counted once when it has an outcome
     (``convatlas.shared.progress``); the count that completes a page queues its reducer and
     the one that completes the run queues ``finish_run``. Jobs already done are counted here.
+    One shard of jobs is in memory at a time: a folder of any size costs the same memory.
     """
     check_broker(app)
-    uploaded = upload_inputs(plan, storage)
-    write_manifest(plan, storage)
-    found = outcome_keys(storage, plan.jobs)
-    pages = job_pages(plan.grids, plan.jobs)
-    done = [i for i, j in enumerate(plan.jobs) if has_outcome(j, found)]
-    todo = [i for i, j in enumerate(plan.jobs) if not has_outcome(j, found)]
-    todo_per_page = Counter(pages[i] for i in todo)
-    rebuild = {p for p, g in enumerate(plan.grids)
-               if _grid_needs_reduce(g, storage, found, todo_per_page.get(p, 0))}
     progress = run_counter(app, settings, plan.run_id)
-    if not todo and not rebuild:
-        write_report(storage, plan.run_id, presigned_links(storage))
-        storage.delete(active_key(plan.run_id))
-        progress.clear()
-        return SubmitResult(plan.run_id, 0, 0, len(done), uploaded)
     storage.delete(report_key(plan.run_id))  # a stale report must not end wait_for_run early
     progress.start({p: len(g.filters) for p, g in enumerate(plan.grids)})
-    fired = progress.mark_many((i, pages[i]) for i in done)
-    storage.put_bytes(active_key(plan.run_id), b"", "text/plain")  # the healer watches it now
-    complete = {p for i, f in zip(done, fired, strict=True) if f.page and (p := pages[i]) is not None}
-    ready_pages = sorted(complete & rebuild)
-    sent = 0
+    header_written = False  # written before the first task (reducers read the pages from it)
+    page_of = {t.marker: p for p, g in enumerate(plan.grids) for t in g.tile_jobs()}
+    todo_per_page: Counter[int] = Counter()
+    complete: set[int] = set()
+    uploaded = queued = already = sent = 0
     with app.producer_or_acquire() as producer:
-        for i in todo:
-            job = plan.jobs[i]
-            app.send_task(TASK_NAMES[job.kind], args=(job.to_dict(),
-                          {"id": plan.run_id, "i": i, "p": pages[i]}), producer=producer)
-            sent += 1
-        for p in ready_pages:
+        for n, shard in enumerate(plan.shards()):
+            uploaded += upload_inputs(shard.inputs, storage)
+            write_shard(storage, plan.run_id, n, shard.to_dict())
+            found = outcome_keys(storage, shard.jobs)
+            if not header_written and not all(has_outcome(j, found) for j in shard.jobs):
+                write_header(storage, plan.header())
+                header_written = True
+            done: list[tuple[int, int | None]] = []
+            todo: list[tuple[int, int | None, Job]] = []
+            for k, job in enumerate(shard.jobs):
+                i, page = shard.offset + k, page_of.get(job.marker)
+                if has_outcome(job, found):
+                    done.append((i, page))
+                else:
+                    todo.append((i, page, job))
+            # counted before the shard's tasks go out, so the last tile's worker completes its
+            # page (and queues the reducer) rather than this count
+            fired = progress.mark_many(done)
+            complete |= {p for (_, p), f in zip(done, fired, strict=True) if f.page and p is not None}
+            already += len(done)
+            for i, page, job in todo:
+                app.send_task(TASK_NAMES[job.kind], args=(job.to_dict(),
+                              {"id": plan.run_id, "i": i, "p": page}), producer=producer)
+                queued += 1
+                if page is not None:
+                    todo_per_page[page] += 1
+        if not header_written:
+            write_header(storage, plan.header())
+        rebuild = {p for p, g in enumerate(plan.grids)
+                   if _grid_needs_reduce(g, storage, todo_per_page.get(p, 0))}
+        if not queued and not rebuild:
+            progress.clear()
+            write_report(storage, plan.run_id, presigned_links(storage))
+            storage.delete(active_key(plan.run_id))
+            stop_listening(app)
+            return SubmitResult(plan.run_id, 0, 0, already, uploaded)
+        storage.put_bytes(active_key(plan.run_id), b"", "text/plain")  # the healer watches it now
+        for p in sorted(complete & rebuild):
             app.send_task(TASK_NAMES["reduce"], args=(plan.run_id, p), producer=producer)
             sent += 1
-        if progress.seal(len(plan.jobs)):
+        if progress.seal(plan.total):
             app.send_task(TASK_NAMES["finish"], args=(plan.run_id,), producer=producer)
             sent += 1
     stop_listening(app)
-    return SubmitResult(plan.run_id, len(todo), sent, len(done), uploaded)
+    return SubmitResult(plan.run_id, queued, queued + sent, already, uploaded)
 
 
 def stop_listening(app: Celery) -> None:
@@ -153,10 +181,14 @@ def presigned_links(storage: Storage) -> Any:
 
 
 def run_progress(storage: Storage, manifest: dict[str, Any]) -> tuple[int, int]:
-    """(jobs with an outcome, jobs) of a run, from folder listings."""
-    jobs = [job_from_dict(d) for d in manifest["jobs"]]
-    found = outcome_keys(storage, jobs)
-    return sum(has_outcome(j, found) for j in jobs), len(jobs)
+    """(jobs with an outcome, jobs) of a run, from folder listings, shard by shard."""
+    done = total = 0
+    for shard in iter_shards(storage, manifest):
+        jobs = [job_from_dict(d) for d in shard["jobs"]]
+        found = outcome_keys(storage, jobs)
+        done += sum(has_outcome(j, found) for j in jobs)
+        total += len(jobs)
+    return done, total
 
 
 def read_report(storage: Storage, run_id: str) -> dict[str, Any] | None:
@@ -187,20 +219,20 @@ def wait_for_run(
     manifest = load_manifest(storage, run_id)
     deadline = time.monotonic() + timeout
     all_done_since: float | None = None
-    with tqdm(total=len(manifest["jobs"]), unit="job", desc=run_id, disable=not progress) as bar:
+    with tqdm(total=job_count(manifest), unit="job", desc=run_id, disable=not progress) as bar:
         while True:
             try:
                 report = read_report(storage, run_id)
                 snap = counter.snapshot() if counter is not None and report is None else None
                 if snap is not None:
-                    done, total = snap.done, len(manifest["jobs"])
+                    done, total = snap.done, job_count(manifest)
                     if snap.requeued or snap.duplicates:
                         bar.set_postfix(requeued=snap.requeued, duplicates=snap.duplicates,
                                         refresh=False)
                 else:
                     done, total = run_progress(storage, manifest)
             except StorageUnavailable:  # S3 down for a while: keep waiting until the deadline
-                report, done, total = None, bar.n, len(manifest["jobs"])
+                report, done, total = None, bar.n, job_count(manifest)
             bar.update(done - bar.n)
             if report is not None:
                 return report
@@ -232,7 +264,8 @@ def fetch_run(storage: Storage, run_id: str, dest: Path) -> tuple[int, dict[str,
     manifest = load_manifest(storage, run_id)
     report = build_report(storage, manifest)
     wanted: list[str] = [manifest_key(run_id)]
-    for d, item in zip(manifest["jobs"], report["jobs"], strict=True):
+    wanted += [shard_key(run_id, n) for n in range(int(manifest.get("shards", 0)))]
+    for d, item in zip(iter_jobs(storage, manifest), report["jobs"], strict=True):
         if item["status"] == "done":
             wanted.extend(item["outputs"].values())
         elif item["status"] == "failed":

@@ -14,13 +14,16 @@ from typing import Any
 
 from convatlas.shared import keys
 from convatlas.shared.jobs import existing_result, grid_from_dict, job_from_dict, kind_of, read_json
+from convatlas.shared.manifest import (  # noqa: F401  (manifest_key, load_manifest: re-exported)
+    iter_jobs,
+    iter_section,
+    load_manifest,
+    manifest_key,
+    rejected_count,
+)
 from convatlas.shared.metrics_summary import gallery_section, photo_figure, summary_lines
 from convatlas.shared.metrics_summary import report_entry as metrics_entry
 from convatlas.shared.storage import Storage
-
-
-def manifest_key(run_id: str) -> str:
-    return f"{keys.run_prefix(run_id)}/manifest.json"
 
 
 def report_key(run_id: str) -> str:
@@ -40,16 +43,12 @@ def active_runs(storage: Storage) -> list[str]:
     return [k.rsplit("/", 1)[1] for k in storage.list_keys("runs/active/")]
 
 
-def load_manifest(storage: Storage, run_id: str) -> dict[str, Any]:
-    return json.loads(storage.get_bytes(manifest_key(run_id)))
-
-
 def build_report(storage: Storage, manifest: dict[str, Any]) -> dict[str, Any]:
     """Status of every job and grid of a run, read from storage."""
     items = []
     counts = {"done": 0, "failed": 0, "pending": 0}
     pipeline = {"model_seconds": 0.0, "input_wait_seconds": 0.0}
-    for d in manifest["jobs"]:
+    for d in iter_jobs(storage, manifest):
         job = job_from_dict(d)
         res = existing_result(job, storage)
         status = "pending" if res is None else ("failed" if res.status == "failed" else "done")
@@ -80,19 +79,19 @@ def build_report(storage: Storage, manifest: dict[str, Any]) -> dict[str, Any]:
             "dead": None if info is None else info.get("dead", []),
         })
     names_by_sha: dict[str, list[str]] = {}
-    for f in manifest.get("inputs", []):
+    for f in iter_section(storage, manifest, "inputs"):
         names_by_sha.setdefault(f["sha256"], []).append(f["name"])
     return {
         "run_id": manifest["run_id"],
         "kind": manifest["kind"],
         "model": manifest["model"],
         "generated": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "counts": {**counts, "total": len(items), "rejected": len(manifest.get("rejected", []))},
+        "counts": {**counts, "total": len(items), "rejected": rejected_count(manifest)},
         "pipeline": {k: round(v, 3) for k, v in pipeline.items()},
         "complete": counts["pending"] == 0 and all(g["status"] != "pending" for g in grids),
         "jobs": items,
         "grids": grids,
-        "rejected": manifest.get("rejected", []),
+        "rejected": list(iter_section(storage, manifest, "rejected")),
         "duplicates": {s: n for s, n in names_by_sha.items() if len(n) > 1},
         **metrics_entry(items),  # faithfulness per method: mean ± sd over the run (when asked)
     }
@@ -181,15 +180,18 @@ def write_report(storage: Storage, run_id: str, link: Any) -> dict[str, Any]:
 
 
 def finish_run(storage: Storage, run_id: str, link: Any) -> dict[str, Any]:
-    """The end of a fleet run: pages never built are built now (a lost reducer message loses
-    nothing), the report and gallery are written, and the run leaves the active list."""
+    """The end of a fleet run: pages never built, or built before a tile they lacked arrived,
+    are built now (a lost or late reducer loses nothing), the report and gallery are written, and the run leaves the active list."""
     from convatlas.shared.jobs import reduce_grid
 
     manifest = load_manifest(storage, run_id)
     for d in manifest.get("grids", []):
         grid = grid_from_dict(d)
-        if read_json(storage, grid.marker) is None:
-            reduce_grid(grid, storage)
+        info = read_json(storage, grid.marker)
+        lacking = set(info.get("missing") or []) if info is not None else set()
+        if info is None or any(storage.exists(t.marker) for t in grid.tile_jobs()
+                               if t.filter in lacking):
+            reduce_grid(grid, storage)  # never built, or a tile it lacked has arrived since
     report = write_report(storage, run_id, link)
     if report["complete"]:
         storage.delete(active_key(run_id))

@@ -26,8 +26,9 @@ from typing import Any
 from convatlas.shared.config import Settings
 from convatlas.shared.jobs import TASK_NAMES, job_from_dict, read_json
 from convatlas.shared.jobs.outcomes import has_outcome, job_pages, outcome_keys
+from convatlas.shared.manifest import iter_jobs, load_manifest
 from convatlas.shared.progress import RunProgress
-from convatlas.shared.report import active_key, active_runs, load_manifest, report_key
+from convatlas.shared.report import active_key, active_runs, report_key
 from convatlas.shared.storage import ObjectNotFound, Storage
 from convatlas.workers.completion import act_on
 
@@ -52,7 +53,7 @@ def heal_run(app: Any, storage: Storage, client: Any, run_id: str, requeue_after
     except ObjectNotFound:
         storage.delete(active_key(run_id))
         return 0
-    jobs = [job_from_dict(d) for d in manifest["jobs"]]
+    jobs = [job_from_dict(d) for d in iter_jobs(storage, manifest)]
     if snap is None:  # Redis lost the run (restart without persistence): count from storage
         grids = manifest.get("grids", [])
         progress.start({p: len(g["filters"]) for p, g in enumerate(grids)}, now=now)

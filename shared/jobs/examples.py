@@ -498,23 +498,25 @@ def summary_key(run_id: str) -> str:
 
 
 def _manifest(storage: Storage, run_id: str) -> dict[str, Any]:
-    got = read_json(storage, f"{keys.run_prefix(run_id)}/manifest.json")
-    if got is None:
-        raise ObjectNotFound(f"{keys.run_prefix(run_id)}/manifest.json")
-    return got
+    from convatlas.shared.manifest import load_manifest
+
+    return load_manifest(storage, run_id)
 
 
 def manifest_reduces(manifest: dict[str, Any]) -> list[ExamplesReduceJob]:
     return [ExamplesReduceJob.from_dict(d) for d in manifest.get("examples_reduces", [])]
 
 
-def _maps(manifest: dict[str, Any]) -> list[ExamplesJob]:
-    return [ExamplesJob.from_dict(d) for d in manifest["jobs"] if d.get("kind") == "examples"]
+def _maps(storage: Storage, manifest: dict[str, Any]) -> list[ExamplesJob]:
+    from convatlas.shared.manifest import iter_jobs
+
+    return [ExamplesJob.from_dict(d) for d in iter_jobs(storage, manifest)
+            if d.get("kind") == "examples"]
 
 
 def maps_complete(storage: Storage, manifest: dict[str, Any]) -> bool:
     """Every map job of the run has an outcome (done or failed for good)."""
-    maps = _maps(manifest)
+    maps = _maps(storage, manifest)
     if not maps:
         return True
     found: set[str] = set()
@@ -525,7 +527,7 @@ def maps_complete(storage: Storage, manifest: dict[str, Any]) -> bool:
 
 def examples_done(storage: Storage, manifest: dict[str, Any]) -> bool:
     """Every layer's state holds every batch of the run's finished maps for that layer."""
-    maps = _maps(manifest)
+    maps = _maps(storage, manifest)
     for r in manifest_reduces(manifest):
         state = read_json(storage, r.marker)
         if state is None:
