@@ -7,29 +7,36 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 
 from convatlas.producer.plan import InputFile, Plan, PlanError
 from convatlas.shared import keys
 from convatlas.shared.manifest import write_header, write_shard
 from convatlas.shared.storage import Storage
 
+UPLOAD_THREADS = 8  # photos read and uploaded at once (S3 round trips overlap)
+
 
 def upload_inputs(plan: Plan | Iterable[InputFile], storage: Storage) -> int:
-    """Put each distinct photo under ``inputs/<sha>`` unless it is there; one file in memory at
-    a time. A file changed since planning is refused (its key would no longer match)."""
-    files = plan.inputs if isinstance(plan, Plan) else plan
-    n = 0
-    for f in {f.sha256: f for f in files}.values():
-        key = keys.input_key(f.sha256)
-        if storage.exists(key):
-            continue
-        data = f.path.read_bytes()
-        if hashlib.sha256(data).hexdigest() != f.sha256:
-            raise PlanError(f"{f.name} changed while being submitted; submit again")
-        storage.put_bytes(key, data, "application/octet-stream")
-        del data
-        n += 1
-    return n
+    """Put each distinct photo under ``inputs/<sha>`` unless it is there, ``UPLOAD_THREADS``
+    at a time (at most that many files in memory). A file changed since planning is refused
+    (its key would no longer match)."""
+    files = list({f.sha256: f for f in (plan.inputs if isinstance(plan, Plan) else plan)}.values())
+    if len(files) <= 1:
+        return sum(_upload_one(f, storage) for f in files)
+    with ThreadPoolExecutor(min(UPLOAD_THREADS, len(files)), "convatlas-upload") as pool:
+        return sum(pool.map(lambda f: _upload_one(f, storage), files))
+
+
+def _upload_one(f: InputFile, storage: Storage) -> int:
+    key = keys.input_key(f.sha256)
+    if storage.exists(key):
+        return 0
+    data = f.path.read_bytes()
+    if hashlib.sha256(data).hexdigest() != f.sha256:
+        raise PlanError(f"{f.name} changed while being submitted; submit again")
+    storage.put_bytes(key, data, "application/octet-stream")
+    return 1
 
 
 def write_manifest(plan: Plan, storage: Storage) -> None:

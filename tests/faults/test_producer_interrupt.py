@@ -46,13 +46,14 @@ def test_interrupted_submission_resumes_without_duplicates(make_rig, tmp_path: P
     plan = plan_heatmaps([str(folder)], "efficientnet-lite0", None, None, rig.settings)
     with pytest.raises(KeyboardInterrupt):
         submit_plan(plan, Interrupting(rig.storage), rig.app)
-    assert len(rig.storage.list_keys("inputs/")) == CUT_AT - 1
+    uploaded = len(rig.storage.list_keys("inputs/"))  # uploads run 8 at a time: the others
+    assert CUT_AT - 1 <= uploaded < PHOTOS  # in flight finish, the interrupted one is missing
     assert not rig.storage.exists(manifest_key(plan.run_id))
     assert rig.queued() == 0  # nothing queued by the broken attempt
 
     r = rig.cli("submit", "heatmaps", str(folder), "--wait", "--timeout", str(WAIT_S))
     assert r.returncode == 0, r.stdout + r.stderr
-    assert f"{PHOTOS - CUT_AT + 1} photos uploaded" in r.stdout, r.stdout
+    assert f"{PHOTOS - uploaded} photos uploaded" in r.stdout, r.stdout
     assert re.search(rf"run {plan.run_id}: {PHOTOS} jobs queued", r.stdout), r.stdout
     check_report(rig.storage, plan, read_report(rig.storage, plan.run_id))
     # each photo uploaded once, computed once, delivered once
