@@ -39,4 +39,6 @@ RUN pip install . && python -c "import convatlas.producer.cli, convatlas.workers
 
 USER convatlas
 
-CMD ["celery", "-A", "convatlas.workers.app", "worker", "--pool", "threads", "--concurrency", "32", "-E", "-n", "worker@%h", "--loglevel", "info"]
+# The one worker command line (convatlas.workers.config.worker_argv): threads pool, task events,
+# CONVATLAS_WORKER_CONCURRENCY threads (default 2 × CONVATLAS_MAX_BATCH).
+CMD ["convatlas", "worker", "--hostname", "worker@%h"]

@@ -39,6 +39,7 @@ class Settings:
     vgg16_weights: str = ""  # CONVATLAS_VGG16_WEIGHTS: path to ImageNet VGG16 .h5
     batch_window_ms: int = 50  # CONVATLAS_BATCH_WINDOW_MS: worker gathers jobs this long
     max_batch: int = 64  # CONVATLAS_MAX_BATCH: most jobs in one model call
+    worker_concurrency: int = 0  # CONVATLAS_WORKER_CONCURRENCY: task threads, 0 = 2 × max_batch
     task_time_limit: int = 1800  # CONVATLAS_TASK_TIME_LIMIT seconds (hard)
     visibility_timeout: int = 3600  # CONVATLAS_VISIBILITY_TIMEOUT seconds (> longest task)
     presign_expiry: int = 86400  # CONVATLAS_PRESIGN_EXPIRY seconds for gallery links
@@ -63,6 +64,7 @@ class Settings:
             vgg16_weights=_env("CONVATLAS_VGG16_WEIGHTS", ""),
             batch_window_ms=int(_env("CONVATLAS_BATCH_WINDOW_MS", "50")),
             max_batch=int(_env("CONVATLAS_MAX_BATCH", "64")),
+            worker_concurrency=int(_env("CONVATLAS_WORKER_CONCURRENCY", "0")),
             task_time_limit=int(_env("CONVATLAS_TASK_TIME_LIMIT", "1800")),
             visibility_timeout=int(_env("CONVATLAS_VISIBILITY_TIMEOUT", "3600")),
             presign_expiry=int(_env("CONVATLAS_PRESIGN_EXPIRY", "86400")),

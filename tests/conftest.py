@@ -18,11 +18,12 @@ from convatlas.stack.servers import RedisServer, SeaweedS3Server
 
 pytest_plugins: list[str] = []
 
-KINDS = ("unit", "integration", "faults")
+KINDS = ("unit", "engine", "integration", "faults")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Mark each test by its folder: ``pytest -m unit`` runs the server-free ones."""
+    """Mark each test by its folder: ``pytest -m unit`` runs the quick ones (no servers, no
+    networks), ``-m engine`` the server-free ones that run real networks."""
     for item in items:
         parts = Path(str(item.fspath)).parts
         for kind in KINDS:

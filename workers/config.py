@@ -89,9 +89,10 @@ def make_app(settings: Settings | None = None) -> Celery:
 
 
 def default_concurrency(settings: Settings) -> int:
-    """Task threads of a worker: 2 × ``CONVATLAS_MAX_BATCH``, so the next batch gathers while one
-    runs (each thread holds one task; prefetch is 1 per thread)."""
-    return 2 * settings.max_batch
+    """Task threads of a worker: ``CONVATLAS_WORKER_CONCURRENCY`` if set, else 2 ×
+    ``CONVATLAS_MAX_BATCH``, so the next batch gathers while one runs (each thread holds one
+    task; prefetch is 1 per thread)."""
+    return settings.worker_concurrency or 2 * settings.max_batch
 
 
 def worker_argv(

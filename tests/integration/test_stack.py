@@ -298,6 +298,9 @@ def test_compose_file_is_valid_and_secured() -> None:
     device = worker["deploy"]["resources"]["reservations"]["devices"][0]
     assert device["driver"] == "nvidia" and "gpu" in device["capabilities"]
     assert services["producer"]["restart"] == "no"
+    # the one worker command line (worker_argv), its threads from the one documented default
+    assert worker["command"][:2] == ["convatlas", "worker"]
+    assert worker["environment"]["CONVATLAS_WORKER_CONCURRENCY"] == ""
     assert services["producer"]["command"][:2] == ["convatlas", "submit"]
 
 

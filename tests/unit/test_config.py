@@ -28,3 +28,16 @@ def test_precision_default_and_override(monkeypatch) -> None:  # noqa: ANN001
     assert Settings.from_env().precision == "float32"
     monkeypatch.setenv("CONVATLAS_PRECISION", "bfloat16")
     assert Settings.from_env().precision == "bfloat16"
+
+
+def test_worker_concurrency_has_one_default(monkeypatch) -> None:  # noqa: ANN001
+    from convatlas.workers.config import default_concurrency, worker_argv
+
+    monkeypatch.delenv("CONVATLAS_WORKER_CONCURRENCY", raising=False)
+    monkeypatch.setenv("CONVATLAS_MAX_BATCH", "16")
+    assert default_concurrency(Settings.from_env()) == 32
+    monkeypatch.setenv("CONVATLAS_WORKER_CONCURRENCY", "")  # compose's unset variable
+    assert default_concurrency(Settings.from_env()) == 32
+    monkeypatch.setenv("CONVATLAS_WORKER_CONCURRENCY", "5")
+    argv = worker_argv(Settings.from_env())
+    assert argv[argv.index("--concurrency") + 1] == "5"

@@ -19,7 +19,7 @@ from convatlas.shared.jobs import FilterJob, GradcamJob, GridJob, grid_from_dict
 from convatlas.shared.models.mixed import with_precision
 from convatlas.shared.models.registry import get_model
 from convatlas.shared.samples import sample_photos
-from tests.unit.test_patterns import activations
+from tests.engine.test_patterns import activations
 
 BF16 = PatternParams(size=32, steps=20, precision="bfloat16")
 SHA = "ab" * 32

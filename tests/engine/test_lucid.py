@@ -31,7 +31,7 @@ from convatlas.shared.engine.transforms import (
 )
 from convatlas.shared.keys import pattern_prefix
 from convatlas.shared.models.registry import LoadedModel, get_model
-from tests.unit.test_patterns import activations
+from tests.engine.test_patterns import activations
 
 LUCID = PatternParams(size=32, steps=48, style="lucid")
 
