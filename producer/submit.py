@@ -132,6 +132,7 @@ def submit_plan(plan: Plan | SpooledPlan, storage: Storage, app: Celery,
                 queued += 1
                 if page is not None:
                     todo_per_page[page] += 1
+            stop_listening(app)  # Celery subscribes to every sent task's result: not 10^5 of them
         if not header_written:
             write_header(storage, plan.header())
         rebuild = {p for p, g in enumerate(plan.grids)
