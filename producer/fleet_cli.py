@@ -221,6 +221,48 @@ def submit_examples(
         raise typer.Exit(1)
 
 
+@submit_app.command("atlas")
+def submit_atlas(
+    model: Annotated[str, typer.Option("--model", "-m", help="Model name (the workers load it by name).")] = "vgg16-hed",
+    wait: WaitOpt = False,
+    timeout: TimeoutOpt = 3600.0,
+) -> None:
+    """Build a model's atlas in the fleet: a worker reads the bucket's results (grids, examples,
+    heatmaps of this model) and writes the static site into the bucket under atlas/<model>/."""
+    from convatlas.producer.submit import check_broker, stop_listening
+    from convatlas.shared.atlas import site_prefix, summary_key
+    from convatlas.shared.jobs import TASK_NAMES
+    from convatlas.shared.jobs.common import read_json
+    from convatlas.shared.models.registry import UnknownModel, get_spec
+    from convatlas.workers.config import make_app
+
+    settings = _settings()
+    try:
+        get_spec(model)
+    except UnknownModel as exc:
+        _fail(str(exc))
+    with _submission_errors(settings):
+        storage = _storage(settings, create=True)
+        app = make_app(settings)
+        check_broker(app)
+        storage.delete(summary_key(model))  # a stale summary must not end --wait early
+        app.send_task(TASK_NAMES["atlas"], args=(model,))
+        stop_listening(app)
+    where = f"{storage.describe()} key {site_prefix(model)}/index.html"
+    typer.echo(f"atlas of {model} queued → {where}")
+    if not wait:
+        return
+    deadline = time.monotonic() + timeout
+    while (done := read_json(storage, summary_key(model))) is None:
+        if time.monotonic() > deadline:
+            _fail(f"atlas of {model}: not built after {timeout:.0f} s", 1)
+        time.sleep(1.0)
+    if done.get("error"):
+        _fail(f"atlas of {model} failed: {done['error']}", 1)
+    typer.echo(f"atlas of {model}: {done['layers']} layers, {done['units']} unit pages, "
+               f"{done['photos']} photo pages, {done['files']} files in {done['seconds']:.1f} s")
+
+
 def status(
     run: Annotated[str, typer.Argument(help="Run id printed by submit.")],
     details: Annotated[bool, typer.Option(help="While running: rebuild every job's state from storage (lists the run's folders; slow for big runs).")] = False,

@@ -430,8 +430,11 @@ class SpooledPlan:
             yield shard
 
     def iter_rejected(self) -> Iterator[tuple[str, str]]:
-        for shard in self.shards():
-            yield from shard.rejected
+        self._file.seek(0)
+        for raw in self._file:
+            if raw.startswith('{"r"'):
+                name, reason = json.loads(raw)["r"]
+                yield name, reason
 
     def header(self, size: int = SHARD_SIZE) -> dict[str, Any]:
         return {"run_id": self.run_id, "kind": self.kind, "model": self.model, "grids": [],

@@ -34,7 +34,8 @@ from convatlas.shared.jobs.common import io_map
 from convatlas.shared.render import GRID, grid_size
 from convatlas.shared.storage import ObjectNotFound, Storage, validate_key
 
-__all__ = ["AtlasSummary", "DirSink", "Sink", "StorageSink", "build_atlas", "site_prefix"]
+__all__ = ["AtlasSummary", "DirSink", "Sink", "StorageSink", "build_atlas", "build_into_storage",
+           "site_prefix", "summary_key"]
 
 UNITS_PER_PAGE = GRID * GRID
 THUMB_SIDE = 480  # long side of the photo thumbnails
@@ -74,6 +75,24 @@ class StorageSink:
 def site_prefix(model: str) -> str:
     """Where ``convatlas atlas --fleet`` puts a model's site in the bucket."""
     return f"atlas/{keys.model_slug(model)}"
+
+
+def summary_key(model: str) -> str:
+    """The last fleet build's summary (beside the site, so every key inside it is linked)."""
+    return f"{site_prefix(model)}.json"
+
+
+def build_into_storage(storage: Storage, model: str, settings: Any = None) -> AtlasSummary:
+    """The fleet's atlas task: the site of ``model`` from the bucket's results into the same
+    bucket under ``site_prefix(model)``, then its summary under ``summary_key(model)``."""
+    import dataclasses
+
+    summary = build_atlas(storage, model, StorageSink(storage, site_prefix(model)), settings)
+    record = {**dataclasses.asdict(summary), "index": f"{site_prefix(model)}/index.html",
+              "generated": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    storage.put_bytes(summary_key(model), json.dumps(record, indent=1).encode(),
+                      "application/json")
+    return summary
 
 
 @dataclass

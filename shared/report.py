@@ -114,6 +114,10 @@ def summary(report: dict[str, Any], where: str = "") -> str:
             lines.append(f"  FAILED {j.get('name') or j.get('layer', '')}: {j['error']}")
     for r in report["rejected"]:
         lines.append(f"  NOT SUBMITTED {r['name']}: {r['error']}")
+    healing = report.get("healing") or {}
+    if healing.get("requeued") or healing.get("duplicates"):
+        lines.append(f"  healed: {healing.get('requeued', 0)} jobs queued again after a stall, "
+                     f"{healing.get('duplicates', 0)} outcomes reported twice (harmless)")
     if report["kind"] == "heatmaps":
         for j in report["jobs"][:20]:
             if j["status"] == "done" and j["top"]:
@@ -171,15 +175,20 @@ def gallery_html(report: dict[str, Any], link: Any) -> str:
     return "\n".join(parts)
 
 
-def write_report(storage: Storage, run_id: str, link: Any) -> dict[str, Any]:
-    """Rebuild and store the report and gallery of a run; returns the report."""
+def write_report(storage: Storage, run_id: str, link: Any,
+                 healing: dict[str, int] | None = None) -> dict[str, Any]:
+    """Rebuild and store the report and gallery of a run; returns the report. ``healing``: the
+    run's counters of jobs queued again by the healer and outcomes reported twice."""
     report = build_report(storage, load_manifest(storage, run_id))
+    if healing is not None:
+        report["healing"] = dict(healing)
     storage.put_bytes(report_key(run_id), json.dumps(report, indent=2).encode(), "application/json")
     storage.put_bytes(gallery_key(run_id), gallery_html(report, link).encode(), "text/html")
     return report
 
 
-def finish_run(storage: Storage, run_id: str, link: Any) -> dict[str, Any]:
+def finish_run(storage: Storage, run_id: str, link: Any,
+               healing: dict[str, int] | None = None) -> dict[str, Any]:
     """The end of a fleet run: pages never built, or built before a tile they lacked arrived,
     are built now (a lost or late reducer loses nothing), the report and gallery are written, and the run leaves the active list."""
     from convatlas.shared.jobs import reduce_grid
@@ -192,7 +201,7 @@ def finish_run(storage: Storage, run_id: str, link: Any) -> dict[str, Any]:
         if info is None or any(storage.exists(t.marker) for t in grid.tile_jobs()
                                if t.filter in lacking):
             reduce_grid(grid, storage)  # never built, or a tile it lacked has arrived since
-    report = write_report(storage, run_id, link)
+    report = write_report(storage, run_id, link, healing)
     if report["complete"]:
         storage.delete(active_key(run_id))
     return report

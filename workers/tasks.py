@@ -155,8 +155,11 @@ def finish_run(self: Task, run_id: str) -> dict[str, Any]:
     storage = worker_storage()
     expiry = Settings.from_env().presign_expiry
     try:
-        report = finish(storage, run_id, lambda key: storage.url(key, expiry))
         progress = run_progress(run_id)
+        snap = progress.snapshot() if progress is not None else None
+        healing = None if snap is None else {"requeued": snap.requeued,
+                                             "duplicates": snap.duplicates}
+        report = finish(storage, run_id, lambda key: storage.url(key, expiry), healing)
         if progress is not None and report["complete"]:
             progress.clear()
         return {"status": "done", "run_id": run_id, "counts": report["counts"],
@@ -203,3 +206,37 @@ def reduce_examples(self: Task, run_id: str) -> dict[str, Any]:
     except Exception as exc:
         log.exception("reduce_examples failed for %s", run_id)
         return _error(f"{type(exc).__name__}: {exc}")
+
+
+# --- the atlas -------------------------------------------------------------------------------
+
+
+@app.task(name=TASK_NAMES["atlas"], bind=True, max_retries=MAX_RETRIES)
+def build_atlas(self: Task, model: str) -> dict[str, Any]:
+    """A model's atlas site from the bucket's results into the bucket (``atlas/<model>/``);
+    the summary written last (``shared.atlas.summary_key``) is what the producer waits for."""
+    from convatlas.shared.atlas import build_into_storage
+
+    try:
+        summary = build_into_storage(worker_storage(), model)
+        return {"status": "done", "model": model, "units": summary.units,
+                "photos": summary.photos, "files": summary.files}
+    except StorageUnavailable as exc:
+        return _retry_or_error(self, exc, "storage unavailable")
+    except Exception as exc:
+        log.exception("build_atlas failed for %s", model)
+        message = f"{type(exc).__name__}: {exc}"
+        try:  # the producer waiting for the summary learns why instead of timing out
+            _write_atlas_failure(model, message)
+        except Exception:
+            log.warning("build_atlas: could not record the failure of %s", model)
+        return _error(message)
+
+
+def _write_atlas_failure(model: str, message: str) -> None:
+    import json
+
+    from convatlas.shared.atlas import summary_key
+
+    worker_storage().put_bytes(summary_key(model), json.dumps({"error": message}).encode(),
+                               "application/json")

@@ -47,9 +47,10 @@ KINDS: dict[str, JobKind] = {
 REDUCE_TASK = "convatlas.reduce_grid"
 FINISH_TASK = "convatlas.finish_run"
 EXAMPLES_REDUCE_TASK = "convatlas.reduce_examples"  # the per-layer merge of examples maps
+ATLAS_TASK = "convatlas.build_atlas"  # a model's atlas site, built in the fleet into the bucket
 TASK_NAMES: dict[str, str] = {
     **{k.name: k.task for k in KINDS.values()}, "reduce": REDUCE_TASK, "finish": FINISH_TASK,
-    "examples-reduce": EXAMPLES_REDUCE_TASK,
+    "examples-reduce": EXAMPLES_REDUCE_TASK, "atlas": ATLAS_TASK,
 }
 
 

@@ -39,6 +39,7 @@ def test_sigkilled_worker_with_prefetched_tasks_heals(make_rig) -> None:  # noqa
     assert received(rig.logs(), "convatlas.filter_pattern") > JOBS  # some ran twice: harmless
     if rig.broker == "redis":  # RabbitMQ requeues a dead consumer's messages by itself
         assert "jobs again" in rig.logs()  # the healer, not the visibility timeout
+        assert report["healing"]["requeued"] > 0  # counted in the report
 
 
 @pytest.mark.redis_broker
@@ -56,6 +57,7 @@ def test_message_deleted_from_the_queue_heals(make_rig) -> None:  # noqa: ANN001
     report = wait_for_run(rig.storage, plan.run_id, WAIT_S, progress=False, counter=counter)
     check_report(rig.storage, plan, report)
     assert "jobs again" in rig.logs()
+    assert report["healing"]["requeued"] >= 1, report.get("healing")
     print(f"healed one lost message in {time.monotonic() - t0:.1f} s")
 
 

@@ -78,17 +78,25 @@ def test_examples_on_the_fleet_equal_a_local_run(fleet: Fleet, tmp_path: Path) -
 
 
 def test_atlas_in_the_bucket_resolves(fleet: Fleet) -> None:
-    """The site built from the fleet's results into the bucket: every relative link of every
-    page is an object there, served with its content type (a static-website bucket shows it)."""
+    """The site built by the fleet's atlas task (``convatlas submit atlas --wait``) from the
+    fleet's results into the bucket: every relative link of every page is an object there,
+    served with its content type (a static-website bucket shows it)."""
     import posixpath
     from html.parser import HTMLParser
 
-    from convatlas.shared.atlas import StorageSink, build_atlas, site_prefix
+    from convatlas.shared.atlas import site_prefix, summary_key
 
     prefix = site_prefix("vgg16-hed")
-    summary = build_atlas(fleet.storage, "vgg16-hed", StorageSink(fleet.storage, prefix),
-                          fleet.settings)
-    assert summary.layers == 2 and summary.units == 64 + 128 and summary.photos == 4
+    r = fleet.cli("submit", "atlas", "--model", "vgg16-hed", "--wait", "--timeout", str(WAIT_S),
+                  timeout=WAIT_S + 60)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "2 layers, 192 unit pages, 4 photo pages" in r.stdout, r.stdout
+    summary = json.loads(fleet.storage.get_bytes(summary_key("vgg16-hed")))
+    assert summary["layers"] == 2 and summary["units"] == 64 + 128 and summary["photos"] == 4
+    assert "convatlas.build_atlas" in fleet.logs()  # built by the worker, not here
+
+    bad = fleet.cli("submit", "atlas", "--model", "no-such-model")
+    assert bad.returncode == 2 and "no-such-model" in bad.stderr, bad.stderr
 
     class Links(HTMLParser):
         def __init__(self) -> None:
