@@ -4,9 +4,9 @@ processes, a producer app, all on loopback.
 ``Fleet`` wires a Redis and a SeaweedFS S3 (``convatlas.stack.servers``, started by the caller,
 so several fleets can share one S3, or each have its own Redis) to worker processes started
 with the same command line a user runs (``convatlas worker``). The integration tests and the
-fault tests (which add their fault-injection hooks in ``tests/faults``) build on it;
-``convatlas stack`` (``supervisor.LocalStack``) is the long-lived, detachable stack for people,
-and what the pipeline benchmark measures, since that is what users run.
+fault tests (which add their fault-injection hooks in ``tests/faults``) and the pipeline
+benchmark (``bench/bench_pipeline.py``) build on it; ``convatlas stack``
+(``supervisor.LocalStack``) is the long-lived, detachable stack for people.
 """
 
 from __future__ import annotations
