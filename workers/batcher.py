@@ -43,6 +43,7 @@ class _Item:
     job: Job
     prepared: Any = None
     future: Future[JobResult] = field(default_factory=Future)
+    arrived: float = field(default_factory=time.perf_counter)  # when its task handed it over
 
 
 @dataclass
@@ -173,7 +174,10 @@ class Batcher:
         """Model calls only, one per kind; each result goes to the writer pool, which resolves
         the job's future once its outputs and marker are stored."""
         t0 = time.perf_counter()
-        waited, self._idle_since = t0 - self._idle_since, t0
+        # the model thread's wait for input: idle since its last batch, but only while this
+        # batch's jobs were already on their way (a worker idle between runs waits for nothing)
+        waited = max(0.0, t0 - max(self._idle_since, min(it.arrived for it in items)))
+        self._idle_since = t0
         by_kind: dict[str, list[_Item]] = {}
         for it in items:
             by_kind.setdefault(kind_of(it.job).name, []).append(it)

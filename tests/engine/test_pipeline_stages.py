@@ -45,3 +45,20 @@ def test_stages_run_in_their_own_threads(tmp_path: Path, monkeypatch: pytest.Mon
     assert all(storage.exists(j.marker) for j in jobs)
     again = b.run(jobs[0], timeout=30)  # prepared as done: no batch at all
     assert again.status == "skipped" and b.stats.batches == 1
+
+
+def test_idle_time_between_runs_is_not_input_wait(tmp_path: Path) -> None:
+    """The model thread's logged wait counts only time its batch's jobs were already in the
+    pipeline: a worker idle between two runs did not wait for input."""
+    import time
+
+    b = Batcher(LocalStorage(tmp_path), window_ms=50, max_batch=8)
+    params = PatternParams(size=16, steps=1)
+    first = b.run(FilterJob("vgg16-hed", "0" * 12, "block1_conv1", 0, params), timeout=300)
+    assert first.status == "done"
+    idle = 1.5
+    time.sleep(idle)  # nobody submits anything
+    before = b.stats.input_wait_seconds
+    second = b.run(FilterJob("vgg16-hed", "0" * 12, "block1_conv1", 1, params), timeout=300)
+    assert second.status == "done" and b.stats.batches == 2
+    assert b.stats.input_wait_seconds - before < idle / 3, b.stats
