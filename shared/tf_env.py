@@ -2,7 +2,8 @@
 
 Everything in ``shared`` that needs TensorFlow imports it through ``import_tf()`` so the CLI can
 stay TensorFlow-free until real work starts (``--help`` must be fast), and so GPU hosts never
-grab all device memory at start-up (several workers may share one GPU).
+grab all device memory at start-up (several workers may share one GPU). ``CONVATLAS_TF_THREADS``
+(default: TensorFlow's, one per core) caps its CPU threads, for several workers on one host.
 """
 
 from __future__ import annotations
@@ -16,6 +17,11 @@ from typing import Any
 def import_tf() -> Any:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+    threads = os.environ.get("CONVATLAS_TF_THREADS", "")
+    if threads.strip() not in ("", "0"):  # several workers on one host: each its share
+        # read by TensorFlow when its runtime starts (after import, before the first op)
+        os.environ.setdefault("TF_NUM_INTRAOP_THREADS", str(int(threads)))
+        os.environ.setdefault("TF_NUM_INTEROP_THREADS", str(int(threads)))
     import tensorflow as tf
 
     for gpu in tf.config.list_physical_devices("GPU"):
