@@ -237,6 +237,7 @@ class LocalStack:
         self.flower = _Celery(self.dir / "flower", "flower", self._celery_argv(
             "flower", f"--address={LOOPBACK}", f"--port={self.flower_port}"
         ))
+        self.worker_count = workers
         self.workers = [self._make_worker(i) for i in range(workers)]
         for part in self._parts():
             part.log_path = self.logs / f"{part.name}.log"
@@ -311,7 +312,11 @@ class LocalStack:
 
     def _worker_env(self) -> dict[str, str]:
         client = {k: v for k, v in self.env().items() if not k.startswith("CONVATLAS_FLOWER_")}
-        return self._child_env({**client, **self.worker_env})
+        env = self._child_env({**client, **self.worker_env})
+        if self.worker_count > 1 and not env.get("CONVATLAS_TF_THREADS"):
+            # N workers on this host: each its share of the cores, or their threads fight
+            env["CONVATLAS_TF_THREADS"] = str(max(1, (os.cpu_count() or 1) // self.worker_count))
+        return env
 
     def _flower_env(self) -> dict[str, str]:
         env = self._child_env({
