@@ -64,12 +64,15 @@ def heal_run(app: Any, storage: Storage, client: Any, run_id: str, requeue_after
         stalled = True  # the queue may be gone too
     else:
         stalled = snap.stalled(now, requeue_after)
-    if not stalled:
-        return 0
     if snap.finished or (snap.total is not None and snap.done >= snap.total):
+        # every job has its outcome (``stalled`` is False then): only the report can be missing
         if read_json(storage, report_key(run_id)) is None and now - snap.last >= requeue_after:
             app.send_task(TASK_NAMES["finish"], args=(run_id,))  # its message was lost
+            log.warning("run %s: complete but no report after %.0f s; queued its report again",
+                        run_id, now - snap.last)
             progress.touch(now)
+        return 0
+    if not stalled:
         return 0
     from convatlas.shared.jobs import grid_from_dict
 

@@ -75,3 +75,25 @@ def test_redis_restarted_without_persistence_heals(make_rig) -> None:  # noqa: A
     report = wait_for_run(rig.storage, plan.run_id, WAIT_S, progress=False)
     check_report(rig.storage, plan, report)
     assert "rebuilding it from storage" in rig.logs()
+
+
+@pytest.mark.redis_broker
+def test_lost_report_message_heals(make_rig) -> None:  # noqa: ANN001
+    """Every job has its outcome but the run's finish_run message is gone (its worker was
+    SIGKILLed holding it): the healer queues the report again."""
+    from convatlas.shared.report import active_key, report_key
+
+    rig = make_rig(visibility_timeout=HOUR, concurrency=8, requeue_after=REQUEUE)
+    plan = _plan(rig, 4, seed=3)
+    submit_plan(plan, rig.storage, rig.app)
+    counter = run_counter(rig.app, rig.settings, plan.run_id)
+    wait_for_run(rig.storage, plan.run_id, WAIT_S, progress=False, counter=counter)
+    # as it was just before the lost report: counters complete, run active, no report
+    rig.storage.delete(report_key(plan.run_id))
+    rig.storage.put_bytes(active_key(plan.run_id), b"", "text/plain")
+    counter.start({0: 4})
+    counter.mark_many((i, 0) for i in range(4))
+    assert counter.seal(4)  # complete: the finish_run message that would follow is "lost"
+    wait_until(lambda: rig.storage.exists(report_key(plan.run_id)), WAIT_S,
+               "the healer to queue the report again")
+    assert "queued its report again" in rig.logs()
