@@ -24,24 +24,10 @@ import tempfile
 import time
 from pathlib import Path
 
-import cv2
-import numpy as np
-
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 RESULTS = Path(__file__).resolve().parent / "RESULTS-submit.md"
 OLD_REV = "20a80c9"  # the last producer before streaming
-
-
-def make_folder(root: Path, n: int, seed: int) -> Path:
-    rng = np.random.default_rng(seed)
-    for i in range(n):
-        sub = root / f"d{i // 1000:03d}"
-        if i % 1000 == 0:
-            sub.mkdir(parents=True)
-        ok, png = cv2.imencode(".png", rng.integers(0, 256, (8, 8, 3), dtype=np.uint8))
-        (sub / f"p{i:06d}.png").write_bytes(png.tobytes())
-    return root
 
 
 def submit(env: dict[str, str], folder: Path, code: Path, logs: Path) -> tuple[float, int, str]:
@@ -69,7 +55,7 @@ def main() -> None:
 
     import redis
 
-    from convatlas.stack.harness import fleet_env
+    from convatlas.stack.harness import fleet_env, tiny_photo_folder
     from convatlas.stack.servers import RedisServer, SeaweedS3Server
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-submit-"))
@@ -85,7 +71,7 @@ def main() -> None:
         env = fleet_env(rs, s3, "bench-submit", tmp / "cache", db=0)
         client = redis.Redis.from_url(env["CONVATLAS_BROKER_URL"])
         for n in sizes:
-            folder = make_folder(tmp / f"photos-{n}", n, n)
+            folder = tiny_photo_folder(tmp / f"photos-{n}", n, n)
             for name, code in (("streaming", REPO), ("old", old)):
                 if name == "old" and n not in old_sizes:
                     continue

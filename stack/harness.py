@@ -190,3 +190,21 @@ class Fleet:
     def close(self) -> None:
         self.stop_worker()
         self.app.close()
+
+
+def tiny_photo_folder(root: Path, n: int, seed: int) -> Path:
+    """``n`` distinct 8×8 PNGs (a few hundred bytes each) in subfolders of 1 000: a big folder
+    that costs the producer its per-photo work and nothing else (tests and benchmarks)."""
+    import cv2
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    for i in range(n):
+        sub = root / f"d{i // 1000:03d}"
+        if i % 1000 == 0:
+            sub.mkdir(parents=True)
+        ok, png = cv2.imencode(".png", rng.integers(0, 256, (8, 8, 3), dtype=np.uint8))
+        if not ok:
+            raise RuntimeError("PNG encoding failed")
+        (sub / f"p{i:06d}.png").write_bytes(png.tobytes())
+    return root

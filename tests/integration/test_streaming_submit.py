@@ -10,32 +10,17 @@ import sys
 import uuid
 from pathlib import Path
 
-import cv2
-import numpy as np
 import pytest
 import redis as redis_lib
 
 from convatlas.producer.plan import plan_heatmaps
 from convatlas.shared.manifest import SHARD_SIZE, iter_jobs, iter_section, job_count, load_manifest
-from convatlas.stack.harness import REPO, fleet_env, s3_storage, settings_from
+from convatlas.stack.harness import REPO, fleet_env, s3_storage, settings_from, tiny_photo_folder
 from convatlas.stack.servers import RedisServer, SeaweedS3Server
 
 REDIS_DB = 13  # nobody consumes this database: the queued tasks stay until the flush
 SMALL, BIG = 1_000, 20_000
 GROWTH_BOUND_MIB = 24  # the old producer grew by 7.1 KiB a photo: +132 MiB from SMALL to BIG
-
-
-def _folder(root: Path, n: int, seed: int) -> Path:
-    """``n`` distinct 8×8 PNGs (a few hundred bytes each), in subfolders of 1 000."""
-    rng = np.random.default_rng(seed)
-    for i in range(n):
-        sub = root / f"d{i // 1000:03d}"
-        if i % 1000 == 0:
-            sub.mkdir(parents=True)
-        ok, png = cv2.imencode(".png", rng.integers(0, 256, (8, 8, 3), dtype=np.uint8))
-        assert ok
-        (sub / f"p{i:06d}.png").write_bytes(png.tobytes())
-    return root
 
 
 def _submit(env: dict[str, str], folder: Path, logs: Path) -> tuple[str, int]:
@@ -61,8 +46,8 @@ def test_twenty_thousand_photos_in_bounded_memory(
     client = redis_lib.Redis.from_url(env["CONVATLAS_BROKER_URL"])
     client.flushdb()
     try:
-        small_out, small_kib = _submit(env, _folder(tmp_path / "small", SMALL, 1), tmp_path)
-        big_folder = _folder(tmp_path / "big", BIG, 2)
+        small_out, small_kib = _submit(env, tiny_photo_folder(tmp_path / "small", SMALL, 1), tmp_path)
+        big_folder = tiny_photo_folder(tmp_path / "big", BIG, 2)
         big_out, big_kib = _submit(env, big_folder, tmp_path)
         growth = (big_kib - small_kib) / 1024
         assert growth < GROWTH_BOUND_MIB, (small_kib, big_kib)
