@@ -22,8 +22,8 @@ from convatlas.producer.plan import Plan, SpooledPlan
 from convatlas.producer.staging import upload_inputs
 from convatlas.shared import keys
 from convatlas.shared.config import Settings
-from convatlas.shared.jobs import TASK_NAMES, GridJob, Job, job_from_dict
-from convatlas.shared.jobs.outcomes import has_outcome, outcome_keys
+from convatlas.shared.jobs import TASK_NAMES, Job, job_from_dict
+from convatlas.shared.jobs.outcomes import has_outcome, outcome_keys, page_needs_rebuild
 from convatlas.shared.manifest import (
     iter_jobs,
     iter_shards,
@@ -51,19 +51,6 @@ class SubmitResult:
     queued_tasks: int  # all tasks sent now, reducers of already complete pages included
     already_done: int  # jobs with a result (done or failed for good) before this submission
     uploaded: int  # input photos uploaded now
-
-
-def _grid_needs_reduce(grid: GridJob, storage: Storage, missing: int) -> bool:
-    """A page is (re)built when tiles are queued, it was never built, or a tile it lacked has
-    arrived since (a tile that failed for good stays black, so it does not count)."""
-    if missing or not storage.exists(grid.marker):
-        return True
-    try:
-        info = json.loads(storage.get_bytes(grid.marker))
-    except ObjectNotFound:
-        return True
-    lacking = [t for t in grid.tile_jobs() if t.filter in set(info.get("missing") or [])]
-    return bool(lacking) and any(t.marker in outcome_keys(storage, lacking) for t in lacking)
 
 
 # --- queueing ------------------------------------------------------------------------------
@@ -136,7 +123,7 @@ def submit_plan(plan: Plan | SpooledPlan, storage: Storage, app: Celery,
         if not header_written:
             write_header(storage, plan.header())
         rebuild = {p for p, g in enumerate(plan.grids)
-                   if _grid_needs_reduce(g, storage, todo_per_page.get(p, 0))}
+                   if todo_per_page.get(p, 0) or page_needs_rebuild(g, storage)}
         if not queued and not rebuild:
             progress.clear()
             write_report(storage, plan.run_id, presigned_links(storage))

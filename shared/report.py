@@ -192,15 +192,13 @@ def finish_run(storage: Storage, run_id: str, link: Any,
     """The end of a fleet run: pages never built, or built before a tile they lacked arrived,
     are built now (a lost or late reducer loses nothing), the report and gallery are written, and the run leaves the active list."""
     from convatlas.shared.jobs import reduce_grid
+    from convatlas.shared.jobs.outcomes import page_needs_rebuild
 
     manifest = load_manifest(storage, run_id)
     for d in manifest.get("grids", []):
         grid = grid_from_dict(d)
-        info = read_json(storage, grid.marker)
-        lacking = set(info.get("missing") or []) if info is not None else set()
-        if info is None or any(storage.exists(t.marker) for t in grid.tile_jobs()
-                               if t.filter in lacking):
-            reduce_grid(grid, storage)  # never built, or a tile it lacked has arrived since
+        if page_needs_rebuild(grid, storage):  # never built, or a tile it lacked has arrived
+            reduce_grid(grid, storage)
     report = write_report(storage, run_id, link, healing)
     if report["complete"]:
         storage.delete(active_key(run_id))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from convatlas.shared.jobs.common import Job
+from convatlas.shared.jobs.common import Job, read_json
 from convatlas.shared.jobs.grid import GridJob
 from convatlas.shared.storage import Storage
 
@@ -32,3 +32,17 @@ def job_pages(grids: Sequence[GridJob], jobs: Sequence[Job]) -> list[int | None]
     """The index of each job's grid page in ``grids`` (None for jobs outside any page)."""
     page_of = {t.marker: p for p, g in enumerate(grids) for t in g.tile_jobs()}
     return [page_of.get(j.marker) for j in jobs]
+
+
+def page_needs_rebuild(grid: GridJob, storage: Storage) -> bool:
+    """A page was never built, or a tile it lacked has arrived since (a tile that failed for
+    good stays black, so it does not count)."""
+    info = read_json(storage, grid.marker)
+    if info is None:
+        return True
+    missing = set(info.get("missing") or [])
+    lacking = [t for t in grid.tile_jobs() if t.filter in missing]
+    if not lacking:
+        return False
+    found = outcome_keys(storage, lacking)
+    return any(t.marker in found for t in lacking)
