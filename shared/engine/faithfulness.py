@@ -57,6 +57,8 @@ Every photo also costs one unperturbed pass (``probability``).
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -104,6 +106,12 @@ class Protocol:
         d = asdict(self)
         d["road_percentiles"] = list(self.road_percentiles)
         return d
+
+    def digest(self) -> str:
+        """8 hex digits of the settings, for result keys: a change of protocol (steps, baselines,
+        percentiles…) gives new keys, so figures made under another protocol are never reused."""
+        text = json.dumps(self.describe(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(text.encode()).hexdigest()[:8]
 
 
 PROTOCOL = Protocol()

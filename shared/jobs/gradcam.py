@@ -52,13 +52,17 @@ class GradcamJob:
     @property
     def variant(self) -> str:
         """The key segment of what is computed and how it is drawn: methods, overlay format,
-        overlay size, faithfulness metrics (``-metrics.deletion.road``; nothing without them, so
-        a job without metrics keeps the key it always had). Runs with other settings never
-        share results."""
+        overlay size, faithfulness metrics and their protocol (``-metrics.deletion.road.p<digest>``;
+        nothing without them, so a job without metrics keeps the key it always had). Runs with
+        other settings never share results."""
         from convatlas.shared.engine.cams import method_slug
 
         size = f"-max{self.overlay_max_side}" if self.overlay_max_side else ""
         metrics = "".join(f".{m}" for m in self.metrics)
+        if metrics:
+            from convatlas.shared.engine.faithfulness import PROTOCOL
+
+            metrics += f".p{PROTOCOL.digest()}"
         return ("_".join(method_slug(m) for m in self.methods) + f"-{self.overlay_format}{size}"
                 + (f"-metrics{metrics}" if metrics else ""))
 

@@ -121,6 +121,17 @@ def test_methods_and_metrics_are_kept_apart_in_keys() -> None:
         job(metrics=("deletion", "rise"))
 
 
+def test_the_metrics_protocol_is_part_of_the_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    from convatlas.shared.engine import faithfulness
+
+    job = GradcamJob("efficientnet-lite0", W, SHA, metrics=("deletion",))
+    before, plain = job.marker, GradcamJob("efficientnet-lite0", W, SHA).marker
+    assert f".p{faithfulness.PROTOCOL.digest()}/" in before
+    monkeypatch.setattr(faithfulness, "PROTOCOL", faithfulness.Protocol(steps=10))
+    assert job.marker != before  # figures of another protocol are never reused
+    assert GradcamJob("efficientnet-lite0", W, SHA).marker == plain  # no metrics: unchanged
+
+
 # --- the aggregate, without a model --------------------------------------------------------------
 
 
