@@ -118,7 +118,7 @@ def submit_grids(
     wait: WaitOpt = False,
     timeout: TimeoutOpt = 3600.0,
 ) -> None:
-    """Queue filter-pattern grids: one task per filter, one chord per 8×8 page."""
+    """Queue filter-pattern grids: one task per filter; a page is reduced when its last tile has an outcome."""
     from convatlas.producer.plan import PlanError, plan_grids
 
     settings = _settings()

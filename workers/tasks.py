@@ -1,6 +1,6 @@
 """Celery tasks: thin wrappers over ``convatlas.shared.jobs`` and ``convatlas.workers.batcher``.
 
-Contract (chosen so chords always reach their callbacks): a task never raises except to retry.
+Contract (so every job reaches an outcome that completion can count): a task never raises except to retry.
 It returns a small JSON dict ``{"status", "outputs", "error", "batch"}`` where status is
 
 * ``done``: computed now; ``skipped``: already in storage;
