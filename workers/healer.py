@@ -13,6 +13,12 @@ queue a page reducer or the run's report), jobs with no outcome are queued again
 restarts, with the wait doubled until an outcome arrives (slow jobs are not queued again and
 again). A run whose counters are gone (Redis restarted) gets them rebuilt from storage first.
 Duplicates are harmless (content-addressed results) and counted in the run's counters.
+
+A job that a live worker holds (running, or prefetched and waiting: Celery's ``inspect active``
+and ``inspect reserved``) is never queued again, however long it takes: a slow batch (a deep
+lucid page runs for minutes) is not lost, only slow. A SIGKILLed worker answers no inspection,
+and a message lost in transit is held by nobody, so those are queued again as before. If no
+worker answers at all the round falls back to queueing every job without an outcome.
 """
 
 from __future__ import annotations
@@ -40,6 +46,24 @@ LOCK = "convatlas:healer"
 def heal_interval(requeue_after: float) -> float:
     """How often a round runs: a quarter of the requeue delay, between 1 and 30 s."""
     return max(1.0, min(30.0, requeue_after / 4))
+
+
+def held_jobs(app: Any, timeout: float = 1.0) -> set[tuple[str, int]] | None:
+    """``(run id, job index)`` of every job a live worker is running or holds prefetched;
+    ``None`` when no worker answered (then nothing is known to be held)."""
+    inspect = app.control.inspect(timeout=timeout)
+    replies = [inspect.active() or {}, inspect.reserved() or {}]
+    if not any(replies):
+        return None
+    held: set[tuple[str, int]] = set()
+    for reply in replies:
+        for tasks in reply.values():
+            for task in tasks or ():
+                args = task.get("args") or ()
+                run = args[1] if len(args) > 1 and isinstance(args[1], dict) else {}
+                if "id" in run and "i" in run:
+                    held.add((str(run["id"]), int(run["i"])))
+    return held
 
 
 def heal_run(app: Any, storage: Storage, client: Any, run_id: str, requeue_after: float,
@@ -79,13 +103,19 @@ def heal_run(app: Any, storage: Storage, client: Any, run_id: str, requeue_after
     pages = job_pages([grid_from_dict(g) for g in manifest.get("grids", [])], jobs)
     counted = progress.marked(len(jobs))
     found = outcome_keys(storage, [j for j, c in zip(jobs, counted, strict=True) if not c])
-    requeued = 0
+    requeued = held_back = 0
+    held: set[tuple[str, int]] | None = None
     with app.producer_or_acquire() as producer:
         for i, (job, seen) in enumerate(zip(jobs, counted, strict=True)):
             if seen:
                 continue
             if has_outcome(job, found):  # done, but its count was lost
                 act_on(app, run_id, pages[i], progress.mark(i, pages[i], now))
+                continue
+            if held is None:  # asked once per round, only when a job lacks its outcome
+                held = held_jobs(app) or set()
+            if (run_id, i) in held:  # slow, not lost
+                held_back += 1
                 continue
             app.send_task(TASK_NAMES[job.kind], args=(job.to_dict(),
                           {"id": run_id, "i": i, "p": pages[i]}), producer=producer)
@@ -94,6 +124,9 @@ def heal_run(app: Any, storage: Storage, client: Any, run_id: str, requeue_after
         progress.add_requeued(requeued)
         log.warning("run %s: no progress for %.0f s; queued %d jobs again", run_id,
                     now - snap.last, requeued)
+    if held_back:
+        log.info("run %s: no progress for %.0f s; %d jobs are still held by live workers",
+                 run_id, now - snap.last, held_back)
     progress.healed(now)
     return requeued
 

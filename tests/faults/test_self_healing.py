@@ -97,3 +97,23 @@ def test_lost_report_message_heals(make_rig) -> None:  # noqa: ANN001
     wait_until(lambda: rig.storage.exists(report_key(plan.run_id)), WAIT_S,
                "the healer to queue the report again")
     assert "queued its report again" in rig.logs()
+
+
+def test_a_slow_job_on_a_live_worker_is_not_queued_again(make_rig) -> None:  # noqa: ANN001
+    """A job that runs far longer than CONVATLAS_REQUEUE_AFTER on a live worker is slow, not
+    lost: the healer sees it held (Celery's inspect) and queues nothing again."""
+    rig = make_rig(visibility_timeout=HOUR, concurrency=8, requeue_after=2)
+    # one filter of block3_conv1, 400 book steps at 64 px: well over 2 s here, with its compile
+    plan = plan_grids("vgg16-hed", "block3_conv1", "0:1", PatternParams(64, 400, seed=4),
+                      rig.settings)
+    t0 = time.monotonic()
+    assert submit_plan(plan, rig.storage, rig.app).queued_jobs == 1
+    counter = run_counter(rig.app, rig.settings, plan.run_id)
+    report = wait_for_run(rig.storage, plan.run_id, WAIT_S, progress=False, counter=counter)
+    took = time.monotonic() - t0
+    check_report(rig.storage, plan, report)
+    assert took > 4 * 2, f"the job took only {took:.1f} s: the test proves nothing"
+    assert "still held by live workers" in rig.logs()
+    assert "jobs again" not in rig.logs()
+    assert report["healing"]["requeued"] == 0, report["healing"]
+    assert received(rig.logs(), "convatlas.filter_pattern") == 1
