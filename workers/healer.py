@@ -59,7 +59,7 @@ def held_jobs(app: Any, timeout: float = 1.0) -> set[tuple[str, int]] | None:
     for reply in replies:
         for tasks in reply.values():
             for task in tasks or ():
-                args = task.get("args") or ()
+                args: list[Any] = list(task.get("args") or [])
                 run = args[1] if len(args) > 1 and isinstance(args[1], dict) else {}
                 if "id" in run and "i" in run:
                     held.add((str(run["id"]), int(run["i"])))
