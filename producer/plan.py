@@ -74,15 +74,24 @@ class Plan:
     def total(self) -> int:
         return len(self.jobs)
 
+    def _input_shards(self, size: int) -> int:
+        return max(_chunks(len(self.inputs), size), _chunks(len(self.rejected), size))
+
     def shard_count(self, size: int = SHARD_SIZE) -> int:
-        return max(1, _chunks(len(self.jobs), size), _chunks(len(self.inputs), size),
-                   _chunks(len(self.rejected), size))
+        return max(1, self._input_shards(size) + _chunks(len(self.jobs), size))
 
     def shards(self, size: int = SHARD_SIZE) -> Iterator[Shard]:
-        """The plan in ``shard_count(size)`` pieces (jobs, inputs and refused files chunked alike)."""
-        for n in range(self.shard_count(size)):
+        """The plan in ``shard_count(size)`` pieces: first the inputs (and refused files), then
+        the jobs. A submission uploads a shard's inputs before it queues that shard's jobs, and
+        a job may read any input (an examples job reads a batch of 32 photos from anywhere in
+        the folder), so no job may come before the last input."""
+        k = self._input_shards(size)
+        for n in range(k):
             a, b = n * size, (n + 1) * size
-            yield Shard(a, self.jobs[a:b], self.inputs[a:b], self.rejected[a:b])
+            yield Shard(0, [], self.inputs[a:b], self.rejected[a:b])
+        for n in range(self.shard_count(size) - k):
+            a, b = n * size, (n + 1) * size
+            yield Shard(a, self.jobs[a:b])
 
     def iter_rejected(self) -> Iterator[tuple[str, str]]:
         return iter(self.rejected)

@@ -81,3 +81,28 @@ def test_nothing_found_is_refused_before_any_spool(tmp_path: Path) -> None:
         spool_heatmaps([str(tmp_path)], "efficientnet-lite0", None, None, Settings())
     with pytest.raises(PlanError, match="no such file"):
         spool_heatmaps([str(tmp_path / "missing")], "efficientnet-lite0", None, None, Settings())
+
+
+def test_no_job_is_queued_before_the_inputs_it_reads(folder: Path) -> None:
+    """A submission uploads a shard's inputs, then queues its jobs: every input a job reads
+    must be in that shard or an earlier one. An in-memory plan (examples: one job reads 32
+    photos from anywhere) puts every input first; the spool writes a photo before its job."""
+    settings = Settings()
+    plan = plan_heatmaps([str(folder)], "efficientnet-lite0", None, None, settings)
+    spooled = spool_heatmaps([str(folder)], "efficientnet-lite0", None, None, settings)
+    try:
+        for p in (plan, spooled):
+            seen: set[str] = set()
+            for s in p.shards():
+                seen |= {f.sha256 for f in s.inputs}
+                for job in s.jobs:
+                    assert job.image_sha in seen, (type(p).__name__, s.offset, job.name)
+        shards = list(plan.shards())
+        first_job = next(n for n, s in enumerate(shards) if s.jobs)
+        assert all(not s.inputs and not s.rejected for s in shards[first_job:])
+        assert len(shards) == plan.shard_count() == 3 + 3
+        assert [j.to_dict() for s in shards for j in s.jobs] == [j.to_dict() for j in plan.jobs]
+        assert [f.sha256 for s in shards for f in s.inputs] == [f.sha256 for f in plan.inputs]
+        assert [s.offset for s in shards[first_job:]] == [0, 1000, 2000]
+    finally:
+        spooled.close()
