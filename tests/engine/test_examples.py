@@ -9,6 +9,7 @@ import random
 from pathlib import Path
 
 import keras
+import cv2
 import numpy as np
 import pytest
 
@@ -297,7 +298,11 @@ def test_crops_are_the_receptive_field_on_the_photo(layer: str, scale: tuple[int
                     assert list(inside[i, j]) == list(photo[py, px])
                 else:  # beyond the photo: black
                     assert not inside[i, j].any()
-        assert patch(photo, (t, left, b, r), (224, 224), 32).shape == (32, 32, 3)
+        got = patch(photo, (t, left, b, r), (224, 224), 32)
+        # the same picture as resizing the black-padded region (what it avoids building)
+        want = cv2.resize(region, (32, 32), interpolation=cv2.INTER_AREA)
+        assert got.shape == (32, 32, 3)
+        assert np.abs(got.astype(int) - want.astype(int)).mean() < 4.0, (layer, scale, y, x)
 
 
 # --- jobs through storage: a bad photo fails alone, a re-run merges only new photos ------------
