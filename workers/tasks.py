@@ -162,6 +162,10 @@ def finish_run(self: Task, run_id: str) -> dict[str, Any]:
         report = finish(storage, run_id, lambda key: storage.url(key, expiry), healing)
         if progress is not None and report["complete"]:
             progress.clear()
+        if report["complete"] and _is_examples_run(storage, run_id):
+            # the run's one completion queues its reduce (not every map that sees the run done:
+            # a batch of maps finishing together queued it 3 times over, each redoing the merge)
+            app.send_task(TASK_NAMES["examples-reduce"], args=(run_id,))
         return {"status": "done", "run_id": run_id, "counts": report["counts"],
                 "complete": report["complete"]}
     except StorageUnavailable as exc:
@@ -177,19 +181,15 @@ def finish_run(self: Task, run_id: str) -> dict[str, Any]:
 @app.task(name=TASK_NAMES["examples"], bind=True, max_retries=MAX_RETRIES)
 def examples(self: Task, job_dict: dict[str, Any],
              run: dict[str, Any] | None = None) -> dict[str, Any]:
-    """One batch of photos through the trunk (``convatlas.shared.jobs.examples``); the map that
-    finds every map of its run finished queues the run's reduce (duplicates are harmless)."""
-    from convatlas.shared.jobs.examples import maps_complete
+    """One batch of photos through the trunk (``convatlas.shared.jobs.examples``); the run's
+    ``finish_run`` (queued once, by the outcome that completes the run) queues its reduce."""
+    return _run_job(self, job_dict, run)
+
+
+def _is_examples_run(storage: Any, run_id: str) -> bool:
     from convatlas.shared.report import load_manifest
 
-    out = _run_job(self, job_dict, run)
-    if run and out["status"] in ("done", "skipped", "failed"):
-        try:
-            if maps_complete(worker_storage(), load_manifest(worker_storage(), str(run["id"]))):
-                app.send_task(TASK_NAMES["examples-reduce"], args=(str(run["id"]),))
-        except Exception as exc:  # storage away: a re-submission queues the reduce
-            log.warning("examples run %s: reduce not queued: %s", run.get("id"), exc)
-    return out
+    return load_manifest(storage, run_id).get("kind") == "examples"
 
 
 @app.task(name=TASK_NAMES["examples-reduce"], bind=True, max_retries=MAX_RETRIES)
