@@ -514,17 +514,6 @@ def _maps(storage: Storage, manifest: dict[str, Any]) -> list[ExamplesJob]:
             if d.get("kind") == "examples"]
 
 
-def maps_complete(storage: Storage, manifest: dict[str, Any]) -> bool:
-    """Every map job of the run has an outcome (done or failed for good)."""
-    maps = _maps(storage, manifest)
-    if not maps:
-        return True
-    found: set[str] = set()
-    for folder in sorted({m.outcome_folders()[0] for m in maps}):
-        found.update(storage.list_keys(folder))
-    return all(m.marker in found or m.error_key in found for m in maps)
-
-
 def examples_done(storage: Storage, manifest: dict[str, Any]) -> bool:
     """Every layer's state holds every batch of the run's finished maps for that layer."""
     maps = _maps(storage, manifest)
