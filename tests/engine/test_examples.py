@@ -8,8 +8,8 @@ import json
 import random
 from pathlib import Path
 
-import keras
 import cv2
+import keras
 import numpy as np
 import pytest
 
