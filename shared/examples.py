@@ -250,6 +250,20 @@ def layer_geometry(model: Any, layer: str, input_hw: tuple[int, int] | int) -> G
 # --- crops --------------------------------------------------------------------------------------
 
 
+def _photo_box(
+    photo: np.ndarray, box: tuple[int, int, int, int], input_hw: tuple[int, int]
+) -> tuple[tuple[int, int, int, int], tuple[int, int, int, int]]:
+    """The model-input box on the photo, ``(y0, y1, x0, x1)`` rounded outwards (at least one
+    pixel), and its part inside the photo, clipped the same way (empty when outside)."""
+    hh, ww = photo.shape[:2]
+    ih, iw = input_hw
+    t, left, b, r = box
+    y0, y1 = math.floor(t * hh / ih), math.ceil(b * hh / ih)
+    x0, x1 = math.floor(left * ww / iw), math.ceil(r * ww / iw)
+    y1, x1 = max(y1, y0 + 1), max(x1, x0 + 1)
+    return (y0, y1, x0, x1), (max(0, y0), min(hh, y1), max(0, x0), min(ww, x1))
+
+
 def crop_region(
     photo: np.ndarray, box: tuple[int, int, int, int], input_hw: tuple[int, int]
 ) -> np.ndarray:
@@ -259,14 +273,8 @@ def crop_region(
     ``[u·H/h, (u+1)·H/h)``: the box is scaled by (H/h, W/w) and rounded outwards. Parts of the
     box outside the photo are black.
     """
-    hh, ww = photo.shape[:2]
-    ih, iw = input_hw
-    t, left, b, r = box
-    y0, y1 = math.floor(t * hh / ih), math.ceil(b * hh / ih)
-    x0, x1 = math.floor(left * ww / iw), math.ceil(r * ww / iw)
-    y1, x1 = max(y1, y0 + 1), max(x1, x0 + 1)
+    (y0, y1, x0, x1), (sy0, sy1, sx0, sx1) = _photo_box(photo, box, input_hw)
     out = np.zeros((y1 - y0, x1 - x0, 3), np.uint8)
-    sy0, sy1, sx0, sx1 = max(0, y0), min(hh, y1), max(0, x0), min(ww, x1)
     if sy1 > sy0 and sx1 > sx0:
         out[sy0 - y0 : sy1 - y0, sx0 - x0 : sx1 - x0] = photo[sy0:sy1, sx0:sx1]
     return out
@@ -280,13 +288,7 @@ def patch(
     Only the part inside the photo is resized, into its place on a black tile: a deep unit's
     view can be several times the photo (EfficientNet-Lite0's head: 851 px of a 224 input), and
     building that black-padded region at photo scale first cost ~35 ms a patch."""
-    hh, ww = photo.shape[:2]
-    ih, iw = input_hw
-    t, left, b, r = box
-    y0, y1 = math.floor(t * hh / ih), math.ceil(b * hh / ih)
-    x0, x1 = math.floor(left * ww / iw), math.ceil(r * ww / iw)
-    y1, x1 = max(y1, y0 + 1), max(x1, x0 + 1)
-    sy0, sy1, sx0, sx1 = max(0, y0), min(hh, y1), max(0, x0), min(ww, x1)
+    (y0, y1, x0, x1), (sy0, sy1, sx0, sx1) = _photo_box(photo, box, input_hw)
     if (sy0, sy1, sx0, sx1) == (y0, y1, x0, x1):  # all inside: the plain resize
         region = photo[y0:y1, x0:x1]
         shrink = region.shape[0] >= tile and region.shape[1] >= tile
