@@ -24,7 +24,6 @@ process; TensorFlow then takes every core, as ``convatlas stack up`` leaves a si
 
 from __future__ import annotations
 
-import contextlib
 import datetime
 import json
 import os
@@ -39,6 +38,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from bench_pipeline import machine_busy, reset_peak, status_mb  # the same /proc readings
+
 REPO = Path(__file__).resolve().parent.parent
 CLK = os.sysconf("SC_CLK_TCK")
 #: the worker as bench_pipeline.py runs a single one on this host (the user's defaults)
@@ -52,24 +53,7 @@ def say(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
-# --- /proc ----------------------------------------------------------------------------------------
-
-
-def status_mb(pid: int, field: str) -> float:
-    with contextlib.suppress(OSError):
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) / 1024
-    return 0.0
-
-
-def reset_peak(pid: int) -> bool:
-    """VmHWM of ``pid`` back to its current RSS (``clear_refs`` 5, Linux ≥ 4.0)."""
-    try:
-        Path(f"/proc/{pid}/clear_refs").write_text("5")
-        return True
-    except OSError:
-        return False
+# --- /proc (status_mb, reset_peak, machine_busy: bench_pipeline's) ---------------------------------
 
 
 def cpu_seconds(pid: int | None) -> float:
@@ -81,13 +65,6 @@ def cpu_seconds(pid: int | None) -> float:
     except OSError:
         return 0.0
     return (int(fields[11]) + int(fields[12]) + int(fields[13]) + int(fields[14])) / CLK
-
-
-def machine_busy() -> float:
-    """Busy CPU seconds of the whole machine since boot (``/proc/stat``)."""
-    vals = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    idle = vals[3] + (vals[4] if len(vals) > 4 else 0)
-    return (sum(vals[:8]) - idle) / CLK
 
 
 def children_cpu() -> float:
