@@ -61,16 +61,28 @@ def test_bfloat16_patterns_drive_their_own_filters_as_hard_as_float32() -> None:
 
 
 def test_bfloat16_gradcam_is_close_to_float32() -> None:
+    """Heatmaps are compared for the same class. A photo whose top two classes are nearly tied
+    (one sample's top-1 is a 4 % go-kart) may pick another top-1 in bfloat16: that is rounding,
+    so its own top-1 must only be one of float32's top 3; a clear winner must stay the winner."""
     eff = get_model("efficientnet-lite0")
     photos = [load_image(p) for p in sample_photos()]
     f32 = grad_cam(eff, photos)
-    bf = grad_cam(eff, photos, precision="bfloat16")
-    for a, b in zip(f32, bf, strict=True):
-        assert a.class_index == b.class_index and a.layer == b.layer
+    own = grad_cam(eff, photos, precision="bfloat16")
+    bf = grad_cam(eff, photos, [a.class_index for a in f32], precision="bfloat16")
+    clear = 0
+    for a, o, b in zip(f32, own, bf, strict=True):
+        p = [t.probability for t in a.top]
+        if p[0] - p[1] > 0.05:
+            clear += 1
+            assert o.class_index == a.class_index, (a.top, o.top)
+        else:
+            assert o.class_index in {t.index for t in a.top}, (a.top, o.top)
+        assert b.class_index == a.class_index and b.layer == a.layer
         assert b.top[0].probability == pytest.approx(a.top[0].probability, abs=0.03)
         assert np.abs(a.heatmap - b.heatmap).max() < 0.1
         assert np.corrcoef(a.heatmap.ravel(), b.heatmap.ravel())[0, 1] > 0.99
         assert not np.array_equal(a.heatmap, b.heatmap)  # it really ran in another precision
+    assert clear >= len(photos) // 2  # the rule above is not vacuous
 
 
 def test_precision_is_part_of_every_key_and_survives_json() -> None:

@@ -23,6 +23,10 @@ pytest_plugins = ["tests.pipeline_fixtures"]
 METHODS = "gradcam,eigencam"
 METRICS = "deletion,avgdrop"
 FIGURES = ("deletion_auc", "avg_drop", "probability", "masked_probability")
+# The worker batches the photos differently from the local run, so the heatmaps differ by float
+# rounding (~1e-6); where two pixels nearly tie, the deletion order can swap them, which moved one
+# curve point by 4e-4 in CI (1e-4 was too tight). The tolerance is 5x that largest difference.
+TOLERANCE = 2e-3
 
 
 def _by_photo(records: list[dict]) -> dict[str, dict]:
@@ -72,5 +76,5 @@ def test_metrics_on_the_fleet_equal_a_local_run(fleet: Fleet, tmp_path: Path) ->
         for m in ("gradcam", "eigencam"):
             got, want = rec["methods"][m]["metrics"], here[sha]["methods"][m]["metrics"]
             for key in FIGURES:
-                assert got[key] == pytest.approx(want[key], abs=1e-4), (sha, m, key)
-            assert got["deletion_curve"] == pytest.approx(want["deletion_curve"], abs=1e-4)
+                assert got[key] == pytest.approx(want[key], abs=TOLERANCE), (sha, m, key)
+            assert got["deletion_curve"] == pytest.approx(want["deletion_curve"], abs=TOLERANCE)
