@@ -32,7 +32,7 @@ from typing import Any
 from convatlas.shared.config import Settings
 from convatlas.shared.jobs import TASK_NAMES, job_from_dict, read_json
 from convatlas.shared.jobs.outcomes import has_outcome, job_pages, outcome_keys
-from convatlas.shared.manifest import iter_jobs, load_manifest
+from convatlas.shared.manifest import iter_jobs, job_count, load_manifest
 from convatlas.shared.progress import RunProgress
 from convatlas.shared.report import active_key, active_runs, report_key
 from convatlas.shared.storage import ObjectNotFound, Storage
@@ -77,11 +77,10 @@ def heal_run(app: Any, storage: Storage, client: Any, run_id: str, requeue_after
     except ObjectNotFound:
         storage.delete(active_key(run_id))
         return 0
-    jobs = [job_from_dict(d) for d in iter_jobs(storage, manifest)]
     if snap is None:  # Redis lost the run (restart without persistence): count from storage
         grids = manifest.get("grids", [])
         progress.start({p: len(g["filters"]) for p, g in enumerate(grids)}, now=now)
-        progress.seal(len(jobs), now=now)
+        progress.seal(job_count(manifest), now=now)
         log.warning("run %s: progress state was lost; rebuilding it from storage", run_id)
         snap = progress.snapshot()
         assert snap is not None
@@ -99,6 +98,9 @@ def heal_run(app: Any, storage: Storage, client: Any, run_id: str, requeue_after
     if not stalled:
         return 0
     from convatlas.shared.jobs import grid_from_dict
+
+    # the job list is read only now: a round over a healthy 10^5-job run costs no shard reads
+    jobs = [job_from_dict(d) for d in iter_jobs(storage, manifest)]
 
     pages = job_pages([grid_from_dict(g) for g in manifest.get("grids", [])], jobs)
     counted = progress.marked(len(jobs))
