@@ -980,12 +980,10 @@ def build_report(raw: dict[str, Any]) -> str:
             f"(RSS just before the in-flight run {inf['rss_before_mb']:.0f} MiB, peak "
             f"{inf['peak_mb']:.0f}).")
     notes.append(
-        "`pipeline.input_wait_seconds` in the run report is not the run's wait: the batch "
-        "thread's wait before a run's first batch is counted from the end of the previous batch "
-        "the worker ran (`workers/batcher.py`: `_idle_since`), so it includes all the idle time "
-        "between runs (here: while the other sides ran) and the report shows hundreds of "
-        "percent. The table's figure comes from the worker log's batch lines, the first batch's "
-        "wait clipped at the run's start.")
+        "`pipeline.input_wait_seconds` in the run report sums, over the run's jobs, each job's "
+        "share of its batch thread's wait for input, counted only from the moment the batch's "
+        "first job arrived (`workers/batcher.py`), so a worker idle between runs adds nothing. "
+        "The table's steady-state figure comes from the worker log's batch lines.")
     local_runs = [r for sec in sections for r in runs(sec, "local")]
     book_runs = [r for sec in big for r in runs(sec, "book")]
     if local_runs and all(model_cpu(r) is not None for r in local_runs + book_runs):
@@ -1032,10 +1030,10 @@ def write_results(raw: dict[str, Any], write: bool, rebuilt: bool = False) -> No
         f"Run {env['date']} on {env['machine']}; Python {env['python']}, TensorFlow "
         f"{env['tf']}; commit {env['commit']}. Command: `{env['command']}` ({raw['cfg']}, "
         f"{raw['minutes']:.1f} min wall). Load average (1 min) {env['load_start']:.2f} at the "
-        f"start, {env['load_end']:.2f} at the end: the 2 cores were shared with another "
-        f"engineer's test runs, so every speed figure is a ratio of sides measured side by side "
-        f"on the same photos, the order reversed every repeat, and the CPU seconds other "
-        f"processes took during each run are in the per-run table."
+        f"start, {env['load_end']:.2f} at the end; {_others_sentence(raw)} Every speed figure "
+        f"is a ratio of sides measured side by side on the same photos, the order reversed every "
+        f"repeat, and the CPU seconds other processes took during each run are in the per-run "
+        f"table."
         + (" The tables were rebuilt from the run's raw measurements (`--report-only`) after "
            "the report's layout changed; nothing was measured again." if rebuilt else "")
         + "\n\n"
@@ -1057,6 +1055,18 @@ def write_results(raw: dict[str, Any], write: bool, rebuilt: bool = False) -> No
 
 
 # --- main -----------------------------------------------------------------------------------------
+
+
+def _others_sentence(raw: dict[str, Any]) -> str:
+    """How much of the 2 cores other processes took over all measured runs, in words."""
+    rs = [rep[side] for rep in raw["small"] for side in rep["order"]]
+    rs += [rep[side] for reps in raw["big"].values() for rep in reps for side in rep["order"]]
+    share = sum(r["cpu"]["others"] for r in rs) / max(1e-9, sum(2 * r["wall"] for r in rs))
+    if share < 0.05:
+        return (f"other processes took {share:.0%} of the 2 cores over the measured runs: "
+                f"the machine was otherwise idle.")
+    return (f"other processes took {share:.0%} of the 2 cores over the measured runs (another "
+            f"engineer's test runs): the sides competed with them.")
 
 
 def _git_commit() -> str:
