@@ -26,6 +26,7 @@ them (they are listed, not remembered).
 from __future__ import annotations
 
 import functools
+import json
 import math
 import time
 from collections.abc import Callable
@@ -199,15 +200,20 @@ def compute(jobs: list[ExamplesJob], loaded: list[Loaded], batch_size: int = MOD
         lm = get_model(job.model)
         ok = sorted(got.inputs)
         names = {job.images[i]: job.name_of(i) for i in ok if job.name_of(i)}
-        tops = {layer: TopK.empty(_units(lm, layer), job.top) for layer in job.layers}
+        tops: dict[str, TopK] = {}
         stats = {layer: UnitStats.empty(_units(lm, layer)) for layer in job.layers}
         for start in range(0, len(ok), MODEL_BATCH):
             idx = ok[start : start + MODEL_BATCH]
             x = np.stack([got.inputs[i] for i in idx])
             shas = [job.images[i] for i in idx]
             for layer, (scores, pos, _) in channel_maxima(lm, job.layers, x, job.precision).items():
-                tops[layer] = tops[layer].merge(TopK.from_scores(shas, scores, pos, job.top, names))
+                top = TopK.from_scores(shas, scores, pos, job.top, names)
+                # a job is mostly one model call: merging into an empty top-k would only repeat
+                # the selection (as costly as the first, ≈ 20 ms for 1280 units)
+                tops[layer] = top if layer not in tops else tops[layer].merge(top)
                 stats[layer] = stats[layer].add(UnitStats.from_scores(scores))
+        for layer in job.layers:  # a job whose photos all failed
+            tops.setdefault(layer, TopK.empty(_units(lm, layer), job.top))
         out.append(Mapped(tops, stats, len(ok)))
     return out
 
@@ -219,8 +225,10 @@ def write(job: ExamplesJob, loaded: Loaded, mapped: Mapped, storage: Storage,
     def put_layer(layer: str) -> None:
         body = {"batch": job.batch_id, "layer": layer, "photos": mapped.photos,
                 "topk": mapped.tops[layer].to_json(), "stats": mapped.stats[layer].to_json()}
-        storage.put_bytes(batch_key(job.prefix, layer, job.batch_id), json_bytes(body),
-                          "application/json")
+        # compact: only the reducer reads it, and indenting a 1280-unit layer's candidates
+        # cost 4x the encoding time and 3.6x the bytes (1.1 MB a batch)
+        storage.put_bytes(batch_key(job.prefix, layer, job.batch_id),
+                          json.dumps(body, separators=(",", ":")).encode(), "application/json")
 
     io_map(put_layer, job.layers)
     lsid = layerset_id(job.layers)
