@@ -103,8 +103,9 @@ def test_a_slow_job_on_a_live_worker_is_not_queued_again(make_rig) -> None:  # n
     """A job that runs far longer than CONVATLAS_REQUEUE_AFTER on a live worker is slow, not
     lost: the healer sees it held (Celery's inspect) and queues nothing again."""
     rig = make_rig(visibility_timeout=HOUR, concurrency=8, requeue_after=2)
-    # one filter of block3_conv1, 400 book steps at 64 px: well over 2 s here, with its compile
-    plan = plan_grids("vgg16-hed", "block3_conv1", "0:1", PatternParams(64, 400, seed=4),
+    # one filter of block3_conv1, 1500 book steps at 64 px: ≈ 20 s on 2 idle cores (400 steps
+    # took 7 s there, too short for the check below), far over the 2 s requeue delay
+    plan = plan_grids("vgg16-hed", "block3_conv1", "0:1", PatternParams(64, 1500, seed=4),
                       rig.settings)
     t0 = time.monotonic()
     assert submit_plan(plan, rig.storage, rig.app).queued_jobs == 1
