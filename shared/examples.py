@@ -491,6 +491,13 @@ class TopK:
         """The top-k of the union of both candidate sets (associative, idempotent)."""
         if self.units != other.units:
             raise ValueError(f"merging top-k of {self.units} and {other.units} units")
+        if self.k == other.k:  # a side without candidates: the other is its own top-k already
+            # (a map job's first batch and a layer's first absorbed batch: selecting again would
+            # cost as much as the first selection, ≈ 20 ms at 1280 units)
+            if not self.shas:
+                return other
+            if not other.shas:
+                return self
         k = max(self.k, other.k)
         table = sorted(set(self.shas) | set(other.shas))
         parts = []

@@ -162,7 +162,7 @@ def finish_run(self: Task, run_id: str) -> dict[str, Any]:
         report = finish(storage, run_id, lambda key: storage.url(key, expiry), healing)
         if progress is not None and report["complete"]:
             progress.clear()
-        if report["complete"] and _is_examples_run(storage, run_id):
+        if report["complete"] and report["kind"] == "examples":
             # the run's one completion queues its reduce (not every map that sees the run done:
             # a batch of maps finishing together queued it 3 times over, each redoing the merge)
             app.send_task(TASK_NAMES["examples-reduce"], args=(run_id,))
@@ -184,12 +184,6 @@ def examples(self: Task, job_dict: dict[str, Any],
     """One batch of photos through the trunk (``convatlas.shared.jobs.examples``); the run's
     ``finish_run`` (queued once, by the outcome that completes the run) queues its reduce."""
     return _run_job(self, job_dict, run)
-
-
-def _is_examples_run(storage: Any, run_id: str) -> bool:
-    from convatlas.shared.report import load_manifest
-
-    return load_manifest(storage, run_id).get("kind") == "examples"
 
 
 @app.task(name=TASK_NAMES["examples-reduce"], bind=True, max_retries=MAX_RETRIES)

@@ -200,20 +200,15 @@ def compute(jobs: list[ExamplesJob], loaded: list[Loaded], batch_size: int = MOD
         lm = get_model(job.model)
         ok = sorted(got.inputs)
         names = {job.images[i]: job.name_of(i) for i in ok if job.name_of(i)}
-        tops: dict[str, TopK] = {}
+        tops = {layer: TopK.empty(_units(lm, layer), job.top) for layer in job.layers}
         stats = {layer: UnitStats.empty(_units(lm, layer)) for layer in job.layers}
         for start in range(0, len(ok), MODEL_BATCH):
             idx = ok[start : start + MODEL_BATCH]
             x = np.stack([got.inputs[i] for i in idx])
             shas = [job.images[i] for i in idx]
             for layer, (scores, pos, _) in channel_maxima(lm, job.layers, x, job.precision).items():
-                top = TopK.from_scores(shas, scores, pos, job.top, names)
-                # a job is mostly one model call: merging into an empty top-k would only repeat
-                # the selection (as costly as the first, ≈ 20 ms for 1280 units)
-                tops[layer] = top if layer not in tops else tops[layer].merge(top)
+                tops[layer] = tops[layer].merge(TopK.from_scores(shas, scores, pos, job.top, names))
                 stats[layer] = stats[layer].add(UnitStats.from_scores(scores))
-        for layer in job.layers:  # a job whose photos all failed
-            tops.setdefault(layer, TopK.empty(_units(lm, layer), job.top))
         out.append(Mapped(tops, stats, len(ok)))
     return out
 
