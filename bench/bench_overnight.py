@@ -5,6 +5,7 @@ vs in-process, and a 4224-job run with 3 worker ``kill -9``s (issue 11).
     .venv/bin/python bench/bench_overnight.py            # writes bench/RESULTS-overnight.md
     .venv/bin/python bench/bench_overnight.py --quick    # 2 layers, 1 kill; no write
     .venv/bin/python bench/bench_overnight.py --crashes-only   # part B alone; rewrites its section
+    .venv/bin/python bench/bench_overnight.py --whole    # A2: the whole job, both sides (~2 h)
 
 A. **Book settings** (40 steps, 64 px): page 0 (filters 0:64) of each of the 13 conv layers,
    832 filters, as ``convatlas grids`` would compute them: in-process (``run_local``) and on the
@@ -13,6 +14,9 @@ A. **Book settings** (40 steps, 64 px): page 0 (filters 0:64) of each of the 13 
    the report written by the run's ``finish`` task). Both sides have their model loaded and
    their compiled functions traced on a warm-up page first. The whole job (66 pages, 4224
    filters) is extrapolated per layer: a layer's page time × its pages, for each side.
+A2. **The whole job** (``--whole``): ``--layers all --filters all`` at book settings, one run
+   in-process and one submission to the same fleet, each from start to its report; the
+   section is rewritten alone.
 B. **Crashes nobody watches**: all 4224 filters at 16 px and 1 step (the fabric, not the math)
    on 2 workers, undisturbed, then again (new seed: new jobs) with a worker SIGKILLed at 3
    random instants and restarted 2 s later (what a supervisor does), with the visibility
@@ -115,7 +119,14 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--crashes-only", action="store_true",
                     help="run part B only and rewrite only its section of the results")
+    ap.add_argument("--whole", action="store_true",
+                    help="run the whole job at book settings on both sides (part A2) only")
+    ap.add_argument("--smoke", action="store_true",
+                    help="with --whole: one layer at 16 px, 1 step, to check the script; no write")
     args = ap.parse_args()
+    if args.whole:
+        whole_job(args.smoke)
+        return
 
     from convatlas.producer.plan import plan_grids
     from convatlas.shared.engine.patterns import PatternParams
@@ -201,6 +212,80 @@ def main() -> None:
         redis.stop()
     if not args.quick:
         write_results(out, time.time() - t_start, layers)
+
+
+def whole_job(smoke: bool = False) -> None:
+    """A2: every filter of every layer at book settings, in-process then on the fleet."""
+    from convatlas.producer.plan import plan_grids
+    from convatlas.shared.engine.patterns import PatternParams
+    from convatlas.stack.harness import fleet_env, s3_storage, settings_from
+    from convatlas.stack.servers import RedisServer, SeaweedS3Server
+    from convatlas.workers.config import make_app
+
+    tmp = Path(tempfile.mkdtemp(prefix="bench-overnight-whole-"))
+    redis, s3 = RedisServer(tmp / "redis"), SeaweedS3Server(tmp / "s3")
+    redis.start()
+    s3.start()
+    load_start = os.getloadavg()[0]
+    started = datetime.datetime.now()
+    try:
+        env = fleet_env(redis, s3, "overnight", tmp / "cache", visibility_timeout=3600)
+        env.update(CONVATLAS_BATCH_WINDOW_MS="50",
+                   CONVATLAS_TF_THREADS=str(max(1, (os.cpu_count() or 2) // 2)))
+        env.pop("CONVATLAS_UNACKED_RESTORE_INTERVAL", None)
+        settings = settings_from(env)
+        storage = s3_storage(s3, settings.s3_prefix)
+        app = make_app(settings)
+        plan = (plan_grids(MODEL, "block1_conv1", "all", PatternParams(16, 1, seed=7), settings)
+                if smoke else plan_grids(MODEL, "all", "all", PatternParams(), settings))
+        print(f"A2 {len(plan.jobs)} jobs in {len(plan.grids)} pages", flush=True)
+        # the in-process side first, alone (no workers started yet); warm-up as in part A
+        warm = plan_grids(MODEL, "block1_conv1", "0:8", PatternParams(seed=99), settings)
+        local_run(warm, tmp / "local")
+        t_local = local_run(plan, tmp / "local")
+        print(f"A2 in-process {t_local:.0f} s", flush=True)
+        workers = Workers(env, tmp, 2)
+        try:
+            fleet_run(warm, storage, app, settings)
+            t_fleet, report = fleet_run(plan, storage, app, settings)
+        finally:
+            workers.close()
+            app.close()
+        print(f"A2 fleet {t_fleet:.0f} s, report {report['counts']}, "
+              f"healing {report.get('healing')}", flush=True)
+    finally:
+        s3.stop()
+        redis.stop()
+    ratio = t_local / t_fleet
+    if smoke:
+        print(f"A2 smoke: ratio {ratio:.2f}; nothing written")
+        return
+    section = [
+        "## A2. The whole job at book settings, measured",
+        "",
+        f"Run {started:%Y-%m-%d %H:%M}, `bench/bench_overnight.py --whole`: `--layers all "
+        f"--filters all`, {len(plan.jobs)} filters, 40 steps, 64 px. In-process (`run_local`, "
+        "one run) first, then one submission to a fleet of 2 workers set up as in part A, each "
+        f"from start to its last page and report ({len(plan.grids)} pages). Load average {load_start:.1f} at the start, "
+        f"{os.getloadavg()[0]:.1f} at the end (the two sides themselves).",
+        "",
+        "| Side | Wall | Outcomes | Failed | Requeued by the healer | Duplicates |",
+        "|---|---|---|---|---|---|",
+        f"| In-process | {t_local:.0f} s ({t_local / 3600:.2f} h) | {len(plan.jobs)} | 0 | – | – |",
+        f"| Fleet, 2 workers | {t_fleet:.0f} s ({t_fleet / 3600:.2f} h) | "
+        f"{report['counts']['done']} | {report['counts']['failed']} | "
+        f"{(report.get('healing') or {}).get('requeued', 0)} | "
+        f"{(report.get('healing') or {}).get('duplicates', 0)} |",
+        "",
+        f"**Fleet vs in-process, the whole job: {ratio:.2f}×** (target ≥ 0.9×: "
+        f"{'met' if ratio >= 0.9 else 'not met'}).",
+        "",
+    ]
+    old = RESULTS.read_text()
+    head, sep, rest = old.partition("## B. ")
+    head = head.split("## A2. ")[0].rstrip("\n") + "\n\n"
+    RESULTS.write_text(head + "\n".join(section) + "\n" + sep + rest)
+    print(f"rewrote part A2 of {RESULTS}")
 
 
 def write_results(out: dict[str, Any], seconds: float, layers: list[tuple[str, int]]) -> None:
