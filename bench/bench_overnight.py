@@ -97,6 +97,22 @@ def wait_report(storage: Any, run_id: str, timeout: float = 7200) -> dict[str, A
     return json.loads(storage.get_bytes(report_key(run_id)))
 
 
+def fleet_setup(redis: Any, s3: Any, tmp: Path) -> tuple[dict[str, str], Any, Any, Any]:
+    """The fleet's environment, settings, storage and Celery app, as parts A, A2 and B use them."""
+    from convatlas.stack.harness import fleet_env, s3_storage, settings_from
+    from convatlas.workers.config import make_app
+
+    env = fleet_env(redis, s3, "overnight", tmp / "cache", visibility_timeout=3600)
+    # 2 workers on these cores: each its share of them, as the README says to set it
+    # (A runs with the default CONVATLAS_REQUEUE_AFTER, 300 s: a block5 batch takes over
+    # a minute here, and a shorter one would queue working jobs again; B with 30 s)
+    env.update(CONVATLAS_BATCH_WINDOW_MS="50",
+               CONVATLAS_TF_THREADS=str(max(1, (os.cpu_count() or 2) // 2)))
+    env.pop("CONVATLAS_UNACKED_RESTORE_INTERVAL", None)
+    settings = settings_from(env)
+    return env, settings, s3_storage(s3, settings.s3_prefix), make_app(settings)
+
+
 def fleet_run(plan: Any, storage: Any, app: Any, settings: Any) -> tuple[float, dict[str, Any]]:
     from convatlas.producer.submit import submit_plan
 
@@ -106,12 +122,12 @@ def fleet_run(plan: Any, storage: Any, app: Any, settings: Any) -> tuple[float, 
     return time.perf_counter() - t0, report
 
 
-def local_run(plan: Any, out: Path) -> float:
+def local_run(plan: Any, out: Path) -> tuple[float, dict[str, Any]]:
     from convatlas.producer.local import run_local
 
     t0 = time.perf_counter()
-    run_local(plan, out, progress=False)
-    return time.perf_counter() - t0
+    report = run_local(plan, out, progress=False)
+    return time.perf_counter() - t0, report
 
 
 def main() -> None:
@@ -130,9 +146,7 @@ def main() -> None:
 
     from convatlas.producer.plan import plan_grids
     from convatlas.shared.engine.patterns import PatternParams
-    from convatlas.stack.harness import fleet_env, s3_storage, settings_from
     from convatlas.stack.servers import RedisServer, SeaweedS3Server
-    from convatlas.workers.config import make_app
 
     layers = conv_layers()
     sample = [layers[0], layers[-1]] if args.quick else layers
@@ -143,16 +157,7 @@ def main() -> None:
     t_start = time.time()
     out: dict[str, Any] = {"sample": [], "kills": []}
     try:
-        env = fleet_env(redis, s3, "overnight", tmp / "cache", visibility_timeout=3600)
-        # 2 workers on these cores: each its share of them, as the README says to set it
-        # (A runs with the default CONVATLAS_REQUEUE_AFTER, 300 s: a block5 batch takes over
-        # a minute here, and a shorter one would queue working jobs again; B with 30 s)
-        env.update(CONVATLAS_BATCH_WINDOW_MS="50",
-                   CONVATLAS_TF_THREADS=str(max(1, (os.cpu_count() or 2) // 2)))
-        env.pop("CONVATLAS_UNACKED_RESTORE_INTERVAL", None)
-        settings = settings_from(env)
-        storage = s3_storage(s3, settings.s3_prefix)
-        app = make_app(settings)
+        env, settings, storage, app = fleet_setup(redis, s3, tmp)
         workers = Workers(env, tmp, 2)
         try:
             book = PatternParams()
@@ -163,7 +168,7 @@ def main() -> None:
                 fleet_run(warm, storage, app, settings)
             for name, channels in [] if args.crashes_only else sample:
                 plan = plan_grids(MODEL, name, "0:64", book, settings)
-                t_local = local_run(plan, tmp / "local")
+                t_local, _ = local_run(plan, tmp / "local")
                 t_fleet, report = fleet_run(plan, storage, app, settings)
                 assert report["counts"]["done"] == 64, report["counts"]
                 row = {"layer": name, "pages": -(-channels // 64), "local": t_local,
@@ -218,9 +223,7 @@ def whole_job(smoke: bool = False) -> None:
     """A2: every filter of every layer at book settings, in-process then on the fleet."""
     from convatlas.producer.plan import plan_grids
     from convatlas.shared.engine.patterns import PatternParams
-    from convatlas.stack.harness import fleet_env, s3_storage, settings_from
     from convatlas.stack.servers import RedisServer, SeaweedS3Server
-    from convatlas.workers.config import make_app
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-overnight-whole-"))
     redis, s3 = RedisServer(tmp / "redis"), SeaweedS3Server(tmp / "s3")
@@ -229,21 +232,15 @@ def whole_job(smoke: bool = False) -> None:
     load_start = os.getloadavg()[0]
     started = datetime.datetime.now()
     try:
-        env = fleet_env(redis, s3, "overnight", tmp / "cache", visibility_timeout=3600)
-        env.update(CONVATLAS_BATCH_WINDOW_MS="50",
-                   CONVATLAS_TF_THREADS=str(max(1, (os.cpu_count() or 2) // 2)))
-        env.pop("CONVATLAS_UNACKED_RESTORE_INTERVAL", None)
-        settings = settings_from(env)
-        storage = s3_storage(s3, settings.s3_prefix)
-        app = make_app(settings)
+        env, settings, storage, app = fleet_setup(redis, s3, tmp)
         plan = (plan_grids(MODEL, "block1_conv1", "all", PatternParams(16, 1, seed=7), settings)
                 if smoke else plan_grids(MODEL, "all", "all", PatternParams(), settings))
         print(f"A2 {len(plan.jobs)} jobs in {len(plan.grids)} pages", flush=True)
         # the in-process side first, alone (no workers started yet); warm-up as in part A
         warm = plan_grids(MODEL, "block1_conv1", "0:8", PatternParams(seed=99), settings)
         local_run(warm, tmp / "local")
-        t_local = local_run(plan, tmp / "local")
-        print(f"A2 in-process {t_local:.0f} s", flush=True)
+        t_local, local_report = local_run(plan, tmp / "local")
+        print(f"A2 in-process {t_local:.0f} s, report {local_report['counts']}", flush=True)
         workers = Workers(env, tmp, 2)
         try:
             fleet_run(warm, storage, app, settings)
@@ -271,7 +268,8 @@ def whole_job(smoke: bool = False) -> None:
         "",
         "| Side | Wall | Outcomes | Failed | Requeued by the healer | Duplicates |",
         "|---|---|---|---|---|---|",
-        f"| In-process | {t_local:.0f} s ({t_local / 3600:.2f} h) | {len(plan.jobs)} | 0 | – | – |",
+        f"| In-process | {t_local:.0f} s ({t_local / 3600:.2f} h) | "
+        f"{local_report['counts']['done']} | {local_report['counts']['failed']} | – | – |",
         f"| Fleet, 2 workers | {t_fleet:.0f} s ({t_fleet / 3600:.2f} h) | "
         f"{report['counts']['done']} | {report['counts']['failed']} | "
         f"{(report.get('healing') or {}).get('requeued', 0)} | "
@@ -345,7 +343,10 @@ def write_results(out: dict[str, Any], seconds: float, layers: list[tuple[str, i
         RESULTS.write_text(head + "\n".join(part_b) + "\n")
         print(f"rewrote part B of {RESULTS}")
         return
-    RESULTS.write_text("\n".join(lines + part_b) + "\n")
+    # a full run keeps part A2 (the whole job, ``--whole``): it measures what A only samples
+    kept = RESULTS.read_text().partition("## A2. ")[2].partition("## B. ")[0] if RESULTS.exists() else ""
+    a2 = ["## A2. " + kept.rstrip("\n"), ""] if kept else []
+    RESULTS.write_text("\n".join(lines + a2 + part_b) + "\n")
     print(f"wrote {RESULTS}")
 
 
