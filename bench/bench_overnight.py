@@ -5,7 +5,8 @@ vs in-process, and a 4224-job run with 3 worker ``kill -9``s (issue 11).
     .venv/bin/python bench/bench_overnight.py            # writes bench/RESULTS-overnight.md
     .venv/bin/python bench/bench_overnight.py --quick    # 2 layers, 1 kill; no write
     .venv/bin/python bench/bench_overnight.py --crashes-only   # part B alone; rewrites its section
-    .venv/bin/python bench/bench_overnight.py --whole    # A2: the whole job, both sides (~2 h)
+    .venv/bin/python bench/bench_overnight.py --whole    # A2: the whole job, both sides (~3 h)
+    .venv/bin/python bench/bench_overnight.py --split    # A3: half of every layer each (~1.5 h)
 
 A. **Book settings** (40 steps, 64 px): page 0 (filters 0:64) of each of the 13 conv layers,
    832 filters, as ``convatlas grids`` would compute them: in-process (``run_local``) and on the
@@ -17,6 +18,11 @@ A. **Book settings** (40 steps, 64 px): page 0 (filters 0:64) of each of the 13 
 A2. **The whole job** (``--whole``): ``--layers all --filters all`` at book settings, one run
    in-process and one submission to the same fleet, each from start to its report; the
    section is rewritten alone.
+A3. **The whole job, split** (``--split``): every filter of every layer computed once, side by
+   side in one run: the first half of each layer's filters in-process (one ``run_local``), the
+   second half on the fleet (one submission). The same shapes and steps on both sides, so the
+   two halves are equal work; each side's whole-job wall time is twice its half. Per-layer
+   times come from the time stamps of the tiles' outcome markers.
 B. **Crashes nobody watches**: all 4224 filters at 16 px and 1 step (the fabric, not the math)
    on 2 workers, undisturbed, then again (new seed: new jobs) with a worker SIGKILLed at 3
    random instants and restarted 2 s later (what a supervisor does), with the visibility
@@ -83,6 +89,19 @@ class Workers:
                 stop_worker(p)
 
 
+def replace_section(name: str, lines: list[str]) -> None:
+    """Put ``## {name}. ...`` (``lines``) in RESULTS in place of its old text, in A, A2, A3, B
+    order, keeping the other sections as they are."""
+    order = ["A", "A2", "A3", "B"]
+    text = RESULTS.read_text() if RESULTS.exists() else ""
+    head, *chunks = text.split("\n## ")
+    sections = {c.split(".", 1)[0]: "## " + c.rstrip("\n") for c in chunks}
+    sections[name] = "\n".join(lines).rstrip("\n")
+    body = [sections[k] for k in order if k in sections]
+    RESULTS.write_text(head.rstrip("\n") + "\n\n" + "\n\n".join(body) + "\n")
+    print(f"rewrote part {name} of {RESULTS}")
+
+
 def wait_report(storage: Any, run_id: str, timeout: float = 7200) -> dict[str, Any]:
     """Poll the report object (one HEAD every 0.2 s): no listing load on the measured cores."""
     import json
@@ -139,9 +158,14 @@ def main() -> None:
                     help="run the whole job at book settings on both sides (part A2) only")
     ap.add_argument("--smoke", action="store_true",
                     help="with --whole: one layer at 16 px, 1 step, to check the script; no write")
+    ap.add_argument("--split", action="store_true",
+                    help="the whole job once, half of every layer on each side (part A3) only")
     args = ap.parse_args()
     if args.whole:
         whole_job(args.smoke)
+        return
+    if args.split:
+        split_job(args.smoke)
         return
 
     from convatlas.producer.plan import plan_grids
@@ -279,11 +303,123 @@ def whole_job(smoke: bool = False) -> None:
         f"{'met' if ratio >= 0.9 else 'not met'}).",
         "",
     ]
-    old = RESULTS.read_text()
-    head, sep, rest = old.partition("## B. ")
-    head = head.split("## A2. ")[0].rstrip("\n") + "\n\n"
-    RESULTS.write_text(head + "\n".join(section) + "\n" + sep + rest)
-    print(f"rewrote part A2 of {RESULTS}")
+    replace_section("A2", section)
+
+
+def half_plans(settings: Any, smoke: bool) -> tuple[Any, Any]:
+    """The whole job as two plans of equal work: each layer's first and second half of filters."""
+    from convatlas.producer.plan import Plan, _run_id, plan_grids
+    from convatlas.shared.engine.patterns import PatternParams
+
+    params = PatternParams(16, 1, seed=7) if smoke else PatternParams()
+    halves: list[Any] = []
+    for spec in ("first", "second"):
+        parts = []
+        for name, channels in conv_layers()[:2] if smoke else conv_layers():
+            h = channels // 2
+            parts.append(plan_grids(MODEL, name, f"0:{h}" if spec == "first" else f"{h}:",
+                                    params, settings))
+        jobs = [j for p in parts for j in p.jobs]
+        plan = Plan("grids", MODEL, jobs, [g for p in parts for g in p.grids])
+        plan.run_id = _run_id("grids", jobs)
+        halves.append(plan)
+    return halves[0], halves[1]
+
+
+def layer_finish(storage: Any, plan: Any, t0: float) -> dict[str, float]:
+    """Seconds from ``t0`` (wall clock) to each layer's last outcome marker, in plan order."""
+    last: dict[str, float] = {}
+    for job in plan.jobs:
+        if hasattr(storage, "root"):
+            stamp = (storage.root / job.marker).stat().st_mtime
+        else:
+            head = storage.client.head_object(Bucket=storage.bucket, Key=storage._full(job.marker))
+            stamp = head["LastModified"].timestamp()
+        last[job.layer] = max(last.get(job.layer, 0.0), stamp - t0)
+    return last
+
+
+def split_job(smoke: bool = False) -> None:
+    """A3: the whole job computed once, half of every layer on each side, in one run."""
+    from convatlas.producer.plan import plan_grids
+    from convatlas.shared.engine.patterns import PatternParams
+    from convatlas.shared.storage import LocalStorage
+    from convatlas.stack.servers import RedisServer, SeaweedS3Server
+
+    tmp = Path(tempfile.mkdtemp(prefix="bench-overnight-split-"))
+    redis, s3 = RedisServer(tmp / "redis"), SeaweedS3Server(tmp / "s3")
+    redis.start()
+    s3.start()
+    started = datetime.datetime.now()
+    try:
+        env, settings, storage, app = fleet_setup(redis, s3, tmp)
+        first, second = half_plans(settings, smoke)
+        print(f"A3 {len(first.jobs)} + {len(second.jobs)} jobs", flush=True)
+        warm = plan_grids(MODEL, "block1_conv1", "0:8", PatternParams(seed=99), settings)
+        local_run(warm, tmp / "local")
+        w0 = time.time()
+        t_local, local_report = local_run(first, tmp / "local")
+        local_layers = layer_finish(LocalStorage(tmp / "local"), first, w0)
+        print(f"A3 in-process half {t_local:.0f} s, report {local_report['counts']}", flush=True)
+        workers = Workers(env, tmp, 2)
+        try:
+            fleet_run(warm, storage, app, settings)
+            w0 = time.time()
+            t_fleet, report = fleet_run(second, storage, app, settings)
+            fleet_layers = layer_finish(storage, second, w0)
+        finally:
+            workers.close()
+            app.close()
+        print(f"A3 fleet half {t_fleet:.0f} s, report {report['counts']}, "
+              f"healing {report.get('healing')}", flush=True)
+    finally:
+        s3.stop()
+        redis.stop()
+    ratio = t_local / t_fleet
+    rows, prev_l, prev_f = [], 0.0, 0.0
+    for name, channels in conv_layers():
+        if name not in local_layers:
+            continue
+        dl, df = local_layers[name] - prev_l, fleet_layers[name] - prev_f
+        prev_l, prev_f = local_layers[name], fleet_layers[name]
+        rows.append(f"| {name} | {channels // 2} + {channels - channels // 2} | {dl:.0f} | "
+                    f"{df:.0f} | {dl / df if df else float('nan'):.2f}× |")
+        print(f"A3 {name:14s} in-process {dl:6.0f} s  fleet {df:6.0f} s", flush=True)
+    if smoke:
+        print(f"A3 smoke: ratio {ratio:.2f}; nothing written")
+        return
+    section = [
+        "## A3. The whole job at book settings, split between the sides in one run",
+        "",
+        f"Run {started:%Y-%m-%d %H:%M}, `bench/bench_overnight.py --split`: every filter of "
+        f"every layer at book settings (40 steps, 64 px) computed once: the first half of each "
+        f"layer's filters in-process (`run_local`, one run, {len(first.jobs)} filters), then the "
+        f"second half on the fleet of part A (one submission, {len(second.jobs)} filters), each "
+        "from start to its report. Every filter of a layer costs the same (same shapes, same "
+        "steps), so the halves are equal work, and each side's whole job is twice its half. "
+        "Both sides warmed up first; nothing else ran on the machine.",
+        "",
+        "| Side | Half (measured) | Whole job (2 × half) | Outcomes | Failed | "
+        "Requeued by the healer | Duplicates |",
+        "|---|---|---|---|---|---|---|",
+        f"| In-process | {t_local:.0f} s | {2 * t_local:.0f} s ({2 * t_local / 3600:.2f} h) | "
+        f"{local_report['counts']['done']} | {local_report['counts']['failed']} | – | – |",
+        f"| Fleet, 2 workers | {t_fleet:.0f} s | {2 * t_fleet:.0f} s ({2 * t_fleet / 3600:.2f} h) | "
+        f"{report['counts']['done']} | {report['counts']['failed']} | "
+        f"{(report.get('healing') or {}).get('requeued', 0)} | "
+        f"{(report.get('healing') or {}).get('duplicates', 0)} |",
+        "",
+        f"**Fleet vs in-process, the whole job: {ratio:.2f}×** (target ≥ 0.9×: "
+        f"{'met' if ratio >= 0.9 else 'not met'}).",
+        "",
+        "Per layer (from the previous layer's last outcome marker to this layer's last):",
+        "",
+        "| Layer | Filters (in-process + fleet) | In-process s | Fleet s | Fleet vs in-process |",
+        "|---|---|---|---|---|",
+        *rows,
+        "",
+    ]
+    replace_section("A3", section)
 
 
 def write_results(out: dict[str, Any], seconds: float, layers: list[tuple[str, int]]) -> None:
@@ -338,16 +474,15 @@ def write_results(out: dict[str, Any], seconds: float, layers: list[tuple[str, i
         part_b.insert(1, f"\nRun {datetime.datetime.now():%Y-%m-%d %H:%M} "
                          f"(`--crashes-only`, {seconds / 60:.1f} min; load average "
                          f"{os.getloadavg()[0]:.1f} at the end).")
-        old = RESULTS.read_text()
-        head = old.split("## B. ")[0]
-        RESULTS.write_text(head + "\n".join(part_b) + "\n")
-        print(f"rewrote part B of {RESULTS}")
+        replace_section("B", part_b)
         return
-    # a full run keeps part A2 (the whole job, ``--whole``): it measures what A only samples
-    kept = RESULTS.read_text().partition("## A2. ")[2].partition("## B. ")[0] if RESULTS.exists() else ""
-    a2 = ["## A2. " + kept.rstrip("\n"), ""] if kept else []
-    RESULTS.write_text("\n".join(lines + a2 + part_b) + "\n")
-    print(f"wrote {RESULTS}")
+    # a full run rewrites the head, A and B, and keeps A2 and A3 (``--whole``, ``--split``)
+    cut = lines.index(next(x for x in lines if x.startswith("## A. ")))
+    head = "\n".join(lines[:cut])
+    text = RESULTS.read_text() if RESULTS.exists() else ""
+    RESULTS.write_text(head + "\n## " + "\n## ".join(text.split("\n## ")[1:]) if text else head)
+    replace_section("A", lines[cut:])
+    replace_section("B", part_b)
 
 
 if __name__ == "__main__":
