@@ -43,6 +43,8 @@ import signal
 import sys
 import tempfile
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -89,16 +91,17 @@ class Workers:
                 stop_worker(p)
 
 
-def replace_section(name: str, lines: list[str]) -> None:
+def replace_section(name: str, lines: list[str], head: list[str] | None = None) -> None:
     """Put ``## {name}. ...`` (``lines``) in RESULTS in place of its old text, in A, A2, A3, B
-    order, keeping the other sections as they are."""
+    order, keeping the other sections as they are; ``head`` replaces the text above them."""
     order = ["A", "A2", "A3", "B"]
     text = RESULTS.read_text() if RESULTS.exists() else ""
-    head, *chunks = text.split("\n## ")
+    old_head, *chunks = text.split("\n## ")
     sections = {c.split(".", 1)[0]: "## " + c.rstrip("\n") for c in chunks}
     sections[name] = "\n".join(lines).rstrip("\n")
     body = [sections[k] for k in order if k in sections]
-    RESULTS.write_text(head.rstrip("\n") + "\n\n" + "\n\n".join(body) + "\n")
+    top = "\n".join(head) if head is not None else old_head
+    RESULTS.write_text(top.rstrip("\n") + "\n\n" + "\n\n".join(body) + "\n")
     print(f"rewrote part {name} of {RESULTS}")
 
 
@@ -243,13 +246,37 @@ def main() -> None:
         write_results(out, time.time() - t_start, layers)
 
 
-def whole_job(smoke: bool = False) -> None:
-    """A2: every filter of every layer at book settings, in-process then on the fleet."""
+@dataclass
+class Sides:
+    """One side-by-side run: the plans, each side's wall time and report, and (where asked)
+    seconds from each side's start to each layer's last outcome."""
+
+    local_plan: Any
+    fleet_plan: Any
+    started: datetime.datetime
+    load_start: float
+    t_local: float
+    local_report: dict[str, Any]
+    t_fleet: float
+    fleet_report: dict[str, Any]
+    local_layers: dict[str, float]
+    fleet_layers: dict[str, float]
+
+    @property
+    def ratio(self) -> float:
+        return self.t_local / self.t_fleet
+
+
+def both_sides(part: str, make_plans: Callable[[Any], tuple[Any, Any]],
+               layer_times: bool = False) -> Sides:
+    """``make_plans(settings)``'s first plan in-process alone (no workers started yet), then its
+    second submitted to a fleet of 2 workers set up as in part A; both sides warmed up first."""
     from convatlas.producer.plan import plan_grids
     from convatlas.shared.engine.patterns import PatternParams
+    from convatlas.shared.storage import LocalStorage
     from convatlas.stack.servers import RedisServer, SeaweedS3Server
 
-    tmp = Path(tempfile.mkdtemp(prefix="bench-overnight-whole-"))
+    tmp = Path(tempfile.mkdtemp(prefix=f"bench-overnight-{part}-"))
     redis, s3 = RedisServer(tmp / "redis"), SeaweedS3Server(tmp / "s3")
     redis.start()
     s3.start()
@@ -257,53 +284,85 @@ def whole_job(smoke: bool = False) -> None:
     started = datetime.datetime.now()
     try:
         env, settings, storage, app = fleet_setup(redis, s3, tmp)
-        plan = (plan_grids(MODEL, "block1_conv1", "all", PatternParams(16, 1, seed=7), settings)
-                if smoke else plan_grids(MODEL, "all", "all", PatternParams(), settings))
-        print(f"A2 {len(plan.jobs)} jobs in {len(plan.grids)} pages", flush=True)
-        # the in-process side first, alone (no workers started yet); warm-up as in part A
+        local_plan, fleet_plan = make_plans(settings)
+        print(f"{part} {len(local_plan.jobs)} jobs in-process, {len(fleet_plan.jobs)} on the "
+              "fleet", flush=True)
         warm = plan_grids(MODEL, "block1_conv1", "0:8", PatternParams(seed=99), settings)
         local_run(warm, tmp / "local")
-        t_local, local_report = local_run(plan, tmp / "local")
-        print(f"A2 in-process {t_local:.0f} s, report {local_report['counts']}", flush=True)
+        w0 = time.time()
+        t_local, local_report = local_run(local_plan, tmp / "local")
+        local_layers = (layer_finish(LocalStorage(tmp / "local"), local_plan, w0)
+                        if layer_times else {})
+        print(f"{part} in-process {t_local:.0f} s, report {local_report['counts']}", flush=True)
         workers = Workers(env, tmp, 2)
         try:
             fleet_run(warm, storage, app, settings)
-            t_fleet, report = fleet_run(plan, storage, app, settings)
+            w0 = time.time()
+            t_fleet, report = fleet_run(fleet_plan, storage, app, settings)
+            fleet_layers = layer_finish(storage, fleet_plan, w0) if layer_times else {}
         finally:
             workers.close()
             app.close()
-        print(f"A2 fleet {t_fleet:.0f} s, report {report['counts']}, "
+        print(f"{part} fleet {t_fleet:.0f} s, report {report['counts']}, "
               f"healing {report.get('healing')}", flush=True)
     finally:
         s3.stop()
         redis.stop()
-    ratio = t_local / t_fleet
-    if smoke:
-        print(f"A2 smoke: ratio {ratio:.2f}; nothing written")
-        return
-    section = [
-        "## A2. The whole job at book settings, measured",
+    return Sides(local_plan, fleet_plan, started, load_start, t_local, local_report, t_fleet,
+                 report, local_layers, fleet_layers)
+
+
+def side_rows(s: Sides, halves: bool) -> list[str]:
+    """The two sides' table (wall, outcomes, healing) and the verdict; with ``halves`` each
+    side's measured half beside its whole job (2 × half)."""
+
+    def wall(t: float) -> str:
+        whole = 2 * t if halves else t
+        return (f"{t:.0f} s | " if halves else "") + f"{whole:.0f} s ({whole / 3600:.2f} h)"
+
+    local, fleet = s.local_report["counts"], s.fleet_report["counts"]
+    healing = s.fleet_report.get("healing") or {}
+    return [
+        "| Side | " + ("Half (measured) | Whole job (2 × half)" if halves else "Wall")
+        + " | Outcomes | Failed | Requeued by the healer | Duplicates |",
+        "|---|---|" + ("---|" if halves else "") + "---|---|---|---|",
+        f"| In-process | {wall(s.t_local)} | {local['done']} | {local['failed']} | – | – |",
+        f"| Fleet, 2 workers | {wall(s.t_fleet)} | {fleet['done']} | {fleet['failed']} | "
+        f"{healing.get('requeued', 0)} | {healing.get('duplicates', 0)} |",
         "",
-        f"Run {started:%Y-%m-%d %H:%M}, `bench/bench_overnight.py --whole`: `--layers all "
-        f"--filters all`, {len(plan.jobs)} filters, 40 steps, 64 px. In-process (`run_local`, "
-        "one run) first, then one submission to a fleet of 2 workers set up as in part A, each "
-        f"from start to its last page and report ({len(plan.grids)} pages). Load average {load_start:.1f} at the start, "
-        f"{os.getloadavg()[0]:.1f} at the end (the two sides themselves).",
-        "",
-        "| Side | Wall | Outcomes | Failed | Requeued by the healer | Duplicates |",
-        "|---|---|---|---|---|---|",
-        f"| In-process | {t_local:.0f} s ({t_local / 3600:.2f} h) | "
-        f"{local_report['counts']['done']} | {local_report['counts']['failed']} | – | – |",
-        f"| Fleet, 2 workers | {t_fleet:.0f} s ({t_fleet / 3600:.2f} h) | "
-        f"{report['counts']['done']} | {report['counts']['failed']} | "
-        f"{(report.get('healing') or {}).get('requeued', 0)} | "
-        f"{(report.get('healing') or {}).get('duplicates', 0)} |",
-        "",
-        f"**Fleet vs in-process, the whole job: {ratio:.2f}×** (target ≥ 0.9×: "
-        f"{'met' if ratio >= 0.9 else 'not met'}).",
+        f"**Fleet vs in-process, the whole job: {s.ratio:.2f}×** (target ≥ 0.9×: "
+        f"{'met' if s.ratio >= 0.9 else 'not met'}).",
         "",
     ]
-    replace_section("A2", section)
+
+
+def whole_job(smoke: bool = False) -> None:
+    """A2: every filter of every layer at book settings, in-process then on the fleet."""
+    from convatlas.producer.plan import plan_grids
+    from convatlas.shared.engine.patterns import PatternParams
+
+    def plans(settings: Any) -> tuple[Any, Any]:
+        plan = (plan_grids(MODEL, "block1_conv1", "all", PatternParams(16, 1, seed=7), settings)
+                if smoke else plan_grids(MODEL, "all", "all", PatternParams(), settings))
+        return plan, plan
+
+    s = both_sides("A2", plans)
+    if smoke:
+        print(f"A2 smoke: ratio {s.ratio:.2f}; nothing written")
+        return
+    plan = s.local_plan
+    replace_section("A2", [
+        "## A2. The whole job at book settings, measured",
+        "",
+        f"Run {s.started:%Y-%m-%d %H:%M}, `bench/bench_overnight.py --whole`: `--layers all "
+        f"--filters all`, {len(plan.jobs)} filters, 40 steps, 64 px. In-process (`run_local`, "
+        "one run) first, then one submission to a fleet of 2 workers set up as in part A, each "
+        f"from start to its last page and report ({len(plan.grids)} pages). Load average "
+        f"{s.load_start:.1f} at the start, {os.getloadavg()[0]:.1f} at the end (the two sides "
+        "themselves).",
+        "",
+        *side_rows(s, halves=False),
+    ])
 
 
 def half_plans(settings: Any, smoke: bool) -> tuple[Any, Any]:
@@ -312,13 +371,11 @@ def half_plans(settings: Any, smoke: bool) -> tuple[Any, Any]:
     from convatlas.shared.engine.patterns import PatternParams
 
     params = PatternParams(16, 1, seed=7) if smoke else PatternParams()
-    halves: list[Any] = []
-    for spec in ("first", "second"):
-        parts = []
-        for name, channels in conv_layers()[:2] if smoke else conv_layers():
-            h = channels // 2
-            parts.append(plan_grids(MODEL, name, f"0:{h}" if spec == "first" else f"{h}:",
-                                    params, settings))
+    layers = conv_layers()[:2] if smoke else conv_layers()
+    halves = []
+    for spec in ("0:{h}", "{h}:"):
+        parts = [plan_grids(MODEL, name, spec.format(h=channels // 2), params, settings)
+                 for name, channels in layers]
         jobs = [j for p in parts for j in p.jobs]
         plan = Plan("grids", MODEL, jobs, [g for p in parts for g in p.grids])
         plan.run_id = _run_id("grids", jobs)
@@ -371,74 +428,28 @@ def layer_rows(local_layers: dict[str, float], fleet_layers: dict[str, float]) -
 
 def split_job(smoke: bool = False) -> None:
     """A3: the whole job computed once, half of every layer on each side, in one run."""
-    from convatlas.producer.plan import plan_grids
-    from convatlas.shared.engine.patterns import PatternParams
-    from convatlas.shared.storage import LocalStorage
-    from convatlas.stack.servers import RedisServer, SeaweedS3Server
-
-    tmp = Path(tempfile.mkdtemp(prefix="bench-overnight-split-"))
-    redis, s3 = RedisServer(tmp / "redis"), SeaweedS3Server(tmp / "s3")
-    redis.start()
-    s3.start()
-    started = datetime.datetime.now()
-    try:
-        env, settings, storage, app = fleet_setup(redis, s3, tmp)
-        first, second = half_plans(settings, smoke)
-        print(f"A3 {len(first.jobs)} + {len(second.jobs)} jobs", flush=True)
-        warm = plan_grids(MODEL, "block1_conv1", "0:8", PatternParams(seed=99), settings)
-        local_run(warm, tmp / "local")
-        w0 = time.time()
-        t_local, local_report = local_run(first, tmp / "local")
-        local_layers = layer_finish(LocalStorage(tmp / "local"), first, w0)
-        print(f"A3 in-process half {t_local:.0f} s, report {local_report['counts']}", flush=True)
-        workers = Workers(env, tmp, 2)
-        try:
-            fleet_run(warm, storage, app, settings)
-            w0 = time.time()
-            t_fleet, report = fleet_run(second, storage, app, settings)
-            fleet_layers = layer_finish(storage, second, w0)
-        finally:
-            workers.close()
-            app.close()
-        print(f"A3 fleet half {t_fleet:.0f} s, report {report['counts']}, "
-              f"healing {report.get('healing')}", flush=True)
-    finally:
-        s3.stop()
-        redis.stop()
-    ratio = t_local / t_fleet
-    rows = layer_rows(local_layers, fleet_layers)
+    s = both_sides("A3", lambda settings: half_plans(settings, smoke), layer_times=True)
+    rows = layer_rows(s.local_layers, s.fleet_layers)
     if smoke:
-        print(f"A3 smoke: ratio {ratio:.2f}; nothing written")
+        print(f"A3 smoke: ratio {s.ratio:.2f}; nothing written")
         return
-    section = [
+    replace_section("A3", [
         "## A3. The whole job at book settings, split between the sides in one run",
         "",
-        f"Run {started:%Y-%m-%d %H:%M}, `bench/bench_overnight.py --split`: every filter of "
+        f"Run {s.started:%Y-%m-%d %H:%M}, `bench/bench_overnight.py --split`: every filter of "
         f"every layer at book settings (40 steps, 64 px) computed once: the first half of each "
-        f"layer's filters in-process (`run_local`, one run, {len(first.jobs)} filters), then the "
-        f"second half on the fleet of part A (one submission, {len(second.jobs)} filters), each "
-        "from start to its report. Every filter of a layer costs the same (same shapes, same "
-        "steps), so the halves are equal work, and each side's whole job is twice its half. "
-        "Both sides warmed up first; nothing else ran on the machine.",
+        f"layer's filters in-process (`run_local`, one run, {len(s.local_plan.jobs)} filters), "
+        f"then the second half on the fleet of part A (one submission, "
+        f"{len(s.fleet_plan.jobs)} filters), each from start to its report. Every filter of a "
+        "layer costs the same (same shapes, same steps), so the halves are equal work, and each "
+        "side's whole job is twice its half. Both sides warmed up first; nothing else ran on "
+        "the machine.",
         "",
-        "| Side | Half (measured) | Whole job (2 × half) | Outcomes | Failed | "
-        "Requeued by the healer | Duplicates |",
-        "|---|---|---|---|---|---|---|",
-        f"| In-process | {t_local:.0f} s | {2 * t_local:.0f} s ({2 * t_local / 3600:.2f} h) | "
-        f"{local_report['counts']['done']} | {local_report['counts']['failed']} | – | – |",
-        f"| Fleet, 2 workers | {t_fleet:.0f} s | {2 * t_fleet:.0f} s ({2 * t_fleet / 3600:.2f} h) | "
-        f"{report['counts']['done']} | {report['counts']['failed']} | "
-        f"{(report.get('healing') or {}).get('requeued', 0)} | "
-        f"{(report.get('healing') or {}).get('duplicates', 0)} |",
-        "",
-        f"**Fleet vs in-process, the whole job: {ratio:.2f}×** (target ≥ 0.9×: "
-        f"{'met' if ratio >= 0.9 else 'not met'}).",
-        "",
+        *side_rows(s, halves=True),
         *LAYER_TABLE_HEAD,
         *rows,
         "",
-    ]
-    replace_section("A3", section)
+    ])
 
 
 def write_results(out: dict[str, Any], seconds: float, layers: list[tuple[str, int]]) -> None:
@@ -447,7 +458,7 @@ def write_results(out: dict[str, Any], seconds: float, layers: list[tuple[str, i
     fleet_total = sum(r["fleet"] * r["pages"] for r in rows)
     sampled_local = sum(r["local"] for r in rows)
     sampled_fleet = sum(r["fleet"] for r in rows)
-    lines = [
+    head = [
         "# Overnight benchmark: every vgg16-hed filter, fleet of 2 workers vs in-process",
         "",
         f"Run {datetime.datetime.now():%Y-%m-%d %H:%M} on {os.cpu_count()} CPU cores "
@@ -455,6 +466,9 @@ def write_results(out: dict[str, Any], seconds: float, layers: list[tuple[str, i
         f"`bench/bench_overnight.py` ({seconds / 60:.1f} min; load average "
         f"{os.getloadavg()[0]:.1f} at the end; the cores were shared with other work).",
         "",
+    ]
+    lines = [
+        *head,
         "## A. Book settings (40 steps, 64 px): page 0 of each conv layer, then the whole job",
         "",
         "| Layer | Pages in the layer | In-process s/page | Fleet s/page | Fleet vs in-process |",
@@ -496,11 +510,7 @@ def write_results(out: dict[str, Any], seconds: float, layers: list[tuple[str, i
         replace_section("B", part_b)
         return
     # a full run rewrites the head, A and B, and keeps A2 and A3 (``--whole``, ``--split``)
-    cut = lines.index(next(x for x in lines if x.startswith("## A. ")))
-    head = "\n".join(lines[:cut])
-    text = RESULTS.read_text() if RESULTS.exists() else ""
-    RESULTS.write_text(head + "\n## " + "\n## ".join(text.split("\n## ")[1:]) if text else head)
-    replace_section("A", lines[cut:])
+    replace_section("A", lines[len(head):], head=head)
     replace_section("B", part_b)
 
 
