@@ -52,9 +52,9 @@ def main() -> None:
 
     from convatlas.producer.plan import plan_examples
     from convatlas.producer.staging import upload_inputs
-    from convatlas.shared import images as images_mod
     from convatlas.shared.config import Settings
     from convatlas.shared.examples import channel_maxima
+    from convatlas.shared.images import decode_for_model as decode
     from convatlas.shared.jobs import examples as ex
     from convatlas.shared.models.registry import get_model
     from convatlas.shared.storage import LocalStorage
@@ -68,7 +68,6 @@ def main() -> None:
     plan = plan_examples([str(work / "photos")], MODEL, LAYERS, 9, settings, LocalStorage(base), batch=32)
     upload_inputs(plan, LocalStorage(base))
     layers = LAYERS.split(",")
-    decode = images_mod.decode_for_model
 
     # forward-only on the same photos, decoded beforehand (section 1's pass)
     x_all = np.stack([decode(p.read_bytes(), 224).model_input for p in photos])
@@ -92,12 +91,7 @@ def main() -> None:
         return decode(data, side, **kw)
 
     def run(variant: str) -> float:
-        out = work / f"out-{variant}"
-        shutil.rmtree(out, ignore_errors=True)
-        shutil.copytree(base / "inputs", out / "inputs") if (base / "inputs").exists() else None
-        storage = LocalStorage(out)
-        if not (out / "inputs").exists():
-            upload_inputs(plan, storage)
+        storage = fresh_output(base, work / f"out-{variant}")
         ex.decode_for_model = nice_decode if variant == "nice" else decode
         cv2.setNumThreads(1 if variant == "cv1" else -1)
         t = time.perf_counter()
@@ -126,17 +120,20 @@ def main() -> None:
     for v in variants:
         m = statistics.median(rates[v])
         print(f"{v:8s} median {m:7.2f} photos/s = {m / fw:.2f}x forward-only ({fw:.2f})")
-    phases(plan, base, work, ex, fw, args.photos)
+    phases(plan, fresh_output(base, work / "out-phases"), ex, fw, args.photos)
 
 
-def phases(plan, base: Path, work: Path, ex, fw: float, n: int) -> None:  # noqa: ANN001
-    """One serial pass, each phase timed (wall, process CPU): nothing else runs meanwhile."""
+def fresh_output(base: Path, out: Path):  # noqa: ANN201
+    """An empty results folder holding the uploaded photos of ``base`` (no map done yet)."""
     from convatlas.shared.storage import LocalStorage
 
-    out = work / "out-phases"
     shutil.rmtree(out, ignore_errors=True)
     shutil.copytree(base / "inputs", out / "inputs")
-    storage = LocalStorage(out)
+    return LocalStorage(out)
+
+
+def phases(plan, storage, ex, fw: float, n: int) -> None:  # noqa: ANN001
+    """One serial pass, each phase timed (wall, process CPU): nothing else runs meanwhile."""
     maxima = ex.channel_maxima
     wall = {"decode": 0.0, "model": 0.0, "top-k": 0.0, "write": 0.0}
     cpu = dict(wall)

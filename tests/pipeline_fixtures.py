@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 
 import pytest
 
@@ -24,17 +26,27 @@ REDIS_DB = 11  # this module's own databases (11, 12): other tests' workers must
 # its tasks
 
 __all__ = ["BUCKET", "REPO", "Fleet", "fleet", "fleet_env", "s3_storage", "settings_from",
-           "start_worker", "stop_worker", "wait_ready"]
+           "start_worker", "started_fleet", "stop_worker", "wait_ready"]
 
 
-@pytest.fixture(scope="module")
-def fleet(
-    redis_server: RedisServer, s3_server: SeaweedS3Server, tmp_path_factory: pytest.TempPathFactory
+@contextmanager
+def started_fleet(
+    redis_server: RedisServer, s3_server: SeaweedS3Server, dir: Path, *, db: int,
+    extra_env: dict[str, str] | None = None,
 ) -> Iterator[Fleet]:
-    f = Fleet.create(redis_server, s3_server, tmp_path_factory.mktemp("fleet"), db=REDIS_DB)
+    """A fleet on Redis database ``db`` with its worker started; closed on exit."""
+    f = Fleet.create(redis_server, s3_server, dir, db=db, extra_env=extra_env)
     f.app.control.purge()  # leftovers of an interrupted earlier session in this database
     try:
         f.start_worker()
         yield f
     finally:
         f.close()
+
+
+@pytest.fixture(scope="module")
+def fleet(
+    redis_server: RedisServer, s3_server: SeaweedS3Server, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Fleet]:
+    with started_fleet(redis_server, s3_server, tmp_path_factory.mktemp("fleet"), db=REDIS_DB) as f:
+        yield f

@@ -16,15 +16,16 @@ import pytest
 from convatlas.shared.samples import sample_photos
 from convatlas.stack.harness import REPO, Fleet
 from convatlas.stack.servers import RedisServer, SeaweedS3Server
+from tests.pipeline_fixtures import started_fleet
 
 METHODS = "gradcam,eigencam"
 METRICS = "deletion,avgdrop"
 FIGURES = ("deletion_auc", "avg_drop", "probability", "masked_probability")
 # Both sides put one photo in each model call (the worker's max batch 1, the local run's batch
-# size 1), each in a fresh process, so both compute the same thing. With different batchings the heatmaps differ by
-# float rounding (~1e-6), and where pixels nearly tie the deletion order swaps them: that moved
-# a curve point by 4e-4 on an AMD EPYC and by 2.9e-3 on an Intel Xeon, which says nothing about
-# the fleet. The tolerance only absorbs float noise.
+# size 1), each in a fresh process, so both compute the same thing. With different batchings
+# the heatmaps differ by float rounding (~1e-6), and where pixels nearly tie the deletion order
+# swaps them: that moved a curve point by 4e-4 on an AMD EPYC and by 2.9e-3 on an Intel Xeon,
+# which says nothing about the fleet. The tolerance only absorbs float noise.
 TOLERANCE = 1e-5
 REDIS_DB = 14  # this module's own database: other tests' workers must not take its tasks
 
@@ -33,14 +34,9 @@ REDIS_DB = 14  # this module's own database: other tests' workers must not take 
 def fleet(
     redis_server: RedisServer, s3_server: SeaweedS3Server, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Fleet]:
-    f = Fleet.create(redis_server, s3_server, tmp_path_factory.mktemp("fleet"), db=REDIS_DB,
-                     extra_env={"CONVATLAS_MAX_BATCH": "1"})
-    f.app.control.purge()
-    try:
-        f.start_worker()
+    with started_fleet(redis_server, s3_server, tmp_path_factory.mktemp("fleet"), db=REDIS_DB,
+                       extra_env={"CONVATLAS_MAX_BATCH": "1"}) as f:
         yield f
-    finally:
-        f.close()
 
 
 def _by_photo(records: list[dict]) -> dict[str, dict]:
