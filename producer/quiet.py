@@ -5,6 +5,9 @@ TensorFlow 2.21 writes through absl straight to file descriptor 2, before and re
 ``I0000 ... port.cc] oneDNN custom operations are on``, ``E0000 ... cuda_platform.cc] failed
 call to cuInit`` on a CPU machine). A CLI process therefore routes fd 2 through a pipe and a
 small thread that drops lines in that format and passes everything else through unchanged.
+A native line can also land in the middle of a line: TensorFlow's first op logs its banner right
+after a progress bar's carriage-return update, which has no newline of its own. So the noise is
+cut out wherever it starts, with the newline it brought.
 
 ``CONVATLAS_LOG_LEVEL`` (``warning`` by default; ``info``/``debug`` show everything) or
 ``--verbose`` turn the filter off. Never used by workers: their logs are the operator's.
@@ -26,6 +29,10 @@ DEFAULT_LEVEL = "warning"
 # absl's prefix: severity letter, MMDD, time, thread id, file:line]
 NATIVE_LINE = re.compile(rb"^[IWEF]\d{4} [\d:.]+\s+\d+ [^\s\]]+:\d+\] ")
 NATIVE_BANNER = b"WARNING: All log messages before absl::InitializeLog() is called"
+# either of the above, anywhere in a line, up to the line's end
+NATIVE_ANYWHERE = re.compile(
+    rb"(?:[IWEF]\d{4} [\d:.]+\s+\d+ [^\s\]]+:\d+\] |" + re.escape(NATIVE_BANNER) + rb").*"
+)
 
 _state: dict[str, object] = {}
 
@@ -41,17 +48,29 @@ def is_native_noise(line: bytes) -> bool:
     return bool(NATIVE_LINE.match(line)) or line.startswith(NATIVE_BANNER)
 
 
+def without_noise(line: bytes) -> bytes | None:
+    """``line`` (no newline) as it should be written, newline included; None to drop it.
+
+    A line that is noise from some point on keeps what came before (a progress bar's update)
+    without the newline, which was the native line's."""
+    if is_native_noise(line):
+        return None
+    kept = NATIVE_ANYWHERE.sub(b"", line)
+    return line + b"\n" if kept == line else kept
+
+
 def _pump(read_fd: int, out_fd: int) -> None:
     with os.fdopen(read_fd, "rb", buffering=0) as src:
         pending = b""
         while chunk := src.read(65536):
             pending += chunk
             *lines, pending = pending.split(b"\n")
-            keep = b"".join(ln + b"\n" for ln in lines if not is_native_noise(ln))
+            keep = b"".join(k for ln in lines if (k := without_noise(ln)) is not None)
             if keep:
                 os.write(out_fd, keep)
-        if pending and not is_native_noise(pending):
-            os.write(out_fd, pending)
+        last = without_noise(pending) if pending else None
+        if last:
+            os.write(out_fd, last[:-1] if last.endswith(b"\n") else last)
 
 
 def quiet(verbose: bool = False) -> None:

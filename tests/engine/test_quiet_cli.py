@@ -10,7 +10,7 @@ from pathlib import Path
 
 import cv2
 
-from convatlas.producer.quiet import is_native_noise
+from convatlas.producer.quiet import is_native_noise, without_noise
 from convatlas.shared.samples import sample_photos
 
 CLI = [sys.executable, "-m", "convatlas.producer.cli"]
@@ -32,6 +32,16 @@ def test_native_line_format() -> None:
     assert not is_native_noise(b"run g-123: 4 done")
 
 
+def test_native_line_after_a_progress_bar_update() -> None:
+    """TensorFlow's first op logs its banner right after a carriage-return update of the bar."""
+    bar = b"\rgrids:   0%|          | 0/2 [00:00<?, ?job/s]"
+    assert without_noise(bar + b"WARNING: All log messages before absl::InitializeLog() is "
+                         b"called are written to STDERR") == bar
+    assert without_noise(bar + b"I0000 00:00:1796162185.978130   11122 port.cc:153] oneDNN") == bar
+    assert without_noise(b"run g-123: 4 done") == b"run g-123: 4 done\n"
+    assert without_noise(b"I0000 00:00:1796162185.978130   11122 port.cc:153] oneDNN") is None
+
+
 def test_heatmaps_and_grids_print_no_tensorflow_lines(tmp_path: Path) -> None:
     photo = tmp_path / "in" / "cat.jpg"
     photo.parent.mkdir()
@@ -45,6 +55,12 @@ def test_heatmaps_and_grids_print_no_tensorflow_lines(tmp_path: Path) -> None:
     assert grids.returncode == 0, grids.stderr
     assert NOISE.search(grids.stderr) is None, grids.stderr
     assert "done" in grids.stdout  # the command's own output is untouched
+    # with its progress bar on stderr (no -q): the first op's banner follows a bar update
+    shown = run("grids", "--model", "vgg16-hed", "--layers", "block1_conv1", "--filters", "0:2",
+                "--size", "16", "--steps", "1", "--out", str(tmp_path / "o3"))
+    assert shown.returncode == 0, shown.stderr
+    assert "grids:" in shown.stderr  # the bar is there
+    assert NOISE.search(shown.stderr) is None, shown.stderr
 
 
 def test_verbose_and_errors_still_reach_stderr(tmp_path: Path) -> None:
