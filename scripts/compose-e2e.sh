@@ -254,9 +254,21 @@ REDIS_IMAGE=$(image_of redis)
 S3_IMAGE=$(image_of s3)
 APP_IMAGE=$(image_of worker)
 
-MIRROR=${CONVATLAS_E2E_MIRROR:-$(grep -rhoE '^(URIs:|deb)[[:space:]]+http[^[:space:]]*/debian/?([[:space:]]|$)' \
-    /etc/apt/sources.list /etc/apt/sources.list.d/ 2>/dev/null | awk '{print $2; exit}' || true)}
-MIRROR=${MIRROR:-http://deb.debian.org/debian}
+# The mirror apt itself uses for bookworm (its own reading of sources.list and deb822 .sources,
+# options and all); before any `apt-get update`, the first Debian URI in the sources.
+apt_mirror() {
+    apt-get indextargets --format '$(RELEASE) $(REPO_URI)' 2>/dev/null \
+        | awk '$1 == "bookworm" {print $2; exit}'
+}
+sources_mirror() {
+    grep -rhoE '^(URIs:|deb)([[:space:]]+\[[^]]*\])?[[:space:]]+https?://[^[:space:]]*/debian/?([[:space:]]|$)' \
+        /etc/apt/sources.list /etc/apt/sources.list.d/ 2>/dev/null \
+        | grep -oE 'https?://[^[:space:]]+' | head -1 || true
+}
+MIRROR=${CONVATLAS_E2E_MIRROR:-$(apt_mirror)}
+MIRROR=${MIRROR:-$(sources_mirror)}
+[ -n "$MIRROR" ] || die "no Debian mirror in apt's sources: set CONVATLAS_E2E_MIRROR"
+MIRROR=${MIRROR%/}
 BASE_RECIPE="bookworm minbase python3 python3-pip python3-venv ca-certificates passwd; venv /opt/venv; v1"
 CA_FILES=$(find /usr/local/share/ca-certificates -type f \( -name '*.crt' \) 2>/dev/null | sort)
 BASE_KEY=$( { echo "$BASE_RECIPE $MIRROR"; for f in $CA_FILES; do cat "$f"; done; } | sha256sum | cut -c1-16)
