@@ -18,7 +18,9 @@ import typer
 from convatlas.producer.options import heatmap_options, pattern_options, pattern_params
 
 app = typer.Typer(
-    help="Show what convolutional networks see: filter-pattern grids and Grad-CAM heatmaps.",
+    help="Show what convolutional networks see: filter-pattern grids (book and Lucid styles), "
+    "the CAM family's heatmaps with faithfulness metrics, dataset examples per unit and a "
+    "browsable atlas of a model; in this process or on a Celery fleet.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -38,7 +40,7 @@ def main_options(
     ctx: typer.Context,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show TensorFlow's own log lines too (also CONVATLAS_LOG_LEVEL=info).")] = False,
 ) -> None:
-    """Show what convolutional networks see: filter-pattern grids and Grad-CAM heatmaps."""
+    """Show what convolutional networks see, in this process or on a Celery fleet."""
     from convatlas.producer.quiet import quiet
 
     if ctx.invoked_subcommand not in NO_FILTER:
@@ -147,7 +149,7 @@ def heatmaps(
     weights: WeightsOpt = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
-    """Grad-CAM heatmaps in this process: heatmap, overlay, raw .npy and a JSON record per image."""
+    """CAM heatmaps in this process (Grad-CAM and six more): heatmap, overlay, raw .npy, record."""
     from convatlas.producer.plan import PlanError, plan_heatmaps
     from convatlas.shared.config import Settings
 
@@ -175,10 +177,10 @@ def examples(
     weights: WeightsOpt = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
-    """Dataset examples in this process: per unit the top photos' patches (score: the channel's
-    maximum over positions), a mosaic and a record; per layer 8×8 pages of top-1 patches.
+    """Dataset examples in this process: each unit's top photo patches, mosaics and records.
 
-    Re-running over a folder with new photos merges only the new ones into the existing top-k.
+    Per unit the top photos' patches (score: the channel's maximum over positions), a mosaic and
+    a record; per layer 8×8 pages of top-1 patches. Re-running over a folder with new photos merges only the new ones into the existing top-k.
     """
     from convatlas.producer.examples import run_examples_local
     from convatlas.producer.plan import PlanError, plan_examples
@@ -221,9 +223,11 @@ def atlas(
     fleet: Annotated[bool, typer.Option("--fleet", help="Read the fleet's S3 results (CONVATLAS_S3_*) instead; without --out the site goes into the bucket under atlas/<model>/.")] = False,
     weights: WeightsOpt = None,
 ) -> None:
-    """A static site of the model's units: index of layers → layer pages → a page per unit
-    (book and lucid patterns, dataset examples, flags and statistics), photo pages with their
-    heatmaps. Relative links only: open index.html from disk, serve it, or upload the folder."""
+    """A static site of the model's units: layers, units, their pictures and photos.
+
+    Index of layers → layer pages → a page per unit (book and lucid patterns, dataset examples,
+    flags and statistics), photo pages with their heatmaps. Relative links only: open
+    index.html from disk, serve it, or upload the folder."""
     from convatlas.shared.atlas import DirSink, StorageSink, build_atlas, site_prefix
     from convatlas.shared.config import Settings
     from convatlas.shared.keys import model_slug

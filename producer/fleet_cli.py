@@ -174,8 +174,10 @@ def submit_examples(
     wait: WaitOpt = False,
     timeout: TimeoutOpt = 3600.0,
 ) -> None:
-    """Queue dataset examples: a map task per batch of photos (only photos not seen before for
-    these layers), then one reduce per run merging every layer's candidates into storage."""
+    """Queue dataset examples: map tasks per batch of photos, then one reduce per run.
+
+    A map task per batch of photos (only photos not seen before for these layers), then one
+    reduce per run merging every layer's candidates into storage."""
 
     from convatlas.producer.examples import submit_examples as submit
     from convatlas.producer.examples import wait_for_examples
@@ -227,8 +229,10 @@ def submit_atlas(
     wait: WaitOpt = False,
     timeout: TimeoutOpt = 3600.0,
 ) -> None:
-    """Build a model's atlas in the fleet: a worker reads the bucket's results (grids, examples,
-    heatmaps of this model) and writes the static site into the bucket under atlas/<model>/."""
+    """Build a model's atlas in the fleet, into the bucket under atlas/<model>/.
+
+    A worker reads the bucket's results (grids, examples, heatmaps of this model) and writes
+    the static site into the bucket under atlas/<model>/."""
     from convatlas.producer.submit import check_broker, stop_listening
     from convatlas.shared.atlas import site_prefix, summary_key
     from convatlas.shared.jobs import TASK_NAMES
@@ -267,8 +271,10 @@ def status(
     run: Annotated[str, typer.Argument(help="Run id printed by submit.")],
     details: Annotated[bool, typer.Option(help="While running: rebuild every job's state from storage (lists the run's folders; slow for big runs).")] = False,
 ) -> None:
-    """Progress of a run: its report when finished; else its counters (O(1)), or with --details
-    every job's state rebuilt from storage (failures with reasons, output keys)."""
+    """Progress of a run: its report when finished, else its counters.
+
+    The counters are O(1); with --details every job's state is rebuilt from storage (failures
+    with reasons, output keys)."""
     from convatlas.producer.submit import read_report
     from convatlas.shared.manifest import job_count, load_manifest
     from convatlas.shared.progress import RunProgress, progress_client
