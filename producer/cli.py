@@ -180,7 +180,8 @@ def examples(
     """Dataset examples in this process: each unit's top photo patches, mosaics and records.
 
     Per unit the top photos' patches (score: the channel's maximum over positions), a mosaic and
-    a record; per layer 8×8 pages of top-1 patches. Re-running over a folder with new photos merges only the new ones into the existing top-k.
+    a record; per layer 8×8 pages of top-1 patches. Re-running over a folder with new photos
+    merges only the new ones into the existing top-k.
     """
     from convatlas.producer.examples import run_examples_local
     from convatlas.producer.plan import PlanError, plan_examples
