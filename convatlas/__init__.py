@@ -14,7 +14,24 @@ from __future__ import annotations
 import os as _os
 
 # Before any TensorFlow import anywhere: its C++ INFO/WARNING lines stay hidden unless asked for
-# (``CONVATLAS_LOG_LEVEL``, see ``convatlas.shared.logs``).
+# (``CONVATLAS_LOG_LEVEL``, see ``convatlas.producer.quiet``).
 _os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-__version__ = "0.2.0"
+# Before any Keras import anywhere: Keras reads KERAS_BACKEND once, so CONVATLAS_BACKEND
+# (tensorflow | jax) is applied here; an unknown value is reported where it is checked
+# (``convatlas.shared.backend_select.check_backend``).
+from convatlas.shared.backend_select import apply_env as _apply_backend  # noqa: E402
+
+_apply_backend()
+
+def _version() -> str:
+    """The installed distribution's version: pyproject.toml is its one source."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("convatlas")
+    except PackageNotFoundError:  # a checkout on sys.path, not installed
+        return "0+unknown"
+
+
+__version__ = _version()

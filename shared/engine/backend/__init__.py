@@ -1,27 +1,32 @@
 """The engines' one door to a tensor framework: compiled loops and host ↔ device conversion.
 
 ``patterns`` and ``gradcam`` call only what this module exports, never TensorFlow itself. The
-framework follows ``KERAS_BACKEND`` (``tensorflow``, the only one implemented today); a JAX
-backend is a sibling pair of modules (``jax_ascent``, ``jax_cam``) with the same builders, plus a
-branch in ``_framework``.
+framework is the one chosen by ``CONVATLAS_BACKEND`` (``convatlas.shared.backend_select``):
+``tensorflow`` (default; ``tf_ascent``, ``tf_cam``) or ``jax`` (``jax_ascent``, ``jax_cam``, the
+same builders with the same interfaces).
 """
 
 from __future__ import annotations
 
-import os
+import importlib
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
+PREFIXES = {"tensorflow": "tf", "jax": "jax"}  # backend → its builder modules' prefix
+
 
 def _framework() -> str:
-    name = os.environ.get("KERAS_BACKEND", "tensorflow")
-    if name != "tensorflow":
-        raise NotImplementedError(
-            f"KERAS_BACKEND={name!r}: the engines have a TensorFlow backend only"
-        )
-    return name
+    """The selected backend; ``BackendError`` for an unknown one or a mismatch with Keras."""
+    from convatlas.shared.backend_select import check_backend
+
+    return check_backend()
+
+
+def _builders(kind: str) -> Any:
+    """The selected backend's builder module of ``kind`` (``ascent``, ``cam``)."""
+    return importlib.import_module(f"{__name__}.{PREFIXES[_framework()]}_{kind}")
 
 
 def build_ascent(
@@ -34,31 +39,26 @@ def build_ascent(
     """The compiled gradient-ascent loop of one (model, layer): the variable becomes pixels by
     ``parametrisation`` (default: raw pixels), goes through ``transforms`` (default none) and is
     moved by ``optimiser`` (default the book's RMS step); see ``tf_ascent.build_ascent``."""
-    _framework()
-    from convatlas.shared.engine.backend.tf_ascent import build_ascent as build
-
-    return build(features, preprocess, parametrisation, transforms, optimiser)
+    return _builders("ascent").build_ascent(features, preprocess, parametrisation, transforms, optimiser)
 
 
 def build_gradcam(grad_model: Any, preprocess: Callable[[Any], Any]) -> Callable[..., Any]:
     """The compiled Grad-CAM pass of one (model, layer); see ``tf_cam.build_gradcam``."""
-    _framework()
-    from convatlas.shared.engine.backend.tf_cam import build_gradcam as build
-
-    return build(grad_model, preprocess)
+    return _builders("cam").build_gradcam(grad_model, preprocess)
 
 
 def cam_builders() -> Any:
-    """The CAM family's compiled passes (``build_cam_pass``, ``build_scored_passes``): ``tf_cam``."""
-    _framework()
-    from convatlas.shared.engine.backend import tf_cam
-
-    return tf_cam
+    """The CAM family's compiled passes (``build_cam_pass``, ``build_scored_passes``, ``jit``):
+    ``tf_cam`` or ``jax_cam``."""
+    return _builders("cam")
 
 
 def constant(value: Any, dtype: str | None = None) -> Any:
     """A framework tensor from a NumPy array or a Python scalar."""
-    _framework()
+    if _framework() == "jax":
+        import jax.numpy as jnp
+
+        return jnp.asarray(value, dtype=dtype)
     from convatlas.shared.tf_env import import_tf
 
     tf = import_tf()
