@@ -136,7 +136,7 @@ def preupload(fleet: Any, folder: Path) -> dict[str, Any]:
 def run_cli(fleet: Any, folder: Path, model: str, layers: str, timeout: float,
             s3_pid: int | None, redis_pid: int | None) -> dict[str, Any]:
     """``convatlas submit examples FOLDER --model M --layers L --wait`` as a user runs it."""
-    from convatlas.shared.jobs.examples import summary_key
+    from convatlas.shared.jobs.examples_reduce import summary_key
     from convatlas.shared.report import report_key
 
     assert fleet.worker is not None
@@ -211,7 +211,7 @@ def run_cli(fleet: Any, folder: Path, model: str, layers: str, timeout: float,
 def read_outcomes(fleet: Any, run_id: str, t_epoch: float) -> dict[str, Any]:
     """The report, every map record and the map markers' ``LastModified``."""
     from convatlas.shared.jobs.common import io_map, read_json
-    from convatlas.shared.jobs.examples import summary_key
+    from convatlas.shared.jobs.examples_reduce import summary_key
     from convatlas.shared.report import report_key
 
     st = fleet.storage

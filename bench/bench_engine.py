@@ -46,7 +46,7 @@ tf = import_tf()
 import keras  # noqa: E402
 
 from convatlas.shared.engine import backend  # noqa: E402
-from convatlas.shared.engine.gradcam import grad_cam  # noqa: E402
+from convatlas.shared.engine.cam_runner import grad_cam  # noqa: E402
 from convatlas.shared.engine.objectives import RMS_EPS, selected_channels, start_image  # noqa: E402
 from convatlas.shared.engine.patterns import PatternParams, filter_patterns  # noqa: E402
 from convatlas.shared.models.preprocessing import CAFFE_MEAN_BGR, caffe  # noqa: E402

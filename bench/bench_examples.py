@@ -145,7 +145,7 @@ def make_photos(folder: Path, n: int, seed: int = 0, processes: int = GEN_PROCES
 def trunk_section(lm, layers: list[str], photos: list[Path], repeats: int) -> dict:  # noqa: ANN001
     import keras
 
-    from convatlas.shared.examples import channel_maxima
+    from convatlas.shared.engine.unit_maxima import channel_maxima
     from convatlas.shared.images import decode_for_model
     from convatlas.shared.tf_env import import_tf
 
@@ -233,8 +233,9 @@ def local_section(photos_dir: Path, out: Path, model: str, layers: str) -> dict:
 
 def reducer_memory(photo_counts: list[int]) -> list[dict]:
     """The merge alone over synthetic batch files of a 512-unit layer."""
-    from convatlas.shared.examples import TopK, UnitStats
-    from convatlas.shared.jobs.examples import LayerState
+    from convatlas.shared.jobs.examples_reduce import LayerState
+    from convatlas.shared.topk import TopK
+    from convatlas.shared.unit_stats import UnitStats
 
     rng = np.random.default_rng(0)
     out = []

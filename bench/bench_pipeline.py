@@ -312,7 +312,7 @@ class Book:
     def __init__(self, lm: Any) -> None:
         import keras
 
-        from convatlas.shared.engine.gradcam import input_size, target_layer
+        from convatlas.shared.engine.cam_runner import input_size, target_layer
 
         self.lm = lm
         self.side = input_size(lm)
@@ -364,12 +364,12 @@ MODEL_CPU = [0.0]  # process CPU seconds inside Grad-CAM model calls in this pro
 
 
 def count_model_cpu() -> None:
-    """Wrap ``engine.gradcam.cams`` (looked up at each call by the Grad-CAM compute stage) so
+    """Wrap ``engine.cam_runner.cams`` (looked up at each call by the Grad-CAM compute stage) so
     this process adds up the CPU seconds of its model calls. In local mode nothing else runs
     while the model does (``run_staged``: prepare, then compute, then write), so the process's
     CPU time over a call is the model's. (In the worker the task threads and writers run
     beside the model thread: its model CPU cannot be told apart from outside.)"""
-    import convatlas.shared.engine.gradcam as g
+    import convatlas.shared.engine.cam_runner as g
 
     real = g.cams
 
@@ -522,7 +522,7 @@ def model_cpu_ratio(lm: Any) -> float:
     2 cores), in this process: how to read 'CPU minus model seconds'."""
     import numpy as np
 
-    from convatlas.shared.engine.gradcam import cams
+    from convatlas.shared.engine.cam_runner import cams
 
     rng = np.random.default_rng(1)
     ims = [rng.integers(0, 256, (224, 224, 3), dtype=np.uint8) for _ in range(16)]

@@ -53,9 +53,9 @@ def main() -> None:
     from convatlas.producer.plan import plan_examples
     from convatlas.producer.staging import upload_inputs
     from convatlas.shared.config import Settings
-    from convatlas.shared.examples import channel_maxima
+    from convatlas.shared.engine.unit_maxima import channel_maxima
     from convatlas.shared.images import decode_for_model as decode
-    from convatlas.shared.jobs import examples as ex
+    from convatlas.shared.jobs import examples_map as ex
     from convatlas.shared.models.registry import get_model
     from convatlas.shared.storage import LocalStorage
 

@@ -18,7 +18,7 @@ from typing import Any
 from convatlas.producer.plan import ExamplesPlan
 from convatlas.shared.jobs import TASK_NAMES
 from convatlas.shared.jobs.common import read_json
-from convatlas.shared.jobs.examples import examples_done, reduce_run, summary_key
+from convatlas.shared.jobs.examples_reduce import examples_done, reduce_run, summary_key
 from convatlas.shared.storage import LocalStorage, Storage
 
 

@@ -474,7 +474,8 @@ def spool_heatmaps(
 # --- dataset examples ---------------------------------------------------------------------------
 
 from convatlas.shared.jobs.common import read_json  # noqa: E402
-from convatlas.shared.jobs.examples import ExamplesJob, ExamplesReduceJob  # noqa: E402
+from convatlas.shared.jobs.examples_map import ExamplesJob  # noqa: E402
+from convatlas.shared.jobs.examples_reduce import ExamplesReduceJob  # noqa: E402
 from convatlas.shared.storage import Storage  # noqa: E402
 
 

@@ -479,7 +479,7 @@ def _write_unit(
     photo_ok: dict[str, tuple[int, int]], put: Callable[[str, bytes, str], None],
     copy: Callable[[str, str], bool],
 ) -> None:
-    from convatlas.shared.jobs.examples import TILE
+    from convatlas.shared.jobs.examples_reduce import TILE
 
     d, i = layer.name, u.index
     figs, stats = [], []
@@ -549,7 +549,7 @@ def _favicon() -> bytes:
 
 def _fields(spec: Any, side: int) -> dict[str, Any]:
     """Receptive fields of the model's layers at ``side`` (empty when they cannot be computed)."""
-    from convatlas.shared.examples import GeometryError, receptive_fields
+    from convatlas.shared.engine.receptive_fields import GeometryError, receptive_fields
 
     try:
         return receptive_fields(spec.build(), side)
@@ -558,7 +558,7 @@ def _fields(spec: Any, side: int) -> dict[str, Any]:
 
 
 def _mosaic_px(k: int, tile: int) -> int:
-    from convatlas.shared.examples import mosaic_side
+    from convatlas.shared.patches import mosaic_side
     from convatlas.shared.render import MARGIN
 
     n = mosaic_side(k)

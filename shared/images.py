@@ -577,7 +577,7 @@ def _area_prefactor(width: int, height: int, side: int) -> int:
 def model_square(image: np.ndarray, side: int) -> np.ndarray:
     """An RGB uint8 photo resized to the model's ``side``×``side`` input, still uint8.
 
-    The same rule as ``convatlas.shared.engine.gradcam.model_input`` (INTER_AREA when shrinking,
+    The same rule as ``convatlas.shared.engine.cam_runner.model_input`` (INTER_AREA when shrinking,
     else INTER_LINEAR), so feeding the result to ``grad_cam`` resizes nothing further. Photos
     whose short side is at least 4 × ``side`` and divisible are first shrunk by an exact power
     of two with OpenCV's integer INTER_AREA path (a 12-MP photo: ≈ 30 ms CPU instead of ≈ 60 ms);

@@ -181,7 +181,7 @@ def finish_run(self: Task, run_id: str) -> dict[str, Any]:
 @app.task(name=TASK_NAMES["examples"], bind=True, max_retries=MAX_RETRIES)
 def examples(self: Task, job_dict: dict[str, Any],
              run: dict[str, Any] | None = None) -> dict[str, Any]:
-    """One batch of photos through the trunk (``convatlas.shared.jobs.examples``); the run's
+    """One batch of photos through the trunk (``convatlas.shared.jobs.examples_map``); the run's
     ``finish_run`` (queued once, by the outcome that completes the run) queues its reduce."""
     return _run_job(self, job_dict, run)
 
@@ -189,7 +189,7 @@ def examples(self: Task, job_dict: dict[str, Any],
 @app.task(name=TASK_NAMES["examples-reduce"], bind=True, max_retries=MAX_RETRIES)
 def reduce_examples(self: Task, run_id: str) -> dict[str, Any]:
     """Merge every layer of an examples run, render what changed, write its summary."""
-    from convatlas.shared.jobs.examples import reduce_run
+    from convatlas.shared.jobs.examples_reduce import reduce_run
 
     try:
         summary = reduce_run(worker_storage(), run_id)

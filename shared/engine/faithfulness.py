@@ -66,7 +66,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from convatlas.shared.engine.gradcam import model_input, scored_passes
+from convatlas.shared.engine.cam_runner import model_input, scored_passes
 from convatlas.shared.engine.precision import check_precision
 from convatlas.shared.metrics_summary import METRICS, SCALARS, check_metrics, summarise
 from convatlas.shared.models.registry import LoadedModel

@@ -13,8 +13,8 @@ from convatlas.shared.jobs.common import (
     read_json,
     record_failure,
 )
-from convatlas.shared.jobs.gradcam import GradcamJob, run_gradcam_jobs
 from convatlas.shared.jobs.grid import TILES_PER_PAGE, GridJob, grid_from_dict, reduce_grid
+from convatlas.shared.jobs.heatmaps import GradcamJob, run_gradcam_jobs
 from convatlas.shared.jobs.kinds import KINDS, TASK_NAMES, job_from_dict, kind_of, run_jobs
 from convatlas.shared.jobs.patterns import FilterJob, run_filter_jobs
 

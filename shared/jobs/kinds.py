@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from convatlas.shared.jobs import examples, gradcam, patterns
+from convatlas.shared.jobs import examples_map, heatmaps, patterns
 from convatlas.shared.jobs.common import Job, JobResult
 from convatlas.shared.jobs.stages import Stages
 from convatlas.shared.storage import Storage
@@ -36,10 +36,10 @@ KINDS: dict[str, JobKind] = {
     for k in (
         JobKind("filter", patterns.FilterJob, patterns.run_filter_jobs, patterns.report_entry,
                 "convatlas.filter_pattern", 64, patterns.STAGES),
-        JobKind("gradcam", gradcam.GradcamJob, gradcam.run_gradcam_jobs, gradcam.report_entry,
-                "convatlas.gradcam", 16, gradcam.STAGES),
-        JobKind("examples", examples.ExamplesJob, examples.run_examples_jobs,
-                examples.report_entry, "convatlas.examples", 32, examples.STAGES),
+        JobKind("gradcam", heatmaps.GradcamJob, heatmaps.run_gradcam_jobs, heatmaps.report_entry,
+                "convatlas.gradcam", 16, heatmaps.STAGES),
+        JobKind("examples", examples_map.ExamplesJob, examples_map.run_examples_jobs,
+                examples_map.report_entry, "convatlas.examples", 32, examples_map.STAGES),
     )
 }
 

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from convatlas.shared.engine.cam_runner import cams, grad_cam, model_input
 from convatlas.shared.engine.cams import METHODS, check_methods, get_methods, method_slug
-from convatlas.shared.engine.gradcam import cams, grad_cam, model_input
 from convatlas.shared.images import load_image
 from convatlas.shared.models.registry import LoadedModel, get_model
 from convatlas.shared.samples import sample_photos

@@ -13,16 +13,12 @@ import keras
 import numpy as np
 import pytest
 
-from convatlas.shared.examples import (
-    TopK,
-    UnitStats,
-    crop_region,
-    layer_geometry,
-    patch,
-    receptive_fields,
-    top_examples,
-)
+from convatlas.shared.engine.receptive_fields import layer_geometry, receptive_fields
+from convatlas.shared.engine.unit_maxima import top_examples
 from convatlas.shared.images import encode_png
+from convatlas.shared.patches import crop_region, patch
+from convatlas.shared.topk import TopK
+from convatlas.shared.unit_stats import UnitStats
 
 # --- receptive fields ---------------------------------------------------------------------------
 
@@ -170,7 +166,7 @@ def _first_max(fmap: np.ndarray, block: int) -> np.ndarray:
 def test_positions_are_the_first_arg_max(tmp_path: Path, side: int) -> None:
     """Ties everywhere (photos of 3 grey levels through an identity 1×1 convolution): the first
     maximum in block order; with distinct values, numpy's row-major argmax."""
-    from convatlas.shared.examples import argmax_block, channel_maxima
+    from convatlas.shared.engine.unit_maxima import argmax_block, channel_maxima
     from convatlas.shared.models.registry import get_model
 
     inp = keras.Input((None, None, 3))
@@ -372,7 +368,7 @@ def test_examples_jobs_bad_photo_alone_rerun_merges_only_new(tiny_model: str, tm
     (job,) = [j for j in plan3.jobs]
     store.delete(job.marker)
     from convatlas.shared.jobs import run_jobs
-    from convatlas.shared.jobs.examples import reduce_examples
+    from convatlas.shared.jobs.examples_reduce import reduce_examples
 
     run_jobs([job], store)
     assert reduce_examples(r, store).status == "skipped"

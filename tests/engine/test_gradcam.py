@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from convatlas.shared.engine.gradcam import GradCamUnsupported, grad_cam, model_input
+from convatlas.shared.engine.cam_runner import GradCamUnsupported, grad_cam, model_input
 from convatlas.shared.engine.heatmap import cam_from_gradients
 from convatlas.shared.images import load_image
 from convatlas.shared.models.labels import find_class, imagenet_classes

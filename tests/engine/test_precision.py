@@ -11,7 +11,7 @@ import keras
 import numpy as np
 import pytest
 
-from convatlas.shared.engine.gradcam import grad_cam
+from convatlas.shared.engine.cam_runner import grad_cam
 from convatlas.shared.engine.objectives import start_image
 from convatlas.shared.engine.patterns import PatternParams, filter_patterns
 from convatlas.shared.images import load_image

@@ -16,7 +16,7 @@ import pytest
 from PIL import Image
 
 from convatlas.shared import images
-from convatlas.shared.engine.gradcam import grad_cam, input_size, model_input
+from convatlas.shared.engine.cam_runner import grad_cam, input_size, model_input
 from convatlas.shared.images import (
     DecodedPhoto,
     ImageDecodeError,

@@ -12,10 +12,10 @@ from typing import TYPE_CHECKING
 from convatlas.producer.examples import run_examples_local, submit_examples, wait_for_examples
 from convatlas.producer.plan import plan_examples
 from convatlas.producer.submit import wait_for_run
-from convatlas.shared.examples import TopK
 from convatlas.shared.images import decode_image
 from convatlas.shared.samples import sample_photos
 from convatlas.shared.storage import LocalStorage
+from convatlas.shared.topk import TopK
 
 if TYPE_CHECKING:
     from tests.pipeline_fixtures import Fleet

@@ -217,7 +217,7 @@ def load_photo(job: GradcamJob, storage: Storage, model_side: int) -> JobResult 
 
 
 def prepare(job: GradcamJob, storage: Storage) -> JobResult | Loaded:
-    from convatlas.shared.engine.gradcam import input_size
+    from convatlas.shared.engine.cam_runner import input_size
     from convatlas.shared.models.registry import get_model
 
     return load_photo(job, storage, input_size(get_model(job.model)))
@@ -237,8 +237,8 @@ def compute(jobs: list[GradcamJob], loaded: list[Loaded], batch_size: int) -> li
     precision, methods, metrics); then, when asked, the faithfulness metrics of every
     (photo, method) of the group in one batched call (``engine.faithfulness``: their perturbed
     passes ``batch_size`` at a time, photos and methods mixed). Outputs in the order of ``jobs``."""
+    from convatlas.shared.engine.cam_runner import cams
     from convatlas.shared.engine.faithfulness import faithfulness
-    from convatlas.shared.engine.gradcam import cams
     from convatlas.shared.models.registry import get_model
 
     out: list[Computed | None] = [None] * len(jobs)
