@@ -24,6 +24,13 @@ from convatlas.shared.backend_select import apply_env as _apply_backend  # noqa:
 
 _apply_backend()
 
+# JAX's memory share and persistent compile cache (CONVATLAS_JAX_MEM_FRACTION,
+# CONVATLAS_COMPILE_CACHE) become JAX's own variables before anything imports JAX.
+from convatlas.shared.engine.backend.jax_runtime import apply_env as _apply_jax_runtime  # noqa: E402
+
+_apply_jax_runtime(strict=False)  # a bad value is reported where JAX starts (configure)
+
+
 def _version() -> str:
     """The installed distribution's version: pyproject.toml is its one source."""
     from importlib.metadata import PackageNotFoundError, version

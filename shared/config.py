@@ -34,6 +34,7 @@ class Settings:
     s3_bucket: str = "convatlas"  # CONVATLAS_S3_BUCKET
     s3_prefix: str = "convatlas"  # CONVATLAS_S3_PREFIX
     s3_region: str = "us-east-1"  # CONVATLAS_S3_REGION
+    storage_dir: str = ""  # CONVATLAS_STORAGE_DIR: a local directory instead of S3 (one host)
     cache_dir: Path = field(default_factory=default_cache_dir)  # CONVATLAS_CACHE_DIR
     max_pixels: int = 100_000_000  # CONVATLAS_MAX_PIXELS: decompression-bomb limit
     vgg16_weights: str = ""  # CONVATLAS_VGG16_WEIGHTS: path to ImageNet VGG16 .h5
@@ -59,6 +60,7 @@ class Settings:
             s3_bucket=_env("CONVATLAS_S3_BUCKET", "convatlas"),
             s3_prefix=_env("CONVATLAS_S3_PREFIX", "convatlas").strip("/"),
             s3_region=_env("CONVATLAS_S3_REGION", "us-east-1"),
+            storage_dir=_env("CONVATLAS_STORAGE_DIR", ""),
             cache_dir=Path(_env("CONVATLAS_CACHE_DIR", str(default_cache_dir()))),
             max_pixels=int(_env("CONVATLAS_MAX_PIXELS", "100000000")),
             vgg16_weights=_env("CONVATLAS_VGG16_WEIGHTS", ""),

@@ -419,6 +419,14 @@ class S3Storage:
         return f"s3://{self.bucket}/{self.prefix} at {where}"
 
 
+def storage_from_settings(settings: Settings, *, create_bucket: bool = False) -> Storage:
+    """The fleet's storage: ``CONVATLAS_STORAGE_DIR`` (a local directory, for a fleet whose
+    producer and workers share one host or one file system) if set, else S3."""
+    if settings.storage_dir:
+        return LocalStorage(Path(settings.storage_dir).expanduser())
+    return s3_storage_from_settings(settings, create_bucket=create_bucket)
+
+
 def s3_storage_from_settings(settings: Settings, *, create_bucket: bool = False) -> S3Storage:
     """The fleet's storage. Callers that want local mode build ``LocalStorage`` themselves."""
     return S3Storage(

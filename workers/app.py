@@ -32,8 +32,10 @@ def _log_config(**_: Any) -> None:
     """What this worker talks to, with the broker password redacted."""
     s = Settings.from_env()
     log.info(
-        "convatlas worker: broker %s, storage s3://%s/%s at %s, batch window %d ms, max batch %d",
-        redact_url(s.broker_url), s.s3_bucket, s.s3_prefix, s.s3_endpoint or "AWS",
+        "convatlas worker: broker %s, storage %s, batch window %d ms, max batch %d",
+        redact_url(s.broker_url),
+        f"local directory {s.storage_dir}" if s.storage_dir
+        else f"s3://{s.s3_bucket}/{s.s3_prefix} at {s.s3_endpoint or 'AWS'}",
         s.batch_window_ms, s.max_batch,
     )
 
