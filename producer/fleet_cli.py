@@ -15,16 +15,14 @@ import sys
 import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 
-from convatlas.producer.cli_errors import fail
 from convatlas.producer.options import heatmap_options, pattern_options, pattern_params
 
 if TYPE_CHECKING:
-    from convatlas.producer.plans.plan import Plan
-    from convatlas.producer.plans.spool import SpooledPlan
+    from convatlas.producer.plan import Plan, SpooledPlan
     from convatlas.shared.config import Settings
 
 fleet_app = typer.Typer(
@@ -43,12 +41,17 @@ TimeoutOpt = Annotated[float, typer.Option(help="Seconds --wait waits at most.")
 PrecisionOpt = Annotated[str | None, typer.Option(help="Network precision: float32, or bfloat16 (about 2x faster on workers with AVX512_BF16/AMX). Default CONVATLAS_PRECISION, else float32.")]
 
 
+def _fail(message: str, code: int = 2) -> NoReturn:
+    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
+    raise typer.Exit(code)
+
+
 def _settings(need_broker: bool = True) -> Settings:
     from convatlas.shared.config import Settings
 
     s = Settings.from_env()
     if need_broker and not s.broker_url:
-        fail("CONVATLAS_BROKER_URL is not set (e.g. redis://:PASSWORD@host:6379/0)")
+        _fail("CONVATLAS_BROKER_URL is not set (e.g. redis://:PASSWORD@host:6379/0)")
     return s
 
 
@@ -71,11 +74,11 @@ def _submission_errors(settings: Settings) -> Iterator[None]:
     try:
         yield
     except StorageError as exc:
-        fail(f"storage: {exc}", 1)
+        _fail(f"storage: {exc}", 1)
     except (OperationalError, RedisError) as exc:
-        fail(f"broker {redact_url(settings.broker_url)} unreachable: {redact_url(str(exc))}", 1)
+        _fail(f"broker {redact_url(settings.broker_url)} unreachable: {redact_url(str(exc))}", 1)
     except ValueError as exc:  # no Redis to count the run's progress in
-        fail(str(exc))
+        _fail(str(exc))
 
 
 def _submit(plan: Plan | SpooledPlan, settings: Settings, wait: bool, timeout: float) -> None:
@@ -99,7 +102,7 @@ def _submit(plan: Plan | SpooledPlan, settings: Settings, wait: bool, timeout: f
         report = wait_for_run(storage, res.run_id, timeout, progress=True,
                               counter=run_counter(app, settings, res.run_id))
     except TimeoutError as exc:
-        fail(str(exc), 1)
+        _fail(str(exc), 1)
     typer.echo(summary(report, storage.describe()))
     if report["counts"]["failed"] or not report["complete"]:
         raise typer.Exit(1)
@@ -116,15 +119,14 @@ def submit_grids(
     timeout: TimeoutOpt = 3600.0,
 ) -> None:
     """Queue filter-pattern grids: one task per filter; a page is reduced when its last tile has an outcome."""
-    from convatlas.producer.plans.grids import plan_grids
-    from convatlas.producer.plans.plan import PlanError
+    from convatlas.producer.plan import PlanError, plan_grids
 
     settings = _settings()
     try:
         params = pattern_params(pattern, settings)
         plan = plan_grids(model, layers, filters, params, settings)
     except (PlanError, ValueError) as exc:
-        fail(str(exc))
+        _fail(str(exc))
     _submit(plan, settings, wait, timeout)
 
 
@@ -144,15 +146,14 @@ def submit_heatmaps(
 
     Streamed: the folder is walked and hashed into a local spool file, then uploaded, written
     to the manifest and queued a shard at a time, so memory does not grow with the folder."""
-    from convatlas.producer.plans.plan import PlanError
-    from convatlas.producer.plans.spool import spool_heatmaps
+    from convatlas.producer.plan import PlanError, spool_heatmaps
 
     settings = _settings()
     try:
         plan = spool_heatmaps(paths, model, class_, layer, settings,
                               precision or settings.precision, dict(cam))
     except PlanError as exc:
-        fail(str(exc))
+        _fail(str(exc))
     try:
         for name, reason in plan.iter_rejected():
             typer.echo(f"  not submitted: {name}: {reason}", err=True)
@@ -178,10 +179,9 @@ def submit_examples(
     A map task per batch of photos (only photos not seen before for these layers), then one
     reduce per run merging every layer's candidates into storage."""
 
-    from convatlas.producer.plans.examples import plan_examples
-    from convatlas.producer.plans.plan import PlanError
-    from convatlas.producer.run_examples import submit_examples as submit
-    from convatlas.producer.run_examples import wait_for_examples
+    from convatlas.producer.examples import submit_examples as submit
+    from convatlas.producer.examples import wait_for_examples
+    from convatlas.producer.plan import PlanError, plan_examples
     from convatlas.producer.submit import run_counter, wait_for_run
     from convatlas.shared.report import summary
     from convatlas.shared.storage import StorageError
@@ -193,9 +193,9 @@ def submit_examples(
         plan = plan_examples(paths, model, layers, top, settings, storage,
                              precision or settings.precision, batch, side)
     except PlanError as exc:
-        fail(str(exc))
+        _fail(str(exc))
     except StorageError as exc:
-        fail(f"storage: {exc}", 1)
+        _fail(f"storage: {exc}", 1)
     for name, reason in plan.rejected:
         typer.echo(f"  not submitted: {name}: {reason}", err=True)
     with _submission_errors(settings):
@@ -212,7 +212,7 @@ def submit_examples(
                               counter=run_counter(app, settings, res.run_id))
         merged = wait_for_examples(storage, res.run_id, timeout)
     except TimeoutError as exc:
-        fail(str(exc), 1)
+        _fail(str(exc), 1)
     typer.echo(summary(report, storage.describe()))
     failed = [f for j in report["jobs"] for f in j.get("failed_photos") or []]
     for f in failed:
@@ -244,7 +244,7 @@ def submit_atlas(
     try:
         get_spec(model)
     except UnknownModel as exc:
-        fail(str(exc))
+        _fail(str(exc))
     with _submission_errors(settings):
         storage = _storage(settings, create=True)
         app = make_app(settings)
@@ -259,10 +259,10 @@ def submit_atlas(
     deadline = time.monotonic() + timeout
     while (done := read_json(storage, summary_key(model))) is None:
         if time.monotonic() > deadline:
-            fail(f"atlas of {model}: not built after {timeout:.0f} s", 1)
+            _fail(f"atlas of {model}: not built after {timeout:.0f} s", 1)
         time.sleep(1.0)
     if done.get("error"):
-        fail(f"atlas of {model} failed: {done['error']}", 1)
+        _fail(f"atlas of {model} failed: {done['error']}", 1)
     typer.echo(f"atlas of {model}: {done['layers']} layers, {done['units']} unit pages, "
                f"{done['photos']} photo pages, {done['files']} files in {done['seconds']:.1f} s")
 
@@ -300,9 +300,9 @@ def status(
         else:
             typer.echo(summary(build_report(storage, manifest), storage.describe()))
     except ObjectNotFound:
-        fail(f"no run {run!r} in {storage.describe()}", 1)
+        _fail(f"no run {run!r} in {storage.describe()}", 1)
     except (StorageError, ValueError) as exc:
-        fail(str(exc), 1)
+        _fail(str(exc), 1)
     typer.echo("  still running or not finished")
 
 
@@ -318,9 +318,9 @@ def fetch(
     try:
         n, report = fetch_run(storage, run, dest)
     except ObjectNotFound:
-        fail(f"no run {run!r} in {storage.describe()}", 1)
+        _fail(f"no run {run!r} in {storage.describe()}", 1)
     except (StorageError, ValueError) as exc:
-        fail(str(exc), 1)
+        _fail(str(exc), 1)
     typer.echo(f"{n} files in {dest}; gallery: {dest / 'runs' / run / 'index.html'}")
     if not report["complete"]:
         typer.echo("  the run is not complete yet: fetch again later for the rest")
