@@ -30,7 +30,7 @@ import time
 from typing import Any
 
 from convatlas.shared.config import Settings
-from convatlas.shared.jobs import TASK_NAMES, job_from_dict, read_json
+from convatlas.shared.jobs import TASK_NAMES, job_from_dict, kind_of, read_json
 from convatlas.shared.jobs.outcomes import has_outcome, job_pages, outcome_keys
 from convatlas.shared.manifest import iter_jobs, job_count, load_manifest
 from convatlas.shared.progress import RunProgress
@@ -105,7 +105,8 @@ def heal_run(app: Any, storage: Storage, client: Any, run_id: str, requeue_after
     pages = job_pages([grid_from_dict(g) for g in manifest.get("grids", [])], jobs)
     counted = progress.marked(len(jobs))
     found = outcome_keys(storage, [j for j, c in zip(jobs, counted, strict=True) if not c])
-    requeued = held_back = 0
+    requeued: list[int] = []
+    held_back = 0
     held: set[tuple[str, int]] | None = None
     with app.producer_or_acquire() as producer:
         for i, (job, seen) in enumerate(zip(jobs, counted, strict=True)):
@@ -119,18 +120,21 @@ def heal_run(app: Any, storage: Storage, client: Any, run_id: str, requeue_after
             if (run_id, i) in held:  # slow, not lost
                 held_back += 1
                 continue
-            app.send_task(TASK_NAMES[job.kind], args=(job.to_dict(),
+            app.send_task(kind_of(job).task, args=(job.to_dict(),
                           {"id": run_id, "i": i, "p": pages[i]}), producer=producer)
-            requeued += 1
+            requeued.append(i)
     if requeued:
-        progress.add_requeued(requeued)
-        log.warning("run %s: no progress for %.0f s; queued %d jobs again", run_id,
-                    now - snap.last, requeued)
+        progress.add_requeued(len(requeued))
+        # the job indices say which messages were lost (an operator can match them to the
+        # worker logs); at most 20, a restart without persistence can requeue a whole run
+        log.warning("run %s: no progress for %.0f s; queued %d jobs again (job %s%s)", run_id,
+                    now - snap.last, len(requeued), ", ".join(map(str, requeued[:20])),
+                    " …" if len(requeued) > 20 else "")
     if held_back:
         log.info("run %s: no progress for %.0f s; %d jobs are still held by live workers",
                  run_id, now - snap.last, held_back)
     progress.healed(now)
-    return requeued
+    return len(requeued)
 
 
 def heal_once(app: Any, storage: Storage, client: Any, requeue_after: float,

@@ -21,7 +21,8 @@ from convatlas.shared.storage import ObjectNotFound, Storage
 
 
 class Job(Protocol):
-    """The interface every job kind implements (``FilterJob``, ``GradcamJob``)."""
+    """The interface every job kind implements (``FilterJob``, ``GradcamJob``, ``ExamplesJob``:
+    the entries of ``convatlas.shared.jobs.kinds.KINDS``)."""
 
     kind: str  # a key of ``convatlas.shared.jobs.kinds.KINDS``
 
