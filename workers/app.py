@@ -28,8 +28,9 @@ __all__ = ["QUEUE", "TASK_NAMES", "app", "make_app"]
 app = make_app()
 
 
-def _log_config(**_: Any) -> None:
-    """What this worker talks to, with the broker password redacted."""
+def _log_config(sender: Any = None, **_: Any) -> None:
+    """What this worker talks to, with the broker password redacted, and what it computes on."""
+    _log_backend(sender)
     s = Settings.from_env()
     log.info(
         "convatlas worker: broker %s, storage %s, batch window %d ms, max batch %d",
@@ -40,13 +41,27 @@ def _log_config(**_: Any) -> None:
     )
 
 
+def _log_backend(sender: Any) -> None:
+    """The backend, and its devices unless this is a prefork parent (no framework before a fork:
+    each child logs its devices in ``_init_tf``)."""
+    from convatlas.shared.backend_select import check_backend, describe
+
+    if "prefork" in str(getattr(sender, "pool_cls", "")).lower():
+        log.info("convatlas worker: backend %s (each process logs its devices)", check_backend())
+    else:
+        log.info("convatlas worker: %s", describe())
+
+
 def _init_tf(**_: Any) -> None:
     """GPU memory growth in each prefork child before any model loads (workers may share a
     GPU). Never in the parent: TensorFlow must not be imported before a fork. The threads pool
     imports TensorFlow lazily through ``convatlas.shared.tf_env.import_tf``, which does the same."""
+    from convatlas.shared.backend_select import check_backend, describe
     from convatlas.shared.tf_env import import_tf
 
-    import_tf()
+    if check_backend() == "tensorflow":
+        import_tf()
+    log.info("convatlas worker process: %s", describe())
 
 
 worker_init.connect(_log_config, weak=False)
