@@ -39,9 +39,16 @@ NO_FILTER = ("worker", "stack")  # long-running processes whose stderr is the op
 def main_options(
     ctx: typer.Context,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show TensorFlow's own log lines too (also CONVATLAS_LOG_LEVEL=info).")] = False,
+    backend: Annotated[str | None, typer.Option(help="Tensor framework of the engines: tensorflow or jax (also CONVATLAS_BACKEND; default tensorflow).")] = None,
 ) -> None:
     """Show what convolutional networks see, in this process or on a Celery fleet."""
     from convatlas.producer.quiet import quiet
+    from convatlas.shared.backend_select import BackendError, select_backend
+
+    try:  # before any command imports Keras, which reads its backend once
+        select_backend(backend)
+    except BackendError as exc:
+        fail(str(exc))
 
     if ctx.invoked_subcommand not in NO_FILTER:
         try:
@@ -97,6 +104,9 @@ def models(
             convs = [i for i in layer_table(spec.name) if i.kind == "Conv2D"]
             typer.echo(f"  {len(convs)} conv layers: " + ", ".join(f"{i.name}({i.channels})" for i in convs))
     typer.echo(f"precision: default {settings.precision}; {bf16_note()}")
+    from convatlas.shared.backend_select import describe
+
+    typer.echo(describe())
     if classes:
         from convatlas.shared.models.labels import imagenet_classes
 
