@@ -26,6 +26,8 @@ from typing import Any
 
 import numpy as np
 
+from convatlas.shared.engine.backend import build_channel_maxima
+from convatlas.shared.engine.backend.maxima_order import argmax_block
 from convatlas.shared.topk import TopK
 
 __all__ = ["argmax_block", "channel_maxima", "top_examples"]
@@ -39,71 +41,16 @@ def _model_at(lm: Any, side: int, precision: str) -> Any:
 
 
 def _maxima_fn(lm: Any, layers: tuple[str, ...], side: int, precision: str) -> Any:
-    """The compiled pass: uint8 photos → per layer (max over positions, first arg-max)."""
+    """The compiled pass (``backend.build_channel_maxima``), once per (layers, side, precision):
+    uint8 photos → per layer (max over positions, first arg-max, map size)."""
     key = ("examples", layers, side, precision)
     if key not in lm.compiled:
         import keras
 
-        from convatlas.shared.tf_env import import_tf
-
-        tf = import_tf()
         model = _model_at(lm, side, precision)
         trunk = keras.Model(model.inputs, [model.get_layer(n).output for n in layers])
-        preprocess = lm.preprocess
-
-        @tf.function(input_signature=[tf.TensorSpec([None, side, side, 3], tf.uint8)])
-        def maxima(x: Any) -> Any:
-            outs = trunk(preprocess(tf.cast(x, tf.float32)), training=False)
-            if not isinstance(outs, (list, tuple)):
-                outs = [outs]
-            res = []
-            for o in outs:
-                o = tf.cast(o, tf.float32)
-                h, w = int(o.shape[1]), int(o.shape[2])
-                top, first = _max_and_first(tf, o, argmax_block(h, w))
-                shape = tf.constant([0, h, w, int(o.shape[3])])
-                res.append((top, first, shape[1:3]))
-            return res
-
-        lm.compiled[key] = maxima
+        lm.compiled[key] = build_channel_maxima(trunk, lm.preprocess, side)
     return lm.compiled[key]
-
-
-def argmax_block(h: int, w: int) -> int:
-    """Side of the blocks the arg-max is searched by on an ``h``×``w`` map (1: no blocks)."""
-    for b, area in ((4, 56 * 56), (2, 28 * 28)):
-        if h * w >= area and h % b == 0 and w % b == 0:
-            return b
-    return 1
-
-
-def _max_and_first(tf: Any, o: Any, block: int) -> tuple[Any, Any]:
-    """Per (photo, channel) of a float32 (N, H, W, C) map: the maximum and the flat index
-    ``y·W + x`` of its first occurrence in block order (``block``×``block`` blocks in
-    row-major order, row-major inside a block; plain row-major order for ``block`` 1).
-
-    A whole-map ``max_pool_with_argmax`` gives the row-major first directly but is a slow
-    kernel; on big maps a ``block``-pooled map (one fast pass) is searched instead, then only
-    the winning block of each (photo, channel) is read (``gather_nd``): 3-4× less time on
-    VGG16's block1-3 maps. With a unique maximum both orders give the same position.
-    """
-    h, w, c = (int(v) for v in o.shape[1:])
-    src = o if block == 1 else tf.nn.max_pool2d(o, ksize=block, strides=block, padding="VALID")
-    hc, wc = h // block, w // block
-    top, idx = tf.nn.max_pool_with_argmax(src, ksize=(hc, wc), strides=(hc, wc), padding="VALID")
-    top = tf.reshape(top, [-1, c])
-    cell = tf.cast(tf.reshape(idx, [-1, c]) // c, tf.int32)
-    if block == 1:
-        return top, cell
-    cy, cx = cell // wc, cell % wc
-    d = tf.range(block * block, dtype=tf.int32)
-    ys, xs = cy[..., None] * block + d // block, cx[..., None] * block + d % block
-    n = tf.shape(o)[0]
-    nn = tf.broadcast_to(tf.range(n)[:, None, None], tf.shape(ys))
-    cc = tf.broadcast_to(tf.range(c)[None, :, None], tf.shape(ys))
-    vals = tf.gather_nd(o, tf.stack([nn, ys, xs, cc], -1))
-    j = tf.reduce_min(tf.where(vals >= top[..., None], d[None, None, :], block * block), axis=-1)
-    return top, (cy * block + j // block) * w + cx * block + j % block
 
 
 def channel_maxima(
@@ -113,7 +60,7 @@ def channel_maxima(
 
     Returns, per layer: the scores (N, C) float32 (each channel's maximum over positions),
     the positions (N, C, 2) int32 as (row, column) of the first arg-max (row-major order, by
-    blocks on big maps: :func:`_max_and_first`), and the map's (rows, columns).
+    blocks on big maps: :func:`argmax_block`), and the map's (rows, columns).
     """
     layers = tuple(layers)
     images = np.asarray(images)
@@ -122,8 +69,7 @@ def channel_maxima(
     fn = _maxima_fn(lm, layers, int(images.shape[1]), precision)
     outs = fn(images.astype(np.uint8))
     res: dict[str, tuple[np.ndarray, np.ndarray, tuple[int, int]]] = {}
-    for name, (top, first, hw) in zip(layers, outs, strict=True):
-        height, width = (int(v) for v in np.asarray(hw))
+    for name, (top, first, (height, width)) in zip(layers, outs, strict=True):
         first = np.asarray(first).astype(np.int64)
         pos = np.stack([first // width, first % width], axis=-1).astype(np.int32)
         res[name] = (np.asarray(top, np.float32), pos, (height, width))

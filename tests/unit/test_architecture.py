@@ -128,9 +128,44 @@ def test_the_library_imports_no_celery_and_no_other_room() -> None:
 
 
 def test_engines_reach_tensorflow_only_through_the_backend() -> None:
-    for name in ("patterns", "cam_runner"):
-        text = (REPO / "shared" / "engine" / f"{name}.py").read_text()
-        assert "tensorflow" not in text and "tf_env" not in text, name
+    """Every engine module outside ``engine/backend`` (patterns, the CAM family, faithfulness
+    metrics, the dataset-examples pass…) names neither TensorFlow nor ``tf_env``."""
+    engine = REPO / "shared" / "engine"
+    checked = [p for p in sorted(engine.rglob("*.py")) if engine / "backend" not in p.parents]
+    assert engine / "unit_maxima.py" in checked and engine / "cam_runner.py" in checked
+    for path in checked:
+        text = path.read_text()
+        assert "tensorflow" not in text and "tf_env" not in text, path.relative_to(REPO)
+
+
+# The only modules that import TensorFlow (always through ``tf_env.import_tf``): the engines'
+# backend, the backend selection, model loading (TensorFlow configured before Keras loads
+# weights) and the worker's start-up warm-up.
+TF_USERS = ("convatlas.shared.tf_env", "convatlas.shared.engine.backend",
+            "convatlas.shared.backend_select", "convatlas.shared.models", "convatlas.workers.app")
+
+
+def _imports_tensorflow(path: Path) -> bool:
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        names: list[str] = []
+        if isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names = [node.module]
+        if any(n == "tensorflow" or n.startswith("tensorflow.") or n == "convatlas.shared.tf_env"
+               for n in names):
+            return True
+    return False
+
+
+def test_only_the_backend_models_and_tf_env_import_tensorflow() -> None:
+    users = [name for name, path in modules().items() if _imports_tensorflow(path)]
+    assert "convatlas.shared.engine.backend.tf_maxima" in users
+    outside = [u for u in users if not any(u == p or u.startswith(p + ".") for p in TF_USERS)]
+    assert outside == []
+    direct = [name for name, path in modules().items()
+              if "import tensorflow" in path.read_text() or "from tensorflow" in path.read_text()]
+    assert direct == ["convatlas.shared.tf_env"]
 
 
 def _apps_after(imports: str) -> int:

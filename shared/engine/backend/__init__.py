@@ -1,9 +1,10 @@
 """The engines' one door to a tensor framework: compiled loops and host ↔ device conversion.
 
-``patterns`` and ``gradcam`` call only what this module exports, never TensorFlow itself. The
-framework is the one chosen by ``CONVATLAS_BACKEND`` (``convatlas.shared.backend_select``):
-``tensorflow`` (default; ``tf_ascent``, ``tf_cam``) or ``jax`` (``jax_ascent``, ``jax_cam``, the
-same builders with the same interfaces).
+The engines (``patterns``, ``cam_runner``, ``faithfulness``, ``unit_maxima``) call only what this
+module exports, never TensorFlow itself. The framework is the one chosen by ``CONVATLAS_BACKEND``
+(``convatlas.shared.backend_select``): ``tensorflow`` (default; ``tf_ascent``, ``tf_cam``,
+``tf_maxima``) or ``jax`` (``jax_*``: the same builders with the same interfaces). Framework-free
+rules every backend follows live beside them (``maxima_order``).
 """
 
 from __future__ import annotations
@@ -42,9 +43,14 @@ def build_ascent(
     return _builders("ascent").build_ascent(features, preprocess, parametrisation, transforms, optimiser)
 
 
-def build_gradcam(grad_model: Any, preprocess: Callable[[Any], Any]) -> Callable[..., Any]:
-    """The compiled Grad-CAM pass of one (model, layer); see ``tf_cam.build_gradcam``."""
-    return _builders("cam").build_gradcam(grad_model, preprocess)
+def build_channel_maxima(
+    trunk: Any, preprocess: Callable[[Any], Any], side: int
+) -> Callable[[np.ndarray], list[tuple[np.ndarray, np.ndarray, tuple[int, int]]]]:
+    """The compiled dataset-examples pass of one trunk (a Keras model: pixels → its maps) for
+    uint8 photos (N, ``side``, ``side``, 3): NumPy in; per map, NumPy out: the channels' maxima
+    (N, C) float32, the flat index ``y·W + x`` of each first arg-max (N, C) in the order of
+    ``maxima_order``, and the map's (rows, columns). See ``tf_maxima.build_channel_maxima``."""
+    return _builders("maxima").build_channel_maxima(trunk, preprocess, side)
 
 
 def cam_builders() -> Any:

@@ -1,7 +1,6 @@
 """JAX: the compiled passes of the CAM family, siblings of ``tf_cam`` with the same interfaces.
 
 - ``build_cam_pass``: ONE forward (+ backward for gradient methods) pass for a batch;
-- ``build_gradcam``: that pass with Grad-CAM alone;
 - ``build_scored_passes``: batched forward passes of perturbed inputs (Score-CAM, the
   faithfulness metrics);
 - ``jit``: a ``keras.ops`` function compiled by XLA (ROAD's imputation loop).
@@ -138,21 +137,6 @@ def _install_shim(layer: Any) -> None:
 
         layer.call = call
         layer._convatlas_probe = True
-
-
-def build_gradcam(grad_model: Any, preprocess: Callable[[Any], Any]) -> Callable[..., Any]:
-    """Compile one forward + backward pass for a batch: ``(x, class_index) → (heat, peak,
-    logits, chosen)``; see ``tf_cam.build_gradcam``."""
-    from convatlas.shared.engine.cams import GradCam
-
-    fn = build_cam_pass(grad_model, preprocess, (GradCam(),))
-
-    def gradcam(x: Any, class_index: Any) -> Any:
-        out = fn(x, class_index)
-        heat, peak = out["gradcam"]
-        return heat, peak, out["logits"], out["chosen"]
-
-    return gradcam
 
 
 def build_scored_passes(

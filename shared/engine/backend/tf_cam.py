@@ -2,7 +2,6 @@
 
 - ``build_cam_pass``: ONE forward (+ backward, when a gradient method is asked) pass for a batch,
   applying every requested gradient and activation method to the same activations/gradients.
-- ``build_gradcam``: that pass with Grad-CAM alone (today's engine; same graph, same numbers).
 - ``build_scored_passes``: batched forward passes of perturbed inputs, for perturbation methods
   (Score-CAM) and the faithfulness metrics.
 - ``jit``: a ``keras.ops`` function compiled by XLA (ROAD's imputation loop).
@@ -63,25 +62,6 @@ def build_cam_pass(
         return out
 
     return cam_pass
-
-
-def build_gradcam(grad_model: Any, preprocess: Callable[[Any], Any]) -> Callable[..., Any]:
-    """Compile one forward + backward pass for a batch: ``(x, class_index) → cams``.
-
-    ``grad_model`` maps the input to (target feature map, class scores). Returns
-    ``(heat, peak, logits, chosen)``: normalised heatmaps, their pre-normalisation maxima,
-    the scores, and the class used per image.
-    """
-    from convatlas.shared.engine.cams import GradCam
-
-    fn = build_cam_pass(grad_model, preprocess, (GradCam(),))
-
-    def gradcam(x: Any, class_index: Any) -> Any:
-        out = fn(x, class_index)
-        heat, peak = out["gradcam"]
-        return heat, peak, out["logits"], out["chosen"]
-
-    return gradcam
 
 
 def build_scored_passes(
