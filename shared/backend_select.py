@@ -103,3 +103,15 @@ def describe() -> str:
 
         version = import_tf().__version__
     return f"backend: {name} {version} on {', '.join(devices())}"
+
+
+def active_backend() -> str:
+    """The backend this process computes with: what every record carries as ``backend``.
+
+    Not part of result keys: TensorFlow and JAX agree to float noise (CAM maps ≤ 1e-4, pattern
+    objectives ≤ 1 %, metrics ≤ 1e-3: ``tests/engine/test_jax_parity.py``), the same order as
+    two CPUs or two batch sizes on one backend, so a result made on either backend is reused by
+    the other, and a fleet may mix TensorFlow and JAX workers. (Precision, which changes results
+    by more, is part of the key: ``engine.precision``.)
+    """
+    return check_backend()
