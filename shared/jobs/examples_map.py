@@ -26,8 +26,10 @@ from typing import Any
 import numpy as np
 
 from convatlas.shared import keys
+from convatlas.shared.backend_select import active_backend
 from convatlas.shared.engine.unit_maxima import channel_maxima
-from convatlas.shared.images import ImageDecodeError, decode_for_model
+from convatlas.shared.images.checks import ImageDecodeError
+from convatlas.shared.images.decode import decode_for_model
 from convatlas.shared.jobs.common import JobResult, existing_result, io_map, json_bytes
 from convatlas.shared.jobs.stages import Stages
 from convatlas.shared.storage import ObjectNotFound, Storage
@@ -206,7 +208,7 @@ def write(job: ExamplesJob, loaded: Loaded, mapped: Mapped, storage: Storage,
     io_map(put_photo, range(len(job.images)))
     record = {"model": job.model, "layers": list(job.layers), "batch_id": job.batch_id,
               "photos": mapped.photos, "failed": loaded.failed, "top": job.top,
-              "side": job.side, "precision": job.precision, "decode_seconds": loaded.seconds,
+              "side": job.side, "precision": job.precision, "backend": active_backend(), "decode_seconds": loaded.seconds,
               **info}
     storage.put_bytes(job.marker, json_bytes(record), "application/json")
     return JobResult("done", job.outputs(), None, record)

@@ -8,7 +8,9 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from convatlas.shared import keys
-from convatlas.shared.images import DecodedPhoto, ImageDecodeError, decode_photo
+from convatlas.shared.backend_select import active_backend
+from convatlas.shared.images.checks import ImageDecodeError
+from convatlas.shared.images.decode import DecodedPhoto, decode_photo
 from convatlas.shared.jobs.common import (
     JobResult,
     existing_result,
@@ -155,6 +157,7 @@ def _write_cam(
         "score_kind": score_kind,
         "empty_heatmap": first.empty,
         "precision": job.precision,
+        "backend": active_backend(),  # not in the key (backend_select.active_backend)
         "heatmap_peak": first.peak,
         "heatmap_shape": list(first.heatmap.shape),
         "top": [asdict(p) for p in first.top],

@@ -7,8 +7,9 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from convatlas.shared import keys
+from convatlas.shared.backend_select import active_backend
 from convatlas.shared.engine.patterns import Pattern, PatternParams
-from convatlas.shared.images import encode_png
+from convatlas.shared.images.encode import encode_png
 from convatlas.shared.jobs.common import JobResult, existing_result, json_bytes, npy_bytes
 from convatlas.shared.jobs.stages import Stages, run_staged
 from convatlas.shared.storage import Storage
@@ -83,6 +84,7 @@ def _write_pattern(job: FilterJob, prepared: None, p: Pattern, storage: Storage,
         "start_activation": p.start_activation,
         "final_activation": p.final_activation,
         "precision": job.params.precision,
+        "backend": active_backend(),  # not in the key (backend_select.active_backend)
         "style": job.params.style,
         "steps": job.params.steps,
         **info,  # seconds (model, per job), batch, input_wait_seconds
