@@ -9,8 +9,7 @@ from typing import Any
 
 from convatlas.shared import keys
 from convatlas.shared.backend_select import active_backend
-from convatlas.shared.images.checks import ImageDecodeError
-from convatlas.shared.images.decode import DecodedPhoto, decode_photo
+from convatlas.shared.images import DecodedPhoto, ImageDecodeError, decode_photo
 from convatlas.shared.jobs.common import (
     JobResult,
     existing_result,
