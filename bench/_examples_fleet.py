@@ -96,7 +96,7 @@ def parse_batches(text: str) -> list[dict[str, Any]]:
 
 def warm_up(fleet: Any, folder: Path, model: str, layers: str, timeout: float = 900) -> dict[str, Any]:
     """Map ``folder`` with k = 1 (its own prefix) through the worker, without a run."""
-    from convatlas.producer.plan import plan_examples
+    from convatlas.producer.plans.examples import plan_examples
     from convatlas.producer.staging import upload_inputs
     from convatlas.producer.submit import stop_listening
     from convatlas.shared.jobs import TASK_NAMES
@@ -124,7 +124,7 @@ def warm_up(fleet: Any, folder: Path, model: str, layers: str, timeout: float = 
 
 def preupload(fleet: Any, folder: Path) -> dict[str, Any]:
     """Every photo of ``folder`` into the bucket before the clock starts (``--fleet-preupload``)."""
-    from convatlas.producer.plan import hash_inputs
+    from convatlas.producer.plans.inputs import hash_inputs
     from convatlas.producer.staging import upload_inputs
 
     t0 = time.perf_counter()

@@ -524,7 +524,7 @@ def photos(n: int, size: int = 224) -> list[np.ndarray]:
     """The bundled sample photos resized to size², cycled (flipped on later cycles) to n images."""
     import cv2
 
-    from convatlas.shared.images import load_image
+    from convatlas.shared.images.decode import load_image
     from convatlas.shared.samples import sample_photos
 
     base = [

@@ -81,7 +81,7 @@ def _gen_init() -> None:
     """A generator process: the sample photos decoded once; OpenCV on one thread (2 processes)."""
     import cv2
 
-    from convatlas.shared.images import load_image
+    from convatlas.shared.images.decode import load_image
     from convatlas.shared.samples import sample_photos
 
     cv2.setNumThreads(1)
@@ -93,7 +93,7 @@ def _gen_photo(task: tuple[str, int, int]) -> int:
     written under a temporary name, then renamed (a killed run leaves no half file)."""
     import cv2
 
-    from convatlas.shared.images import encode_image
+    from convatlas.shared.images.encode import encode_image
 
     folder, i, seed = task
     rng = np.random.default_rng([seed, i])  # per photo: a grown folder stays distinct
@@ -146,7 +146,7 @@ def trunk_section(lm, layers: list[str], photos: list[Path], repeats: int) -> di
     import keras
 
     from convatlas.shared.engine.unit_maxima import channel_maxima
-    from convatlas.shared.images import decode_for_model
+    from convatlas.shared.images.decode import decode_for_model
     from convatlas.shared.tf_env import import_tf
 
     tf = import_tf()
@@ -205,8 +205,8 @@ def trunk_section(lm, layers: list[str], photos: list[Path], repeats: int) -> di
 
 
 def local_section(photos_dir: Path, out: Path, model: str, layers: str) -> dict:
-    from convatlas.producer.examples import run_examples_local
-    from convatlas.producer.plan import plan_examples
+    from convatlas.producer.plans.examples import plan_examples
+    from convatlas.producer.run_examples import run_examples_local
     from convatlas.shared.config import Settings
     from convatlas.shared.storage import LocalStorage
 
@@ -492,7 +492,8 @@ def main() -> None:
     if args.quick:
         args.photos, args.trunk_photos, args.repeats = 40, 32, 1
         args.warm_photos = min(args.warm_photos, 8)
-    from convatlas.producer.plan import PlanError, parse_layers
+    from convatlas.producer.plans.plan import PlanError
+    from convatlas.producer.plans.validate import parse_layers
     from convatlas.shared.models.registry import get_model, get_spec, layer_table
 
     try:

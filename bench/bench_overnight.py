@@ -171,7 +171,7 @@ def main() -> None:
         split_job(args.smoke)
         return
 
-    from convatlas.producer.plan import plan_grids
+    from convatlas.producer.plans.grids import plan_grids
     from convatlas.shared.engine.patterns import PatternParams
     from convatlas.stack.servers import RedisServer, SeaweedS3Server
 
@@ -271,7 +271,7 @@ def both_sides(part: str, make_plans: Callable[[Any], tuple[Any, Any]],
                layer_times: bool = False) -> Sides:
     """``make_plans(settings)``'s first plan in-process alone (no workers started yet), then its
     second submitted to a fleet of 2 workers set up as in part A; both sides warmed up first."""
-    from convatlas.producer.plan import plan_grids
+    from convatlas.producer.plans.grids import plan_grids
     from convatlas.shared.engine.patterns import PatternParams
     from convatlas.shared.storage import LocalStorage
     from convatlas.stack.servers import RedisServer, SeaweedS3Server
@@ -338,7 +338,7 @@ def side_rows(s: Sides, halves: bool) -> list[str]:
 
 def whole_job(smoke: bool = False) -> None:
     """A2: every filter of every layer at book settings, in-process then on the fleet."""
-    from convatlas.producer.plan import plan_grids
+    from convatlas.producer.plans.grids import plan_grids
     from convatlas.shared.engine.patterns import PatternParams
 
     def plans(settings: Any) -> tuple[Any, Any]:
@@ -367,7 +367,8 @@ def whole_job(smoke: bool = False) -> None:
 
 def half_plans(settings: Any, smoke: bool) -> tuple[Any, Any]:
     """The whole job as two plans of equal work: each layer's first and second half of filters."""
-    from convatlas.producer.plan import Plan, _run_id, plan_grids
+    from convatlas.producer.plans.grids import plan_grids
+    from convatlas.producer.plans.plan import Plan, run_id_of
     from convatlas.shared.engine.patterns import PatternParams
 
     params = PatternParams(16, 1, seed=7) if smoke else PatternParams()
@@ -378,7 +379,7 @@ def half_plans(settings: Any, smoke: bool) -> tuple[Any, Any]:
                  for name, channels in layers]
         jobs = [j for p in parts for j in p.jobs]
         plan = Plan("grids", MODEL, jobs, [g for p in parts for g in p.grids])
-        plan.run_id = _run_id("grids", jobs)
+        plan.run_id = run_id_of("grids", jobs)
         halves.append(plan)
     return halves[0], halves[1]
 

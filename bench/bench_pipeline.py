@@ -540,7 +540,7 @@ def warm_up(fs: FleetSide, book: Book, tmp: Path, settings: Any) -> None:
     """Load and trace on every side: the worker and run_local on runs of 1 and 3 small photos
     (two batch sizes: the batch dimension becomes generic), then one 12-MP and one 2-MP photo
     through all three sides."""
-    from convatlas.producer.plan import plan_heatmaps
+    from convatlas.producer.plans.heatmaps import plan_heatmaps
 
     for i, n in enumerate((1, 3)):
         d = make_small_photos(tmp / f"warm-{i}", n, seed=900 + i)
@@ -560,7 +560,7 @@ def warm_up(fs: FleetSide, book: Book, tmp: Path, settings: Any) -> None:
 
 def section_small(cfg: Config, fs: FleetSide, meter: Meter, tmp: Path,
                   settings: Any) -> list[dict[str, Any]]:
-    from convatlas.producer.plan import plan_heatmaps
+    from convatlas.producer.plans.heatmaps import plan_heatmaps
 
     reps = []
     for r in range(cfg.small_repeats):
@@ -582,7 +582,7 @@ def section_small(cfg: Config, fs: FleetSide, meter: Meter, tmp: Path,
 
 def section_big(cfg: Config, fs: FleetSide, book: Book, meter: Meter, tmp: Path,
                 settings: Any) -> dict[str, list[dict[str, Any]]]:
-    from convatlas.producer.plan import plan_heatmaps
+    from convatlas.producer.plans.heatmaps import plan_heatmaps
 
     out: dict[str, list[dict[str, Any]]] = {}
     for k, (tag, w, h, n) in enumerate(cfg.sizes):
@@ -618,7 +618,7 @@ def section_inflight(cfg: Config, fs: FleetSide, meter: Meter, settings: Any,
                      rss_model_loaded: float) -> dict[str, Any]:
     """The first ``cfg.inflight`` 12-MP photos of section 2 again, for another class (new
     result keys, same work): all of them in flight in the worker at once."""
-    from convatlas.producer.plan import plan_heatmaps
+    from convatlas.producer.plans.heatmaps import plan_heatmaps
 
     tag, _, _, n = cfg.sizes[0]
     per = n // cfg.big_repeats

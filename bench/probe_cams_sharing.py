@@ -25,7 +25,7 @@ def main() -> None:
 
     from convatlas.shared.engine.backend import cam_builders, constant, to_numpy
     from convatlas.shared.engine.cam_runner import cams, model_input
-    from convatlas.shared.images import load_image
+    from convatlas.shared.images.decode import load_image
     from convatlas.shared.models.registry import get_model
     from convatlas.shared.samples import sample_photos
 

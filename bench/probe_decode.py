@@ -22,15 +22,14 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from convatlas.shared import images
-from convatlas.shared.images import (
+from convatlas.shared.images import decode as images
+from convatlas.shared.images.decode import (
     decode_for_model,
     decode_image,
     decode_photo,
-    encode_image,
-    encode_png,
     model_square,
 )
+from convatlas.shared.images.encode import encode_image, encode_png
 from convatlas.shared.render import colorize, heatmap_png, overlay, render_overlay
 from convatlas.shared.samples import sample_photos
 

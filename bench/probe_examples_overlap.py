@@ -50,11 +50,11 @@ def main() -> None:
     import cv2
     from bench_examples import make_photos
 
-    from convatlas.producer.plan import plan_examples
+    from convatlas.producer.plans.examples import plan_examples
     from convatlas.producer.staging import upload_inputs
     from convatlas.shared.config import Settings
     from convatlas.shared.engine.unit_maxima import channel_maxima
-    from convatlas.shared.images import decode_for_model as decode
+    from convatlas.shared.images.decode import decode_for_model as decode
     from convatlas.shared.jobs import examples_map as ex
     from convatlas.shared.models.registry import get_model
     from convatlas.shared.storage import LocalStorage

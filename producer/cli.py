@@ -131,7 +131,8 @@ def grids(
     Tile order is row-major: the tile at (row, col) of page p shows filter p·64 + row·8 + col.
     Re-running skips patterns that already exist in OUT.
     """
-    from convatlas.producer.plan import PlanError, plan_grids
+    from convatlas.producer.plans.grids import plan_grids
+    from convatlas.producer.plans.plan import PlanError
     from convatlas.shared.config import Settings
 
     use_weights(weights)
@@ -160,7 +161,8 @@ def heatmaps(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
     """CAM heatmaps in this process (Grad-CAM and six more): heatmap, overlay, raw .npy, record."""
-    from convatlas.producer.plan import PlanError, plan_heatmaps
+    from convatlas.producer.plans.heatmaps import plan_heatmaps
+    from convatlas.producer.plans.plan import PlanError
     from convatlas.shared.config import Settings
 
     use_weights(weights)
@@ -193,8 +195,9 @@ def examples(
     a record; per layer 8×8 pages of top-1 patches. Re-running over a folder with new photos
     merges only the new ones into the existing top-k.
     """
-    from convatlas.producer.examples import run_examples_local
-    from convatlas.producer.plan import PlanError, plan_examples
+    from convatlas.producer.plans.examples import plan_examples
+    from convatlas.producer.plans.plan import PlanError
+    from convatlas.producer.run_examples import run_examples_local
     from convatlas.shared.config import Settings
     from convatlas.shared.storage import LocalStorage
 

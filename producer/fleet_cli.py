@@ -22,7 +22,8 @@ import typer
 from convatlas.producer.options import heatmap_options, pattern_options, pattern_params
 
 if TYPE_CHECKING:
-    from convatlas.producer.plan import Plan, SpooledPlan
+    from convatlas.producer.plans.plan import Plan
+    from convatlas.producer.plans.spool import SpooledPlan
     from convatlas.shared.config import Settings
 
 fleet_app = typer.Typer(
@@ -119,7 +120,8 @@ def submit_grids(
     timeout: TimeoutOpt = 3600.0,
 ) -> None:
     """Queue filter-pattern grids: one task per filter; a page is reduced when its last tile has an outcome."""
-    from convatlas.producer.plan import PlanError, plan_grids
+    from convatlas.producer.plans.grids import plan_grids
+    from convatlas.producer.plans.plan import PlanError
 
     settings = _settings()
     try:
@@ -146,7 +148,8 @@ def submit_heatmaps(
 
     Streamed: the folder is walked and hashed into a local spool file, then uploaded, written
     to the manifest and queued a shard at a time, so memory does not grow with the folder."""
-    from convatlas.producer.plan import PlanError, spool_heatmaps
+    from convatlas.producer.plans.plan import PlanError
+    from convatlas.producer.plans.spool import spool_heatmaps
 
     settings = _settings()
     try:
@@ -179,9 +182,10 @@ def submit_examples(
     A map task per batch of photos (only photos not seen before for these layers), then one
     reduce per run merging every layer's candidates into storage."""
 
-    from convatlas.producer.examples import submit_examples as submit
-    from convatlas.producer.examples import wait_for_examples
-    from convatlas.producer.plan import PlanError, plan_examples
+    from convatlas.producer.plans.examples import plan_examples
+    from convatlas.producer.plans.plan import PlanError
+    from convatlas.producer.run_examples import submit_examples as submit
+    from convatlas.producer.run_examples import wait_for_examples
     from convatlas.producer.submit import run_counter, wait_for_run
     from convatlas.shared.report import summary
     from convatlas.shared.storage import StorageError

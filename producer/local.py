@@ -9,7 +9,7 @@ from typing import Any
 
 from tqdm import tqdm
 
-from convatlas.producer.plan import Plan
+from convatlas.producer.plans.plan import Plan
 from convatlas.producer.staging import upload_inputs, write_manifest
 from convatlas.shared import keys
 from convatlas.shared.jobs import KINDS, existing_result, kind_of, reduce_grid

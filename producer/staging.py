@@ -9,7 +9,7 @@ import hashlib
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 
-from convatlas.producer.plan import InputFile, Plan, PlanError
+from convatlas.producer.plans.plan import InputFile, Plan, PlanError
 from convatlas.shared import keys
 from convatlas.shared.manifest import write_header, write_shard
 from convatlas.shared.storage import Storage

@@ -18,7 +18,8 @@ from typing import Any
 
 from celery import Celery
 
-from convatlas.producer.plan import Plan, SpooledPlan
+from convatlas.producer.plans.plan import Plan
+from convatlas.producer.plans.spool import SpooledPlan
 from convatlas.producer.staging import upload_inputs
 from convatlas.shared import keys
 from convatlas.shared.config import Settings

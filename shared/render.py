@@ -15,13 +15,8 @@ from collections.abc import Mapping
 import cv2
 import numpy as np
 
-from convatlas.shared.images import (
-    EncodedImage,
-    encode_image,
-    encode_png,
-    output_format,
-    overlay_size,
-)
+from convatlas.shared.images.decode import overlay_size
+from convatlas.shared.images.encode import EncodedImage, encode_image, encode_png, output_format
 
 __all__ = [
     "GRID",
@@ -184,7 +179,7 @@ def overlay(
     """The book's ``heatmap * 0.4 + img``, rounded and clipped, as RGB uint8.
 
     At the photo's own size by default; ``max_side`` > 0 first shrinks the photo (INTER_AREA,
-    aspect kept, see :func:`~convatlas.shared.images.overlay_size`) so its long side is at most
+    aspect kept, see :func:`~convatlas.shared.images.decode.overlay_size`) so its long side is at most
     that; a photo already within it is used as is. Computed in uint8 with OpenCV (one LUT and a
     saturating add per band of rows) beside one float32 upsampled map: never float64, and about
     7 bytes a pixel at peak where the old float32 blend took ≈ 36. Equal to the book's result as
@@ -205,7 +200,7 @@ def render_overlay(
     intensity: float = 0.4,
 ) -> EncodedImage:
     """:func:`overlay` encoded as ``fmt`` (jpeg, png, webp; quality as
-    :func:`~convatlas.shared.images.encode_image`), blended straight into the encoder's BGR
+    :func:`~convatlas.shared.images.encode.encode_image`), blended straight into the encoder's BGR
     order so no extra full-size copy is made. Returns (data, content_type, extension)."""
     name = output_format(fmt)
     base = _overlay_base(image, max_side)

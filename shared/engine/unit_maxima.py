@@ -82,7 +82,7 @@ def top_examples(
 ) -> dict[str, TopK]:
     """The top-k per unit of ``layers`` over ``photos`` ((sha256, model input side×side×3
     uint8) pairs), ``batch`` photos per forward pass, merged batch by batch."""
-    from convatlas.shared.images import model_square
+    from convatlas.shared.images.decode import model_square
 
     layers = tuple(layers)
     result: dict[str, TopK] = {}

@@ -28,7 +28,8 @@ import numpy as np
 from convatlas.shared import keys
 from convatlas.shared.backend_select import active_backend
 from convatlas.shared.engine.unit_maxima import channel_maxima
-from convatlas.shared.images import ImageDecodeError, decode_for_model
+from convatlas.shared.images.checks import ImageDecodeError
+from convatlas.shared.images.decode import decode_for_model
 from convatlas.shared.jobs.common import JobResult, existing_result, io_map, json_bytes
 from convatlas.shared.jobs.stages import Stages
 from convatlas.shared.storage import ObjectNotFound, Storage

@@ -32,7 +32,9 @@ import numpy as np
 
 from convatlas.shared import keys
 from convatlas.shared.engine.receptive_fields import geometry_for
-from convatlas.shared.images import ImageDecodeError, decode_photo, encode_image, encode_png
+from convatlas.shared.images.checks import ImageDecodeError
+from convatlas.shared.images.decode import decode_photo
+from convatlas.shared.images.encode import encode_image, encode_png
 from convatlas.shared.jobs.common import JobResult, io_map, json_bytes, read_json
 from convatlas.shared.jobs.examples_map import ExamplesJob, batch_key
 from convatlas.shared.patches import CROP_SIDE, mosaic_side, patch

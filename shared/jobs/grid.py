@@ -9,7 +9,9 @@ import numpy as np
 
 from convatlas.shared import keys
 from convatlas.shared.engine.patterns import PatternParams
-from convatlas.shared.images import ImageDecodeError, decode_image, encode_png
+from convatlas.shared.images.checks import ImageDecodeError
+from convatlas.shared.images.decode import decode_image
+from convatlas.shared.images.encode import encode_png
 from convatlas.shared.jobs.common import JobResult, io_map, json_bytes, read_json
 from convatlas.shared.jobs.patterns import FilterJob, params_from_dict, params_to_dict
 from convatlas.shared.render import GRID

@@ -9,7 +9,8 @@ from typing import Any
 
 from convatlas.shared import keys
 from convatlas.shared.backend_select import active_backend
-from convatlas.shared.images import DecodedPhoto, ImageDecodeError, decode_photo
+from convatlas.shared.images.checks import ImageDecodeError
+from convatlas.shared.images.decode import DecodedPhoto, decode_photo
 from convatlas.shared.jobs.common import (
     JobResult,
     existing_result,
@@ -40,7 +41,7 @@ class GradcamJob:
 
     def __post_init__(self) -> None:
         from convatlas.shared.engine.cams import check_methods
-        from convatlas.shared.images import output_format
+        from convatlas.shared.images.encode import output_format
         from convatlas.shared.metrics_summary import canonical_metrics
 
         object.__setattr__(self, "methods", check_methods(self.methods))
@@ -87,7 +88,7 @@ class GradcamJob:
         """The files of one method: the first method's are ``heatmap.png``, ``overlay.<ext>``,
         ``cam.npy``; the others' carry the method's slug (``overlay-hirescam.jpg``)."""
         from convatlas.shared.engine.cams import method_slug
-        from convatlas.shared.images import output_extension
+        from convatlas.shared.images.encode import output_extension
 
         tag = "" if method == self.methods[0] else f"-{method_slug(method)}"
         p, ext = self.prefix, output_extension(self.overlay_format)
@@ -136,7 +137,7 @@ def _write_cam(
 ) -> JobResult:
     """Per method: heatmap, overlay and raw map; ``record.json`` (the marker) last. The photo
     is decoded again here at the overlay's size (the model had only its small square)."""
-    from convatlas.shared.images import overlay_size
+    from convatlas.shared.images.decode import overlay_size
     from convatlas.shared.render import heatmap_png, render_overlay
 
     job, loaded, computed = triple

@@ -9,7 +9,7 @@ from typing import Any
 from convatlas.shared import keys
 from convatlas.shared.backend_select import active_backend
 from convatlas.shared.engine.patterns import Pattern, PatternParams
-from convatlas.shared.images import encode_png
+from convatlas.shared.images.encode import encode_png
 from convatlas.shared.jobs.common import JobResult, existing_result, json_bytes, npy_bytes
 from convatlas.shared.jobs.stages import Stages, run_staged
 from convatlas.shared.storage import Storage

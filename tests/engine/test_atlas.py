@@ -25,7 +25,7 @@ import keras
 import numpy as np
 import pytest
 
-from convatlas.shared.images import encode_png
+from convatlas.shared.images.encode import encode_png
 
 SIDE = 32
 
@@ -42,9 +42,11 @@ def _tiny_classifier(path: Path) -> None:
 
 @pytest.fixture(scope="module")
 def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, object]]:
-    from convatlas.producer.examples import run_examples_local
     from convatlas.producer.local import run_local
-    from convatlas.producer.plan import plan_examples, plan_grids, plan_heatmaps
+    from convatlas.producer.plans.examples import plan_examples
+    from convatlas.producer.plans.grids import plan_grids
+    from convatlas.producer.plans.heatmaps import plan_heatmaps
+    from convatlas.producer.run_examples import run_examples_local
     from convatlas.shared.atlas import DirSink, build_atlas
     from convatlas.shared.config import Settings
     from convatlas.shared.engine.patterns import PatternParams

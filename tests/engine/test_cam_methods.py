@@ -14,7 +14,7 @@ import tensorflow as tf
 
 from convatlas.shared.engine.cam_runner import cams, grad_cam, model_input
 from convatlas.shared.engine.cams import METHODS, check_methods, get_methods, method_slug
-from convatlas.shared.images import load_image
+from convatlas.shared.images.decode import load_image
 from convatlas.shared.models.registry import LoadedModel, get_model
 from convatlas.shared.samples import sample_photos
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from convatlas.shared.images import decode_image
+from convatlas.shared.images.decode import decode_image
 from convatlas.shared.samples import sample_photos
 
 CLI = [sys.executable, "-m", "convatlas.producer.cli"]

@@ -15,7 +15,7 @@ import pytest
 
 from convatlas.shared.engine.receptive_fields import layer_geometry, receptive_fields
 from convatlas.shared.engine.unit_maxima import top_examples
-from convatlas.shared.images import encode_png
+from convatlas.shared.images.encode import encode_png
 from convatlas.shared.patches import crop_region, patch
 from convatlas.shared.topk import TopK
 from convatlas.shared.unit_stats import UnitStats
@@ -126,7 +126,7 @@ def _photos(n: int, seed: int = 0, size: int = 30) -> list[tuple[str, np.ndarray
 
 
 def test_top_k_equals_a_brute_force_reference(tiny_model: str) -> None:
-    from convatlas.shared.images import model_square
+    from convatlas.shared.images.decode import model_square
     from convatlas.shared.models.registry import get_model
 
     lm = get_model(tiny_model)
@@ -311,10 +311,10 @@ def _folder(path: Path, photos: list[tuple[str, np.ndarray]]) -> None:
 
 
 def test_examples_jobs_bad_photo_alone_rerun_merges_only_new(tiny_model: str, tmp_path: Path) -> None:
-    from convatlas.producer.examples import run_examples_local
-    from convatlas.producer.plan import plan_examples
+    from convatlas.producer.plans.examples import plan_examples
+    from convatlas.producer.run_examples import run_examples_local
     from convatlas.shared.config import Settings
-    from convatlas.shared.images import decode_image
+    from convatlas.shared.images.decode import decode_image
     from convatlas.shared.models.registry import get_model
     from convatlas.shared.storage import LocalStorage
 

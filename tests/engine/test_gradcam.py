@@ -11,7 +11,7 @@ import tensorflow as tf
 
 from convatlas.shared.engine.cam_runner import GradCamUnsupported, grad_cam, model_input
 from convatlas.shared.engine.heatmap import cam_from_gradients
-from convatlas.shared.images import load_image
+from convatlas.shared.images.decode import load_image
 from convatlas.shared.models.labels import find_class, imagenet_classes
 from convatlas.shared.models.registry import get_model
 from convatlas.shared.render import colorize, overlay

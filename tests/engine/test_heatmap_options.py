@@ -12,9 +12,10 @@ from pathlib import Path
 import cv2
 import pytest
 
-from convatlas.producer.plan import PlanError, cam_settings
+from convatlas.producer.plans.heatmaps import cam_settings
+from convatlas.producer.plans.plan import PlanError
 from convatlas.shared.config import Settings
-from convatlas.shared.images import decode_image
+from convatlas.shared.images.decode import decode_image
 from convatlas.shared.jobs import GradcamJob, job_from_dict
 from convatlas.shared.samples import sample_photos
 

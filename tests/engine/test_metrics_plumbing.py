@@ -15,7 +15,8 @@ from typer.testing import CliRunner
 
 from convatlas.producer import fleet_cli
 from convatlas.producer.cli import app
-from convatlas.producer.plan import PlanError, cam_settings
+from convatlas.producer.plans.heatmaps import cam_settings
+from convatlas.producer.plans.plan import PlanError
 from convatlas.shared import metrics_summary
 from convatlas.shared.config import Settings
 from convatlas.shared.jobs import GradcamJob, job_from_dict

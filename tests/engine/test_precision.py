@@ -14,7 +14,7 @@ import pytest
 from convatlas.shared.engine.cam_runner import grad_cam
 from convatlas.shared.engine.objectives import start_image
 from convatlas.shared.engine.patterns import PatternParams, filter_patterns
-from convatlas.shared.images import load_image
+from convatlas.shared.images.decode import load_image
 from convatlas.shared.jobs import FilterJob, GradcamJob, GridJob, grid_from_dict, job_from_dict
 from convatlas.shared.models.mixed import with_precision
 from convatlas.shared.models.registry import get_model

@@ -15,11 +15,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from convatlas.shared import images
 from convatlas.shared.engine.cam_runner import grad_cam, input_size, model_input
-from convatlas.shared.images import (
+from convatlas.shared.images import decode as images
+from convatlas.shared.images.checks import ImageDecodeError
+from convatlas.shared.images.decode import (
     DecodedPhoto,
-    ImageDecodeError,
     decode_for_model,
     decode_image,
     decode_photo,

@@ -16,7 +16,7 @@ def test_static_table_matches_the_built_model(name: str) -> None:
 
 
 def test_planning_a_grid_run_imports_no_tensorflow() -> None:
-    code = ("import sys; from convatlas.producer.plan import plan_grids; "
+    code = ("import sys; from convatlas.producer.plans.grids import plan_grids; "
             "from convatlas.shared.config import Settings; "
             "from convatlas.shared.engine.patterns import PatternParams; "
             "p = plan_grids('vgg16-hed', 'all', 'all', PatternParams(), Settings.from_env()); "

@@ -11,7 +11,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from convatlas.shared.images import decode_image
+from convatlas.shared.images.decode import decode_image
 from convatlas.shared.samples import sample_photos
 
 

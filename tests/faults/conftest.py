@@ -22,8 +22,8 @@ from typing import Any
 
 import pytest
 
-from convatlas.producer.plan import Plan
-from convatlas.shared.images import decode_image
+from convatlas.producer.plans.plan import Plan
+from convatlas.shared.images.decode import decode_image
 from convatlas.shared.storage import S3Storage
 from convatlas.stack.harness import REPO, Fleet
 from convatlas.stack.servers import RabbitMQServer, RedisServer, SeaweedS3Server

@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from convatlas.producer.plan import plan_heatmaps
-from convatlas.shared.images import decode_image
+from convatlas.producer.plans.heatmaps import plan_heatmaps
+from convatlas.shared.images.decode import decode_image
 from convatlas.shared.report import gallery_key, report_key
 from tests.faults.conftest import WAIT_S, check_report
 from tests.unit.test_images import bomb_png, encode, photo

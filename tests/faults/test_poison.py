@@ -8,7 +8,7 @@ import hashlib
 import json
 from pathlib import Path
 
-from convatlas.producer.plan import plan_heatmaps
+from convatlas.producer.plans.heatmaps import plan_heatmaps
 from convatlas.producer.submit import submit_plan, wait_for_run
 from convatlas.shared.jobs import existing_result
 from convatlas.workers.tasks import POISON_RETRIES

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from convatlas.producer.plan import plan_heatmaps
+from convatlas.producer.plans.heatmaps import plan_heatmaps
 from convatlas.producer.submit import read_report, submit_plan
 from convatlas.shared.report import manifest_key
 from tests.faults.conftest import WAIT_S, check_report, received

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from convatlas.producer.plan import plan_grids
+from convatlas.producer.plans.grids import plan_grids
 from convatlas.producer.submit import submit_plan, wait_for_run
 from convatlas.shared.engine.patterns import PatternParams
 from tests.faults.conftest import WAIT_S, check_report, wait_until

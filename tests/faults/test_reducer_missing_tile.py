@@ -7,10 +7,10 @@ import json
 
 import numpy as np
 
-from convatlas.producer.plan import plan_grids
+from convatlas.producer.plans.grids import plan_grids
 from convatlas.producer.submit import submit_plan, wait_for_run
 from convatlas.shared.engine.patterns import PatternParams
-from convatlas.shared.images import decode_image
+from convatlas.shared.images.decode import decode_image
 from convatlas.shared.jobs import reduce_grid
 from convatlas.shared.render import tile_origin
 from convatlas.shared.report import build_report, load_manifest

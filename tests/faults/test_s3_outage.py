@@ -12,10 +12,10 @@ from collections.abc import Iterator
 import numpy as np
 import pytest
 
-from convatlas.producer.plan import plan_grids
+from convatlas.producer.plans.grids import plan_grids
 from convatlas.producer.submit import submit_plan, wait_for_run
 from convatlas.shared.engine.patterns import PatternParams
-from convatlas.shared.images import decode_image
+from convatlas.shared.images.decode import decode_image
 from convatlas.shared.storage import S3Storage, StorageError
 from convatlas.stack.servers import SeaweedS3Server
 from tests.faults.conftest import WAIT_S, check_report, wait_until

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from convatlas.producer.plan import plan_grids
+from convatlas.producer.plans.grids import plan_grids
 from convatlas.producer.submit import run_counter, submit_plan, wait_for_run
 from convatlas.shared.engine.patterns import PatternParams
 from tests.faults.conftest import WAIT_S, check_report, received, wait_until

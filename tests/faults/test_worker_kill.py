@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 
-from convatlas.producer.plan import plan_grids
+from convatlas.producer.plans.grids import plan_grids
 from convatlas.producer.submit import submit_plan, wait_for_run
 from convatlas.shared.engine.patterns import PatternParams
 from tests.faults.conftest import WAIT_S, check_report, received, wait_until

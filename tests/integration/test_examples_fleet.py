@@ -9,10 +9,10 @@ import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from convatlas.producer.examples import run_examples_local, submit_examples, wait_for_examples
-from convatlas.producer.plan import plan_examples
+from convatlas.producer.plans.examples import plan_examples
+from convatlas.producer.run_examples import run_examples_local, submit_examples, wait_for_examples
 from convatlas.producer.submit import wait_for_run
-from convatlas.shared.images import decode_image
+from convatlas.shared.images.decode import decode_image
 from convatlas.shared.samples import sample_photos
 from convatlas.shared.storage import LocalStorage
 from convatlas.shared.topk import TopK

@@ -14,10 +14,11 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pytest
 
-from convatlas.producer.plan import plan_grids, plan_heatmaps
+from convatlas.producer.plans.grids import plan_grids
+from convatlas.producer.plans.heatmaps import plan_heatmaps
 from convatlas.producer.submit import submit_plan, wait_for_run
 from convatlas.shared.engine.patterns import PatternParams
-from convatlas.shared.images import decode_image
+from convatlas.shared.images.decode import decode_image
 from convatlas.shared.render import grid_size, tile_origin
 from convatlas.shared.report import gallery_key, report_key
 from convatlas.shared.samples import sample_photos

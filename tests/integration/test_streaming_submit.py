@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import redis as redis_lib
 
-from convatlas.producer.plan import plan_heatmaps
+from convatlas.producer.plans.heatmaps import plan_heatmaps
 from convatlas.shared.manifest import SHARD_SIZE, iter_jobs, iter_section, job_count, load_manifest
 from convatlas.stack.harness import REPO, fleet_env, s3_storage, settings_from, tiny_photo_folder
 from convatlas.stack.servers import RedisServer, SeaweedS3Server

@@ -14,17 +14,10 @@ import numpy as np
 import pytest
 from PIL import Image, ImageCms, ImageOps
 
-from convatlas.shared import images
-from convatlas.shared.images import (
-    IMAGE_SUFFIXES,
-    MAX_ASPECT,
-    MIN_SIDE,
-    ImageDecodeError,
-    decode_image,
-    decode_png_size,
-    encode_png,
-    load_image,
-)
+from convatlas.shared.images import decode as decoding
+from convatlas.shared.images.checks import MAX_ASPECT, MIN_SIDE, ImageDecodeError
+from convatlas.shared.images.decode import IMAGE_SUFFIXES, decode_image, load_image
+from convatlas.shared.images.encode import decode_png_size, encode_png
 from convatlas.shared.samples import SAMPLE_NAMES, sample_photos
 
 RED, GREEN, BLUE, WHITE, GREY = (255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 255), (128,) * 3
@@ -255,7 +248,7 @@ def test_unexpected_exception_becomes_decode_error(monkeypatch: pytest.MonkeyPat
     def boom(im: Image.Image) -> np.ndarray:
         raise RuntimeError("kaboom")
 
-    monkeypatch.setattr(images, "_to_rgb_array", boom)
+    monkeypatch.setattr(decoding, "to_rgb_array", boom)
     data = encode(Image.new("RGB", (16, 16), RED), "PNG")
     reason = reason_of(data)
     assert "RuntimeError: kaboom" in reason and "PNG" in reason
@@ -593,21 +586,21 @@ def _jpeg_variants(arr: np.ndarray) -> dict[str, bytes]:
 
 
 def _pillow_only(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(images, "_decode_jpeg_cv2", lambda *a, **k: None)
+    monkeypatch.setattr(decoding, "_decode_jpeg_cv2", lambda *a, **k: None)
 
 
 @pytest.mark.parametrize("size", [(48, 64), (61, 83)])
 def test_opencv_jpeg_decode_equals_pillows(monkeypatch: pytest.MonkeyPatch, size: tuple[int, int]) -> None:
     """OpenCV's libjpeg-turbo gives Pillow's pixels bit for bit, full size and DCT-reduced."""
     for name, data in _jpeg_variants(photo(*size, seed=3)).items():
-        assert images._jpeg_is_complete(data), name
+        assert decoding._jpeg_is_complete(data), name
         fast = [decode_image(data)] + [
-            images._decode(data, 10**8, lambda w, h, s=s: (w // s, h // s))[0] for s in (2, 4, 8)
+            decoding._decode(data, 10**8, lambda w, h, s=s: (w // s, h // s))[0] for s in (2, 4, 8)
         ]
         with monkeypatch.context() as m:
             _pillow_only(m)
             slow = [decode_image(data)] + [
-                images._decode(data, 10**8, lambda w, h, s=s: (w // s, h // s))[0] for s in (2, 4, 8)
+                decoding._decode(data, 10**8, lambda w, h, s=s: (w // s, h // s))[0] for s in (2, 4, 8)
             ]
         for a, b in zip(fast, slow, strict=True):
             assert a.shape == b.shape, name
@@ -616,13 +609,13 @@ def test_opencv_jpeg_decode_equals_pillows(monkeypatch: pytest.MonkeyPatch, size
 
 def test_opencv_path_is_used_for_plain_jpegs_only(monkeypatch: pytest.MonkeyPatch) -> None:
     calls: list[int] = []
-    real = images._decode_jpeg_cv2
+    real = decoding._decode_jpeg_cv2
 
     def spy(*args: object) -> np.ndarray | None:
         calls.append(1)
         return real(*args)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(images, "_decode_jpeg_cv2", spy)
+    monkeypatch.setattr(decoding, "_decode_jpeg_cv2", spy)
     pic = Image.fromarray(photo(32, 32))
     decode_image(encode(pic, "JPEG"))
     assert len(calls) == 1
@@ -635,18 +628,18 @@ def test_opencv_path_is_used_for_plain_jpegs_only(monkeypatch: pytest.MonkeyPatc
 
 def test_jpeg_completeness_walk() -> None:
     data = encode(Image.fromarray(photo(40, 40)), "JPEG", progressive=True)
-    assert images._jpeg_is_complete(data)
-    assert images._jpeg_is_complete(data + b"trailing garbage after EOI")
+    assert decoding._jpeg_is_complete(data)
+    assert decoding._jpeg_is_complete(data + b"trailing garbage after EOI")
     for cut in (3, 20, len(data) // 2, len(data) - 2, len(data) - 1):
-        assert not images._jpeg_is_complete(data[:cut]), cut
-    assert not images._jpeg_is_complete(b"not a jpeg")
+        assert not decoding._jpeg_is_complete(data[:cut]), cut
+    assert not decoding._jpeg_is_complete(b"not a jpeg")
 
 
 def test_truncated_jpeg_is_refused_on_every_path() -> None:
     """OpenCV would fill a cut JPEG with grey: the EOI walk leaves it to Pillow, which refuses."""
     data = encode(Image.fromarray(photo(400, 480)), "JPEG", quality=90)
     for cut in (len(data) - 2, len(data) * 2 // 3):
-        for decode in (decode_image, lambda d: images.decode_for_model(d, 64)):
+        for decode in (decode_image, lambda d: decoding.decode_for_model(d, 64)):
             with pytest.raises(ImageDecodeError) as info:
                 decode(data[:cut])
             assert info.value.reason.startswith("truncated or corrupt JPEG"), info.value.reason

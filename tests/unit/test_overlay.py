@@ -12,15 +12,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from convatlas.shared.images import (
+from convatlas.shared.images.decode import decode_image, overlay_size
+from convatlas.shared.images.encode import (
     DEFAULT_QUALITY,
     OUTPUT_FORMATS,
     EncodedImage,
-    decode_image,
     decode_png_size,
     encode_image,
     output_format,
-    overlay_size,
 )
 from convatlas.shared.render import (
     HEATMAP_SIDE,

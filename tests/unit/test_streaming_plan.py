@@ -10,7 +10,9 @@ import cv2
 import numpy as np
 import pytest
 
-from convatlas.producer.plan import PlanError, _run_id, plan_heatmaps, spool_heatmaps
+from convatlas.producer.plans.heatmaps import plan_heatmaps
+from convatlas.producer.plans.plan import PlanError, run_id_of
+from convatlas.producer.plans.spool import spool_heatmaps
 from convatlas.producer.staging import write_manifest
 from convatlas.shared.config import Settings
 from convatlas.shared.manifest import iter_jobs, iter_section, job_count, load_manifest
@@ -59,9 +61,9 @@ def test_spooled_plan_is_the_in_memory_plan(folder: Path) -> None:
 def test_run_id_ignores_order_and_sees_every_job(folder: Path) -> None:
     plan = plan_heatmaps([str(folder / "d0"), str(folder / "d1")], "efficientnet-lite0", None,
                          None, Settings())
-    assert _run_id("heatmaps", plan.jobs[::-1]) == plan.run_id
-    assert _run_id("heatmaps", plan.jobs[1:]) != plan.run_id
-    assert _run_id("grids", plan.jobs) != plan.run_id
+    assert run_id_of("heatmaps", plan.jobs[::-1]) == plan.run_id
+    assert run_id_of("heatmaps", plan.jobs[1:]) != plan.run_id
+    assert run_id_of("grids", plan.jobs) != plan.run_id
 
 
 def test_sharded_manifest_reads_back_in_order(folder: Path, tmp_path: Path) -> None:

@@ -1,187 +1,35 @@
-"""The atlas: a static, browsable site of one model's units, built from what is in storage.
+"""The atlas's pages: HTML (index, layer, unit and photo pages), their CSS and keyboard script,
+and the images they show (copied from the results, or made: photo thumbnails, reduced overlays).
 
-``index.html`` lists the model's layers; each layer's page shows its 8×8 pages (pattern grid,
-dataset-examples grid) and a card per unit; each unit's page shows its book-style pattern, its
-lucid-style pattern where computed (the keys of ``PatternParams()`` and
-``PatternParams(style="lucid")``), its dataset examples (mosaic, then each photo with the
-receptive field drawn on it), its dead/fallback flags and statistics (the pattern records'
-start/final activations; the examples' score over the photos seen). Example photos link to a
-page per photo with its Grad-CAM overlay where a heatmap run exists for the same model, and the
-units it tops.
-
-The site is self-contained: every image is copied (or made: photo thumbnails, reduced overlays)
-into it and every link is relative, so the folder works opened from disk, served by any static
-server, or uploaded as is to a bucket (``S3Sink``). Pages are responsive (CSS grid, viewport
-meta), keyboard navigable (Tab through links; ← / → or k / j for the previous / next unit or
-layer, u or Esc for up, h for the index) and every image is lazy-loaded with its size given.
+Every link is relative and every image is lazy-loaded with its size given; see the package
+docstring for what each page shows.
 """
 
 from __future__ import annotations
 
 import html
-import json
-import re
-import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from convatlas.shared import keys
-from convatlas.shared.engine.patterns import PatternParams
-from convatlas.shared.images import ImageDecodeError, decode_photo, encode_image
+from convatlas.shared.atlas.gather import UNITS_PER_PAGE, Gathered, Layer, Tops, Unit
+from convatlas.shared.images.checks import ImageDecodeError
+from convatlas.shared.images.decode import decode_photo
+from convatlas.shared.images.encode import encode_image
 from convatlas.shared.jobs.common import io_map
-from convatlas.shared.render import GRID, grid_size
-from convatlas.shared.storage import ObjectNotFound, Storage, validate_key
+from convatlas.shared.render import grid_size
+from convatlas.shared.storage import ObjectNotFound, Storage
 
-__all__ = ["AtlasSummary", "DirSink", "Sink", "StorageSink", "build_atlas", "build_into_storage",
-           "site_prefix", "summary_key"]
+__all__ = ["write_assets", "write_index", "write_layer", "write_photos", "write_unit"]
 
-UNITS_PER_PAGE = GRID * GRID
 THUMB_SIDE = 480  # long side of the photo thumbnails
 HEATMAP_SIDE = 640  # long side of the copied Grad-CAM overlays
-_SHA = re.compile(r"^[0-9a-f]{64}$")
 esc = html.escape
 
-
-class Sink(Protocol):
-    """Where the site is written: a folder, or a bucket under a prefix."""
-
-    def put(self, key: str, data: bytes, content_type: str) -> None: ...
-
-
-class DirSink:
-    """A local folder (plain writes: the site is rebuilt, not a store of record)."""
-
-    def __init__(self, root: Path | str) -> None:
-        self.root = Path(root)
-
-    def put(self, key: str, data: bytes, content_type: str) -> None:
-        path = self.root.joinpath(*validate_key(key).split("/"))
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(data)
-
-
-class StorageSink:
-    """A ``Storage`` (e.g. the fleet's bucket) under ``prefix`` (``site_prefix(model)``)."""
-
-    def __init__(self, storage: Storage, prefix: str) -> None:
-        self.storage, self.prefix = storage, prefix.strip("/")
-
-    def put(self, key: str, data: bytes, content_type: str) -> None:
-        self.storage.put_bytes(f"{self.prefix}/{key}" if self.prefix else key, data, content_type)
-
-
-def site_prefix(model: str) -> str:
-    """Where ``convatlas atlas --fleet`` puts a model's site in the bucket."""
-    return f"atlas/{keys.model_slug(model)}"
-
-
-def summary_key(model: str) -> str:
-    """The last fleet build's summary (beside the site, so every key inside it is linked)."""
-    return f"{site_prefix(model)}.json"
-
-
-def build_into_storage(storage: Storage, model: str, settings: Any = None) -> AtlasSummary:
-    """The fleet's atlas task: the site of ``model`` from the bucket's results into the same
-    bucket under ``site_prefix(model)``, then its summary under ``summary_key(model)``."""
-    import dataclasses
-
-    summary = build_atlas(storage, model, StorageSink(storage, site_prefix(model)), settings)
-    record = {**dataclasses.asdict(summary), "index": f"{site_prefix(model)}/index.html",
-              "generated": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-    storage.put_bytes(summary_key(model), json.dumps(record, indent=1).encode(),
-                      "application/json")
-    return summary
-
-
-@dataclass
-class AtlasSummary:
-    model: str
-    layers: int  # layers with pages
-    units: int  # unit pages
-    photos: int  # photo pages
-    files: int
-    seconds: float
-    examples: str | None  # the examples configuration shown (its key prefix), if any
-
-
-@dataclass
-class _Unit:
-    layer: str
-    index: int
-    book: dict[str, Any] | None = None  # the tile's record
-    lucid: dict[str, Any] | None = None
-    book_png: str = ""  # results keys of the pattern images
-    lucid_png: str = ""
-    examples: dict[str, Any] | None = None  # the unit's examples record
-
-
-@dataclass
-class _Layer:
-    name: str
-    kind: str
-    channels: int
-    rf: int | None = None
-    units: list[_Unit] = field(default_factory=list)
-    book_pages: dict[int, str] = field(default_factory=dict)  # page → results key
-    example_pages: dict[int, str] = field(default_factory=dict)
-
-    @property
-    def has_data(self) -> bool:
-        return any(u.book or u.lucid or u.examples for u in self.units)
-
-    @property
-    def pages(self) -> int:
-        return max(1, -(-self.channels // UNITS_PER_PAGE))
-
-
-# --- finding what exists ------------------------------------------------------------------------
-
-
-def _examples_config(listing: list[str], base: str) -> str | None:
-    """The examples configuration to show: the one with most layers, preferring float32, k = 9."""
-    found: dict[str, set[str]] = {}
-    for key in listing:
-        parts = key[len(base):].split("/")
-        if len(parts) == 4 and parts[3] == "state.json":
-            found.setdefault(f"{base}{parts[0]}/{parts[1]}", set()).add(parts[2])
-    if not found:
-        return None
-
-    def rank(cfg: str) -> tuple[int, int, int, str]:
-        ver, sk = cfg[len(base):].split("/")
-        return (-len(found[cfg]), "-" in ver, not sk.endswith("-k9"), cfg)
-
-    return min(found, key=rank)
-
-
-def _heatmaps(listing: list[str]) -> dict[str, str]:
-    """photo sha256 → the key of one Grad-CAM overlay of it (``.../<sha256>/[<variant>/]overlay.*``;
-    top-1 of the default layer first, then plain Grad-CAM variants)."""
-    out: dict[str, str] = {}
-
-    def rank(key: str) -> tuple[bool, bool, str]:
-        return ("/auto/top1/" not in key, "/gradcam-" not in key, key)
-
-    for key in sorted(listing, key=rank):
-        parts = key.split("/")
-        if not parts[-1].startswith("overlay."):
-            continue
-        sha = next((p for p in reversed(parts[:-1]) if _SHA.match(p)), None)
-        if sha is not None:
-            out.setdefault(sha, key)
-    return out
-
-
-def _read(storage: Storage, key: str) -> dict[str, Any] | None:
-    try:
-        return json.loads(storage.get_bytes(key))
-    except (ObjectNotFound, ValueError):
-        return None
-
-
-# --- HTML ---------------------------------------------------------------------------------------
+#: Writes one file of the site: (key, bytes, content type).
+Put = Callable[[str, bytes, str], None]
+#: Copies a results key into the site: (source key, site key) → whether it existed.
+Copy = Callable[[str, str], bool]
 
 
 CSS = """\
@@ -253,7 +101,7 @@ def _num(v: Any, digits: int = 3) -> str:
     return esc(str(v))
 
 
-def _flags(u: _Unit) -> str:
+def _flags(u: Unit) -> str:
     out = []
     for style, rec in (("book", u.book), ("lucid", u.lucid)):
         if rec and rec.get("dead"):
@@ -266,97 +114,16 @@ def _flags(u: _Unit) -> str:
     return " ".join(out)
 
 
-# --- the build ----------------------------------------------------------------------------------
-
-
-def build_atlas(
-    results: Storage, model: str, sink: Sink, settings: Any = None,
-    progress: Callable[[str], None] | None = None,
-) -> AtlasSummary:
-    """Write the site of ``model`` from the results in ``results`` into ``sink``."""
-    from convatlas.shared.config import Settings
-    from convatlas.shared.hashing import file_sha256
-    from convatlas.shared.models.registry import get_spec, layer_table
-
-    t0 = time.perf_counter()
-    settings = settings or Settings.from_env()
-    spec = get_spec(model)
-    wfile = spec.weights_file(settings)
-    if wfile is None:
-        raise ValueError(f"{model}: no weights file here, so no results to show")
-    wid = file_sha256(wfile)
-    base = f"results/{keys.model_slug(model)}/{wid[:12]}/"
-    pattern_keys = set(results.list_keys(f"{base}patterns/"))
-    ex_listing = results.list_keys(f"{base}examples/")
-    cfg = _examples_config(ex_listing, f"{base}examples/")
-    ex_keys = {k for k in ex_listing if cfg and k.startswith(cfg + "/")}
-    heatmaps = _heatmaps(results.list_keys(f"{base}gradcam/"))
-    book_slug, lucid_slug = PatternParams().slug(), PatternParams(style="lucid").slug()
-
-    layers: list[_Layer] = []
-    for info in layer_table(model):
-        layer = _Layer(info.name, info.kind, info.channels)
-        bp = keys.pattern_prefix(model, wid, info.name, book_slug)
-        lp = keys.pattern_prefix(model, wid, info.name, lucid_slug)
-        ep = keys.examples_layer_prefix(cfg, info.name) if cfg else None
-        for p in range(layer.pages):
-            if keys.grid_key(bp, p) in pattern_keys:
-                layer.book_pages[p] = keys.grid_key(bp, p)
-            if ep and f"{ep}/page{p:02d}.png" in ex_keys:
-                layer.example_pages[p] = f"{ep}/page{p:02d}.png"
-
-        def load(u: int, name: str = info.name, bp: str = bp, lp: str = lp,
-                 ep: str | None = ep) -> _Unit:
-            unit = _Unit(name, u)
-            if keys.pattern_key(bp, u, "json") in pattern_keys:
-                unit.book = _read(results, keys.pattern_key(bp, u, "json"))
-                unit.book_png = keys.pattern_key(bp, u, "png")
-            if keys.pattern_key(lp, u, "json") in pattern_keys:
-                unit.lucid = _read(results, keys.pattern_key(lp, u, "json"))
-                unit.lucid_png = keys.pattern_key(lp, u, "png")
-            if ep and f"{ep}/units/u{u:04d}.json" in ex_keys:
-                unit.examples = _read(results, f"{ep}/units/u{u:04d}.json")
-            return unit
-
-        layer.units = io_map(load, range(info.channels))
-        if info.kind == "Conv2D" or layer.has_data:
-            layers.append(layer)
-    shown = [layer for layer in layers if layer.has_data]
-    side = int(cfg.rsplit("/s", 1)[1].split("-")[0]) if cfg else (spec.input_size or 224)
-    fields_ = _fields(spec, side)
-    for layer in layers:
-        g = fields_.get(layer.name)
-        layer.rf = g.rf[0] if g is not None else None
-    files = 0
-
-    def put(key: str, data: bytes, ctype: str) -> None:
-        nonlocal files
-        sink.put(key, data, ctype)
-        files += 1
-
-    def copy(src: str, dst: str) -> bool:
-        try:
-            put(dst, results.get_bytes(src), "image/png")
-            return True
-        except ObjectNotFound:
-            return False
-
+def write_assets(put: Put) -> None:
+    """The files every page uses: the style sheet, the keyboard script and the icon."""
     put("style.css", CSS.encode(), "text/css; charset=utf-8")
     put("nav.js", JS.encode(), "application/javascript; charset=utf-8")
     put("favicon.png", _favicon(), "image/png")
 
-    # photos: who tops what
-    tops: dict[str, list[tuple[str, int, int, float]]] = {}
-    names: dict[str, str] = {}
-    for layer in shown:
-        for u in layer.units:
-            for e in (u.examples or {}).get("examples", []):
-                tops.setdefault(e["image_sha256"], []).append((layer.name, u.index, e["rank"], e["score"]))
-                if e.get("name"):
-                    names.setdefault(e["image_sha256"], e["name"])
-    photo_ok = _write_photos(results, tops, names, heatmaps, put)
 
-    # index
+def write_index(found: Gathered, put: Put) -> None:
+    """``index.html``: a row per layer, linked where it has results."""
+    model, layers, shown, cfg = found.model, found.layers, found.shown, found.examples
     rows = []
     for layer in layers:
         n_book = sum(u.book is not None for u in layer.units)
@@ -366,7 +133,7 @@ def build_atlas(
                 else f"<span class='dim'>{esc(layer.name)}</span>")
         rows.append(f"<tr><td>{name}</td><td>{esc(layer.kind)}</td><td>{layer.channels}</td>"
                     f"<td>{_num(layer.rf)}</td><td>{n_book}</td><td>{n_lucid}</td><td>{n_ex}</td></tr>")
-    body = (f"<h1>{esc(model)}</h1><p class='dim'>weights {wid[:12]} · {len(shown)} of "
+    body = (f"<h1>{esc(model)}</h1><p class='dim'>weights {found.weights_id[:12]} · {len(shown)} of "
             f"{len(layers)} layers with results · examples: {esc(cfg or 'none')}</p>"
             "<table><thead><tr><th>layer</th><th>kind</th><th>units</th><th>receptive field (px)"
             "</th><th>book patterns</th><th>lucid patterns</th><th>units with examples</th></tr>"
@@ -376,25 +143,10 @@ def build_atlas(
         f" <a href='{esc(first)}' rel='next'>first layer →</a>" if first else "")
     put("index.html", _page(f"{model} — convatlas atlas", "", nav, body), "text/html; charset=utf-8")
 
-    units_written = 0
-    for li, layer in enumerate(shown):
-        prev_l = shown[li - 1].name if li > 0 else None
-        next_l = shown[li + 1].name if li + 1 < len(shown) else None
-        _write_layer(model, layer, prev_l, next_l, put, copy)
-        for u in layer.units:
-            prev_u = u.index - 1 if u.index > 0 else None
-            next_u = u.index + 1 if u.index + 1 < layer.channels else None
-            _write_unit(model, layer, u, prev_u, next_u, photo_ok, put, copy)
-            units_written += 1
-        if progress:
-            progress(layer.name)
-    return AtlasSummary(model, len(shown), units_written, len(photo_ok), files,
-                        time.perf_counter() - t0, cfg)
 
-
-def _write_photos(
-    results: Storage, tops: dict[str, list[tuple[str, int, int, float]]], names: dict[str, str],
-    heatmaps: dict[str, str], put: Callable[[str, bytes, str], None],
+def write_photos(
+    results: Storage, tops: Tops, names: dict[str, str],
+    heatmaps: dict[str, str], put: Put,
 ) -> dict[str, tuple[int, int]]:
     """A thumbnail and a page per example photo (with its Grad-CAM overlay when there is one);
     returns the photos whose thumbnail could be made, with its (width, height)."""
@@ -436,9 +188,9 @@ def _write_photos(
     return dict(got for got in io_map(one, sorted(tops)) if got is not None)
 
 
-def _write_layer(
-    model: str, layer: _Layer, prev_l: str | None, next_l: str | None,
-    put: Callable[[str, bytes, str], None], copy: Callable[[str, str], bool],
+def write_layer(
+    model: str, layer: Layer, prev_l: str | None, next_l: str | None,
+    put: Put, copy: Copy,
 ) -> None:
     d = layer.name
     side = grid_size()
@@ -474,10 +226,9 @@ def _write_layer(
     put(f"{d}/index.html", _page(f"{model} {layer.name}", "../", nav, body), "text/html; charset=utf-8")
 
 
-def _write_unit(
-    model: str, layer: _Layer, u: _Unit, prev_u: int | None, next_u: int | None,
-    photo_ok: dict[str, tuple[int, int]], put: Callable[[str, bytes, str], None],
-    copy: Callable[[str, str], bool],
+def write_unit(
+    model: str, layer: Layer, u: Unit, prev_u: int | None, next_u: int | None,
+    photo_ok: dict[str, tuple[int, int]], put: Put, copy: Copy,
 ) -> None:
     from convatlas.shared.jobs.examples_reduce import TILE
 
@@ -545,16 +296,6 @@ def _favicon() -> bytes:
     for y, x in ((1, 1), (1, 9), (9, 1), (9, 9)):
         icon[y : y + 6, x : x + 6] = (120, 200, 255)
     return encode_image(icon, "png").data
-
-
-def _fields(spec: Any, side: int) -> dict[str, Any]:
-    """Receptive fields of the model's layers at ``side`` (empty when they cannot be computed)."""
-    from convatlas.shared.engine.receptive_fields import GeometryError, receptive_fields
-
-    try:
-        return receptive_fields(spec.build(), side)
-    except (GeometryError, ValueError):
-        return {}
 
 
 def _mosaic_px(k: int, tile: int) -> int:

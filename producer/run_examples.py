@@ -1,11 +1,10 @@
 """Dataset examples, producer side: the local run and the fleet submission.
 
-Local: the map jobs run through the local runner (``producer/local.py``, by their kind), then
-each layer's reduce in this process. Fleet: the map jobs are submitted like any run
-(``submit_plan``: independent tasks, counted, healed); the map task that finds every map of its
-run finished queues ``convatlas.reduce_examples`` for the run (a duplicate is harmless: the
-reduce is idempotent). A submission with nothing to map queues that reduce itself. Photos seen
-before for the same layers are not queued again (``plan_examples``).
+Local: the map jobs, then each layer's reduce (the kind's post-run step), run by the local
+runner (``producer/local.py``). Fleet: the map jobs are submitted like any run (``submit_plan``:
+independent tasks, counted, healed); the run's ``finish_run`` queues ``convatlas.reduce_examples``
+(a duplicate is harmless: the reduce is idempotent), and a submission with nothing to map queues
+it at once. Photos seen before for the same layers are not queued again (``plan_examples``).
 """
 
 from __future__ import annotations
@@ -15,10 +14,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from convatlas.producer.plan import ExamplesPlan
-from convatlas.shared.jobs import TASK_NAMES
+from convatlas.producer.plans.examples import ExamplesPlan
 from convatlas.shared.jobs.common import read_json
-from convatlas.shared.jobs.examples_reduce import examples_done, reduce_run, summary_key
+from convatlas.shared.jobs.examples_reduce import examples_done, summary_key
 from convatlas.shared.storage import LocalStorage, Storage
 
 
@@ -31,16 +29,13 @@ def failed_photos(report: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def run_examples_local(plan: ExamplesPlan, out: Path, progress: bool = True) -> dict[str, Any]:
-    """The map jobs (local runner), then the reduces; the run report with an ``examples``
+    """The map jobs, then the reduces (the local runner); the run report with an ``examples``
     section (one row per layer) and the photos that failed."""
     from convatlas.producer.local import run_local
     from convatlas.shared.report import report_key
 
     report = run_local(plan, out, None, progress=progress)
     storage = LocalStorage(out)
-    t0 = time.perf_counter()
-    report["examples"] = reduce_run(storage, plan.run_id)["layers"]
-    report["timing"]["reduce_seconds"] = round(time.perf_counter() - t0, 3)
     report["failed_photos"] = failed_photos(report)
     storage.put_bytes(report_key(plan.run_id), json.dumps(report, indent=2).encode(),
                       "application/json")
@@ -48,15 +43,11 @@ def run_examples_local(plan: ExamplesPlan, out: Path, progress: bool = True) -> 
 
 
 def submit_examples(plan: ExamplesPlan, storage: Storage, app: Any, settings: Any = None) -> Any:
-    """Submit the map jobs (``submit_plan``); with none to run, queue the reduce now."""
-    from convatlas.producer.submit import stop_listening, submit_plan
+    """Submit the map jobs (``submit_plan``, which queues the reduce now if none is to run)."""
+    from convatlas.producer.submit import submit_plan
 
     storage.delete(summary_key(plan.run_id))  # a stale summary must not end --wait early
-    res = submit_plan(plan, storage, app, settings)
-    if res.queued_jobs == 0:
-        app.send_task(TASK_NAMES["examples-reduce"], args=(plan.run_id,))
-        stop_listening(app)
-    return res
+    return submit_plan(plan, storage, app, settings)
 
 
 def wait_for_examples(storage: Storage, run_id: str, timeout: float, poll: float = 1.0) -> dict[str, Any]:
