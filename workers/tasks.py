@@ -236,7 +236,7 @@ def finish_run(self: FleetTask, run_id: str) -> dict[str, Any]:
 class AtlasTask(FleetTask):
     def on_error(self, message: str, *args: Any, **kwargs: Any) -> None:
         """The producer waiting for the summary learns why instead of timing out."""
-        model = args[0] if args else kwargs.get("model")
+        model = str(args[0] if args else kwargs.get("model"))
         try:
             from convatlas.shared.atlas import summary_key
 
