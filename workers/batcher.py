@@ -68,7 +68,7 @@ class Batcher:
         window_ms: int = 50,
         max_batch: int = 64,
         runner: Runner | None = None,
-        writers: int = 4,
+        writers: int | None = None,
     ) -> None:
         if max_batch < 1:
             raise ValueError("max_batch must be at least 1")
@@ -82,10 +82,14 @@ class Batcher:
         self._queue: queue.Queue[_Item] = queue.Queue(maxsize=2 * max_batch)
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
-        self._writers = ThreadPoolExecutor(writers, thread_name_prefix="convatlas-writer")
+        # Decode (in task threads) and encode (writers) are CPU codecs: as many at once as the
+        # host has cores, so they keep up with an accelerator (never fewer than 8 and 4).
+        cores = os.cpu_count() or 1
+        self._writers = ThreadPoolExecutor(writers or max(4, cores),
+                                           thread_name_prefix="convatlas-writer")
         self._write_slots = threading.BoundedSemaphore(2 * max_batch)  # writes in flight
         self._idle_since = time.perf_counter()
-        self._prepare_slots = threading.BoundedSemaphore(8)
+        self._prepare_slots = threading.BoundedSemaphore(max(8, cores))
 
     def run(self, job: Job, timeout: float | None = None) -> JobResult:
         """Run ``job`` in the next batch; block until its own result (or its own exception).
@@ -98,7 +102,7 @@ class Batcher:
         item = _Item(job)
         stages = kind_of(job).stages if self.staged else None
         if stages is not None:
-            with self._prepare_slots:  # at most 8 fetches and decodes at once per process
+            with self._prepare_slots:  # at most max(8, cores) fetches and decodes at once
                 item.prepared = stages.prepare(job, self.storage)
             if isinstance(item.prepared, JobResult):
                 return item.prepared
