@@ -15,6 +15,7 @@ from typing import Annotated, Any
 
 import typer
 
+from convatlas.producer.cli_errors import fail
 from convatlas.producer.options import heatmap_options, pattern_options, pattern_params
 
 app = typer.Typer(
@@ -79,11 +80,6 @@ def warn_if_slow(precision: str) -> None:
 
     if precision == "bfloat16" and not native_bfloat16():
         typer.secho(f"warning: {bf16_note()}", fg=typer.colors.YELLOW, err=True)
-
-
-def fail(message: str, code: int = 2) -> None:
-    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
-    raise typer.Exit(code)
 
 
 @app.command()

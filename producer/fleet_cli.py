@@ -15,10 +15,11 @@ import sys
 import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from convatlas.producer.cli_errors import fail
 from convatlas.producer.options import heatmap_options, pattern_options, pattern_params
 
 if TYPE_CHECKING:
@@ -42,17 +43,12 @@ TimeoutOpt = Annotated[float, typer.Option(help="Seconds --wait waits at most.")
 PrecisionOpt = Annotated[str | None, typer.Option(help="Network precision: float32, or bfloat16 (about 2x faster on workers with AVX512_BF16/AMX). Default CONVATLAS_PRECISION, else float32.")]
 
 
-def _fail(message: str, code: int = 2) -> NoReturn:
-    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
-    raise typer.Exit(code)
-
-
 def _settings(need_broker: bool = True) -> Settings:
     from convatlas.shared.config import Settings
 
     s = Settings.from_env()
     if need_broker and not s.broker_url:
-        _fail("CONVATLAS_BROKER_URL is not set (e.g. redis://:PASSWORD@host:6379/0)")
+        fail("CONVATLAS_BROKER_URL is not set (e.g. redis://:PASSWORD@host:6379/0)")
     return s
 
 
@@ -75,11 +71,11 @@ def _submission_errors(settings: Settings) -> Iterator[None]:
     try:
         yield
     except StorageError as exc:
-        _fail(f"storage: {exc}", 1)
+        fail(f"storage: {exc}", 1)
     except (OperationalError, RedisError) as exc:
-        _fail(f"broker {redact_url(settings.broker_url)} unreachable: {redact_url(str(exc))}", 1)
+        fail(f"broker {redact_url(settings.broker_url)} unreachable: {redact_url(str(exc))}", 1)
     except ValueError as exc:  # no Redis to count the run's progress in
-        _fail(str(exc))
+        fail(str(exc))
 
 
 def _submit(plan: Plan | SpooledPlan, settings: Settings, wait: bool, timeout: float) -> None:
@@ -103,7 +99,7 @@ def _submit(plan: Plan | SpooledPlan, settings: Settings, wait: bool, timeout: f
         report = wait_for_run(storage, res.run_id, timeout, progress=True,
                               counter=run_counter(app, settings, res.run_id))
     except TimeoutError as exc:
-        _fail(str(exc), 1)
+        fail(str(exc), 1)
     typer.echo(summary(report, storage.describe()))
     if report["counts"]["failed"] or not report["complete"]:
         raise typer.Exit(1)
@@ -128,7 +124,7 @@ def submit_grids(
         params = pattern_params(pattern, settings)
         plan = plan_grids(model, layers, filters, params, settings)
     except (PlanError, ValueError) as exc:
-        _fail(str(exc))
+        fail(str(exc))
     _submit(plan, settings, wait, timeout)
 
 
@@ -156,7 +152,7 @@ def submit_heatmaps(
         plan = spool_heatmaps(paths, model, class_, layer, settings,
                               precision or settings.precision, dict(cam))
     except PlanError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     try:
         for name, reason in plan.iter_rejected():
             typer.echo(f"  not submitted: {name}: {reason}", err=True)
@@ -197,9 +193,9 @@ def submit_examples(
         plan = plan_examples(paths, model, layers, top, settings, storage,
                              precision or settings.precision, batch, side)
     except PlanError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     except StorageError as exc:
-        _fail(f"storage: {exc}", 1)
+        fail(f"storage: {exc}", 1)
     for name, reason in plan.rejected:
         typer.echo(f"  not submitted: {name}: {reason}", err=True)
     with _submission_errors(settings):
@@ -216,7 +212,7 @@ def submit_examples(
                               counter=run_counter(app, settings, res.run_id))
         merged = wait_for_examples(storage, res.run_id, timeout)
     except TimeoutError as exc:
-        _fail(str(exc), 1)
+        fail(str(exc), 1)
     typer.echo(summary(report, storage.describe()))
     failed = [f for j in report["jobs"] for f in j.get("failed_photos") or []]
     for f in failed:
@@ -248,7 +244,7 @@ def submit_atlas(
     try:
         get_spec(model)
     except UnknownModel as exc:
-        _fail(str(exc))
+        fail(str(exc))
     with _submission_errors(settings):
         storage = _storage(settings, create=True)
         app = make_app(settings)
@@ -263,10 +259,10 @@ def submit_atlas(
     deadline = time.monotonic() + timeout
     while (done := read_json(storage, summary_key(model))) is None:
         if time.monotonic() > deadline:
-            _fail(f"atlas of {model}: not built after {timeout:.0f} s", 1)
+            fail(f"atlas of {model}: not built after {timeout:.0f} s", 1)
         time.sleep(1.0)
     if done.get("error"):
-        _fail(f"atlas of {model} failed: {done['error']}", 1)
+        fail(f"atlas of {model} failed: {done['error']}", 1)
     typer.echo(f"atlas of {model}: {done['layers']} layers, {done['units']} unit pages, "
                f"{done['photos']} photo pages, {done['files']} files in {done['seconds']:.1f} s")
 
@@ -304,9 +300,9 @@ def status(
         else:
             typer.echo(summary(build_report(storage, manifest), storage.describe()))
     except ObjectNotFound:
-        _fail(f"no run {run!r} in {storage.describe()}", 1)
+        fail(f"no run {run!r} in {storage.describe()}", 1)
     except (StorageError, ValueError) as exc:
-        _fail(str(exc), 1)
+        fail(str(exc), 1)
     typer.echo("  still running or not finished")
 
 
@@ -322,9 +318,9 @@ def fetch(
     try:
         n, report = fetch_run(storage, run, dest)
     except ObjectNotFound:
-        _fail(f"no run {run!r} in {storage.describe()}", 1)
+        fail(f"no run {run!r} in {storage.describe()}", 1)
     except (StorageError, ValueError) as exc:
-        _fail(str(exc), 1)
+        fail(str(exc), 1)
     typer.echo(f"{n} files in {dest}; gallery: {dest / 'runs' / run / 'index.html'}")
     if not report["complete"]:
         typer.echo("  the run is not complete yet: fetch again later for the rest")

@@ -1,4 +1,5 @@
-"""Local mode: run a plan in this process with the same job functions the workers use."""
+"""Local mode: run a plan in this process with the same job functions the workers use, then
+the post-run step of its kind (``KINDS``), as a fleet run's ``finish_run`` would queue it."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from tqdm import tqdm
 from convatlas.producer.plans.plan import Plan
 from convatlas.producer.staging import upload_inputs, write_manifest
 from convatlas.shared import keys
-from convatlas.shared.jobs import KINDS, existing_result, kind_of, reduce_grid
+from convatlas.shared.jobs import KINDS, existing_result, kind_of, post_run_step, reduce_grid
 from convatlas.shared.report import write_report
 from convatlas.shared.storage import LocalStorage
 
@@ -23,7 +24,9 @@ def _chunks(items: list[Any], n: int) -> Iterator[list[Any]]:
 
 
 def run_local(plan: Plan, out: Path, batch_size: int | None = None, progress: bool = True) -> dict:
-    """Run every missing job of ``plan`` into ``out``; returns the run report (with timings)."""
+    """Run every missing job of ``plan`` into ``out``, then its kind's post-run step, if any
+(its fields join the report, its time ``timing["<step>_seconds"]``); returns the run report
+(with timings)."""
     storage = LocalStorage(out)
     t0 = time.perf_counter()
     upload_inputs(plan, storage)
@@ -48,6 +51,11 @@ def run_local(plan: Plan, out: Path, batch_size: int | None = None, progress: bo
     report = write_report(storage, plan.run_id, lambda k: _relative(run_dir, out / k))
     report["timing"] = {"seconds": round(time.perf_counter() - t0, 3),
                         "model_load_seconds": load_seconds, "jobs_run": len(todo)}
+    step = post_run_step(plan.kind)
+    if step is not None:  # even with no job run: a re-run still reduces
+        t1 = time.perf_counter()
+        report.update(step.report_fields(step.run(storage, plan.run_id)))
+        report["timing"][f"{step.name}_seconds"] = round(time.perf_counter() - t1, 3)
     import json
 
     storage.put_bytes(f"{keys.run_prefix(plan.run_id)}/report.json",

@@ -4,7 +4,8 @@ A run is independent tasks, no chord: one per missing job, each counted once in 
 has an outcome; the count completing a page queues its reducer, the one completing the run its
 report (``workers.completion``), and the fleet's healer queues again what was lost. Tasks are sent by name with JSON arguments (job
 descriptions and keys, never image bytes), so this module imports neither ``convatlas.workers.tasks`` nor
-TensorFlow. A submission whose results all exist queues nothing and writes the report directly.
+TensorFlow. A submission whose results all exist queues no job and writes the report directly
+(then queues its kind's post-run step, if the kind has one: ``KINDS``).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from convatlas.producer.plans.spool import SpooledPlan
 from convatlas.producer.staging import upload_inputs
 from convatlas.shared import keys
 from convatlas.shared.config import Settings
-from convatlas.shared.jobs import TASK_NAMES, Job, job_from_dict
+from convatlas.shared.jobs import TASK_NAMES, Job, job_from_dict, kind_of, post_run_step
 from convatlas.shared.jobs.outcomes import has_outcome, outcome_keys, page_needs_rebuild
 from convatlas.shared.manifest import (
     iter_jobs,
@@ -115,7 +116,7 @@ def submit_plan(plan: Plan | SpooledPlan, storage: Storage, app: Celery,
             complete |= {p for (_, p), f in zip(done, fired, strict=True) if f.page and p is not None}
             already += len(done)
             for i, page, job in todo:
-                app.send_task(TASK_NAMES[job.kind], args=(job.to_dict(),
+                app.send_task(kind_of(job).task, args=(job.to_dict(),
                               {"id": plan.run_id, "i": i, "p": page}), producer=producer)
                 queued += 1
                 if page is not None:
@@ -129,8 +130,11 @@ def submit_plan(plan: Plan | SpooledPlan, storage: Storage, app: Celery,
             progress.clear()
             write_report(storage, plan.run_id, presigned_links(storage))
             storage.delete(active_key(plan.run_id))
+            step = post_run_step(plan.kind)  # no finish_run will queue it: nothing runs
+            if step is not None:
+                app.send_task(step.task, args=(plan.run_id,), producer=producer)
             stop_listening(app)
-            return SubmitResult(plan.run_id, 0, 0, already, uploaded)
+            return SubmitResult(plan.run_id, 0, int(step is not None), already, uploaded)
         storage.put_bytes(active_key(plan.run_id), b"", "text/plain")  # the healer watches it now
         for p in sorted(complete & rebuild):
             app.send_task(TASK_NAMES["reduce"], args=(plan.run_id, p), producer=producer)
