@@ -192,6 +192,14 @@ class Warp:
     def __call__(self, x: Any, u: Any) -> Any:
         from keras import ops
 
+        return ops.image.affine_transform(x, self.flat_matrix(x, u), interpolation="bilinear",
+                                          fill_mode="constant", fill_value=self.fill * 255.0)
+
+    def flat_matrix(self, x: Any, u: Any) -> Any:
+        """(N, 8): each sample's composed map, output → input pixel coordinates, in
+        ``affine_transform``'s flat form (a JAX backend resamples with it: ``jax_warp``)."""
+        from keras import ops
+
         size = int(x.shape[1])
         if int(x.shape[2]) != size or self.output_size(size) != size:
             raise ValueError(f"a warp maps a square tile onto itself: {self.steps} on {x.shape}")
@@ -201,9 +209,7 @@ class Warp:
             m = ops.matmul(m, s.matrix(u[:, col : col + s.n_random], size))
             size = s.size_after(size)
             col += s.n_random
-        flat = ops.concatenate([ops.reshape(m[:, :2, :], (-1, 6)), ops.zeros((ops.shape(m)[0], 2))], 1)
-        return ops.image.affine_transform(x, flat, interpolation="bilinear", fill_mode="constant",
-                                          fill_value=self.fill * 255.0)
+        return ops.concatenate([ops.reshape(m[:, :2, :], (-1, 6)), ops.zeros((ops.shape(m)[0], 2))], 1)
 
 
 def lucid_transforms(size: int) -> tuple[Transform, ...]:

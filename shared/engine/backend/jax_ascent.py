@@ -2,9 +2,9 @@
 
 The sibling of ``tf_ascent``, reached only through ``convatlas.shared.engine.backend``; the
 objective, the parametrisation, the transforms and the optimiser step are the same ``keras.ops``
-code. Gradients come from ``jax.grad`` with the network's weights bound as arguments
-(``jax_state.bound``, what ``model.stateless_call`` does inside), so the weights are not baked
-into the compiled program.
+code, except that the lucid warp is differentiated by TensorFlow's rule (``jax_warp``). Gradients
+come from ``jax.grad`` with the network's weights bound as arguments (``jax_state.bound``, what
+``model.stateless_call`` does inside), so the weights are not baked into the compiled program.
 """
 
 from __future__ import annotations
@@ -13,10 +13,11 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from convatlas.shared.engine.backend.jax_state import bound, closure_variables, current_values
+from convatlas.shared.engine.backend.jax_warp import apply_transforms
 from convatlas.shared.engine.objectives import objective
 from convatlas.shared.engine.optimisers import Optimiser, RmsStep
 from convatlas.shared.engine.param import Parametrisation
-from convatlas.shared.engine.transforms import Transform, apply_transforms
+from convatlas.shared.engine.transforms import Transform
 
 
 def _identity(v: Any) -> Any:
