@@ -184,7 +184,7 @@ def overnight(out: Path, sz: Sizes, budget: float) -> None:
                         status=_status(env, run_id))
                 return
             counts = _counts(report)
-            jobs = sum(v for v in counts.values() if isinstance(v, int)) or None
+            jobs = int(counts.get("done", 0)) + int(counts.get("failed", 0)) or None
             log.row(run=run_id, finished=True, seconds=wall, submit_s=submit_s, counts=counts,
                     jobs_per_s=(jobs / wall) if jobs else None, layers=sz.grid_layers,
                     filters=sz.grid_filters, size=sz.grid_size, steps=sz.grid_steps)
@@ -194,7 +194,8 @@ def overnight(out: Path, sz: Sizes, budget: float) -> None:
 def _batch_lines(worker_log: Path) -> list[str]:
     """The worker's own lines about batches and compilation, for the profile of a missed target."""
     lines = worker_log.read_text(errors="replace").splitlines()
-    keep = [ln for ln in lines if re.search(r"batch|compil|backend|jax", ln, re.I)]
+    keep = [ln for ln in lines if re.search(r"batch of|compil|backend|jax|error", ln, re.I)
+            and "succeeded in" not in ln]
     return keep[-40:]
 
 

@@ -56,7 +56,7 @@ def run(out: Path, sz: Sizes) -> None:
     _work(sample)
     single = (time.perf_counter() - t0) / len(sample)
     log.row(what=what, cores=1, ms_per_photo=single * 1000, photos_per_s=1 / single)
-    n = min(len(files), max(cores * 12, 16))
+    n = min(len(files), max(cores * 40, 16))
     chunks = [files[i::cores] for i in range(cores)]
     chunks = [c[: max(1, n // cores)] for c in chunks if c]
     with Pool(cores, initializer=_init) as pool:

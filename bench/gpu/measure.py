@@ -151,7 +151,8 @@ def main() -> int:
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--smoke", action="store_true", help="tiny sizes, for a CPU")
     ap.add_argument("--part", choices=PARTS, help="run one part in this process (internal)")
-    ap.add_argument("--parts", default=",".join(PARTS), help="comma-separated subset, in order")
+    ap.add_argument("--parts", default=os.environ.get("CONVATLAS_GPU_PARTS") or ",".join(PARTS),
+                    help="comma-separated subset, in order (or CONVATLAS_GPU_PARTS)")
     a = ap.parse_args()
     if a.part:
         run_part(a.part, a.out, a.smoke)

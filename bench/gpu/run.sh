@@ -3,6 +3,7 @@
 #
 #   bash bench/gpu/run.sh            # the H200: installs .carry/wheels offline, results in $OUT
 #   bash bench/gpu/run.sh --smoke    # this CPU: the same path with tiny sizes (JAX's CPU backend)
+#   bash bench/gpu/run.sh --smoke --no-tf   # ... with `import tensorflow` failing, as there
 #
 # The H200 has jax (CUDA 13), numpy, h5py, opencv, pillow, typer, rich, tqdm but no Keras, Celery,
 # Redis: bench/gpu/fetch_wheels.sh downloads them here into .carry/wheels (git-ignored), which
@@ -13,7 +14,14 @@
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 SMOKE=""
-[ "${1:-}" = "--smoke" ] && SMOKE="--smoke"
+NOTF=""
+for arg in "$@"; do
+  case "$arg" in
+    --smoke) SMOKE="--smoke" ;;
+    --no-tf) NOTF=1 ;;  # smoke: block `import tensorflow` everywhere, as on the H200
+    *) echo "usage: run.sh [--smoke [--no-tf]]" >&2; exit 2 ;;
+  esac
+done
 OUT=${OUT:-$PWD/bench/gpu/out}
 mkdir -p "$OUT"
 SITE=${CONVATLAS_GPU_SITE:-/tmp/convatlas-site}
@@ -31,6 +39,7 @@ t0=$(date +%s)
 "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$SITE" $WHEELS \
   > "$OUT/pip.log" 2>&1 || { cat "$OUT/pip.log"; exit 2; }
 export PYTHONPATH="$SITE:$PWD${PYTHONPATH:+:$PYTHONPATH}"
+[ -n "$NOTF" ] && export PYTHONPATH="$PWD/bench/gpu/notf:$PYTHONPATH"
 echo "wheels installed in $(( $(date +%s) - t0 )) s"
 # a model ready before the measurement: one line of versions, and the import path the worker uses
 CONVATLAS_BACKEND=jax JAX_PLATFORMS=cpu "$PY" -c "import convatlas.workers.app, keras, celery, redis, jax; print('keras', keras.__version__, 'backend', keras.backend.backend(), 'celery', celery.__version__, 'jax', jax.__version__)" \
