@@ -1,10 +1,12 @@
 """Faithfulness metrics of a run: their names, the per-method aggregate (mean ± sd over the photos)
 and how the report, summary and gallery show them.
 
-Pure Python (no NumPy, no engine): the report writer imports it. The metrics themselves are
-computed by ``convatlas.shared.engine.faithfulness`` in each Grad-CAM job; a job's record holds,
-per method, ``record["methods"][m]["metrics"]`` (AUCs, curves, ROAD figures, drop/increase), and
-the run report's items carry them in ``method_stats[m]["metrics"]``.
+No Keras and no model (the report writer imports it): the names, summary fields, labels and
+curve colours come from the metric registry (``convatlas.shared.engine.metrics``), where each
+metric declares them. The metrics themselves are computed by
+``convatlas.shared.engine.faithfulness`` in each Grad-CAM job; a job's record holds, per method,
+``record["methods"][m]["metrics"]`` (AUCs, curves, ROAD figures, drop/increase), and the run
+report's items carry them in ``method_stats[m]["metrics"]``.
 """
 
 from __future__ import annotations
@@ -14,19 +16,24 @@ import math
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-METRICS: tuple[str, ...] = ("deletion", "insertion", "road", "avgdrop")
+from convatlas.shared.engine.metrics import METRICS, REGISTRY
 
-# per-photo scalars of each metric (a photo also records ``probability``, the unperturbed p)
-SCALARS = ("probability", "deletion_auc", "insertion_auc", "road", "avg_drop", "conf_increase")
+__all__ = ["CURVES", "CURVE_COLOURS", "LABELS", "METRICS", "METRIC_SCALARS", "SCALARS", "canonical_metrics",
+           "check_metrics", "curves_svg", "gallery_section", "photo_figure", "report_entry",
+           "run_metrics", "summarise", "summary_lines"]
+
+# per-photo scalars of each metric, as the metric declares them (a photo also records
+# ``probability``, the unperturbed p)
 METRIC_SCALARS: dict[str, tuple[str, ...]] = {
-    "deletion": ("deletion_auc",),
-    "insertion": ("insertion_auc",),
-    "road": ("road",),
-    "avgdrop": ("avg_drop", "conf_increase"),
+    name: tuple(f.key for f in m.summary) for name, m in REGISTRY.items()
 }
-LABELS = {"probability": "p", "deletion_auc": "deletion AUC", "insertion_auc": "insertion AUC",
-          "road": "ROAD", "avg_drop": "Average Drop", "conf_increase": "Increase in Confidence"}
-CURVES = ("deletion", "insertion")  # drawn in the gallery
+SCALARS: tuple[str, ...] = ("probability", *(k for keys in METRIC_SCALARS.values() for k in keys))
+LABELS: dict[str, str] = {"probability": "p",
+                          **{f.key: f.label for m in REGISTRY.values() for f in m.summary}}
+_PHOTO_LEGEND = tuple(f.key for m in REGISTRY.values() for f in m.summary if f.per_photo)
+CURVE_COLOURS: dict[str, str] = {name: m.curve_colour for name, m in REGISTRY.items()
+                                 if m.curve_colour}
+CURVES: tuple[str, ...] = tuple(CURVE_COLOURS)  # drawn in the gallery
 
 
 def check_metrics(metrics: str | Sequence[str]) -> tuple[str, ...]:
@@ -129,7 +136,6 @@ def curves_svg(curves: dict[str, list[float]], width: int = 240, height: int = 1
                title: str = "") -> str:
     """Deletion (red) and insertion (green) curves as an inline SVG: x = fraction of pixels
     removed/inserted (0 → 1), y = probability of the class (0 → 1)."""
-    colours = {"deletion": "#e55", "insertion": "#5c5"}
     pad = 4
     w, h = width - 2 * pad, height - 2 * pad
 
@@ -146,7 +152,7 @@ def curves_svg(curves: dict[str, list[float]], width: int = 240, height: int = 1
     for name in CURVES:
         curve = curves.get(name)
         if curve:
-            parts.append(f"<polyline class='{name}' fill='none' stroke='{colours[name]}' "
+            parts.append(f"<polyline class='{name}' fill='none' stroke='{CURVE_COLOURS[name]}' "
                          f"stroke-width='2' points='{points(curve)}'/>")
     parts.append("</svg>")
     return "".join(parts)
@@ -167,8 +173,7 @@ def photo_figure(method_stats: dict[str, Any], method: str) -> str:
     if not figures:
         return ""
     curves = {c: figures[f"{c}_curve"] for c in CURVES if figures.get(f"{c}_curve")}
-    text = " · ".join(t for t in (_legend(figures, k) for k in SCALARS[1:]
-                                  if k != "conf_increase") if t)
+    text = " · ".join(t for t in (_legend(figures, k) for k in _PHOTO_LEGEND) if t)
     svg = curves_svg(curves, 200, 80, f"{method}: deletion (red), insertion (green)") if curves else ""
     return f"<div class='m'>{svg}<br>{html.escape(text)}</div>"
 
