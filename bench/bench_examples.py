@@ -1,10 +1,13 @@
 #!/usr/bin/env python
 """Benchmark of dataset examples and the atlas (k = 9; by default vgg16-hed, every Conv2D layer).
 
-    .venv/bin/python bench/bench_examples.py                 # default sizes, writes RESULTS-examples.md
+    .venv/bin/python bench/bench_examples.py                 # default sizes
     .venv/bin/python bench/bench_examples.py --photos 10000 --model efficientnet-lite0 \
         --layers stem_conv,block4a_expand_conv,head_conv     # the issue's size (~35 min on 2 idle cores)
-    .venv/bin/python bench/bench_examples.py --quick         # smoke check of every section, no write
+    .venv/bin/python bench/bench_examples.py --quick         # smoke check of every section
+
+It prints one table and writes the raw measurements (``bench/raw/examples.json``, a quick run's
+in the temp folder); the reading is written by hand in ``RESULTS-examples.md``.
 
 ``--fleet-preupload`` puts the photos into the fleet's bucket before its clock starts (the
 producer then finds them there): the fleet figures leave the upload out.
@@ -44,35 +47,27 @@ Every absolute time is for context only: the 2 cores are shared with other work.
 from __future__ import annotations
 
 import argparse
-import datetime
 import hashlib
 import json
 import multiprocessing
 import os
 import shutil
-import statistics
 import sys
 import tempfile
 import time
 import tracemalloc
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
+from measure import REPO, dump_raw, machine_info, median, raw_path, say, table
+
 sys.path.insert(0, str(REPO))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
 
-RESULTS = Path(__file__).resolve().parent / "RESULTS-examples.md"
 MODEL = "vgg16-hed"  # the default --model
 PHOTO_W, PHOTO_H = 1632, 1224  # 2.0 MP
 GEN_PROCESSES = 2  # photo generation
-T0 = time.monotonic()
-
-
-def say(msg: str) -> None:
-    print(f"[{time.monotonic() - T0:7.1f}s] {msg}", file=sys.stderr, flush=True)
-
 
 _BASES: list[np.ndarray] = []
 
@@ -198,8 +193,8 @@ def trunk_section(lm, layers: list[str], photos: list[Path], repeats: int) -> di
         ratios.append(ex[-1] / fw[-1])
         say(f"trunk repeat {r}: forward {fw[-1]:.2f} photos/s, examples {ex[-1]:.2f} photos/s, ratio {ratios[-1]:.3f}")
     return {"photos": len(x_all), "batch": batch, "forward": fw, "examples": ex,
-            "ratio": statistics.median(ratios), "ratios": ratios,
-            "pair_median": statistics.median(pairs), "pairs": len(pairs),
+            "ratio": median(ratios), "ratios": ratios,
+            "pair_median": median(pairs), "pairs": len(pairs),
             "decode_cpu_ms": 1000 * decode_cpu,
             "forward_cpu_ms": 1000 * forward_cpu[0] / (repeats * len(x_all))}
 
@@ -273,200 +268,74 @@ def atlas_section(out: Path, model: str) -> dict:
             "photos": summary.photos, "files": summary.files, "mb": size / 2**20}
 
 
-def layers_text(r: dict) -> str:
-    """'every Conv2D layer (13, deepest block5_conv3)' or '3 of its 33 Conv2D layers: …'."""
-    names, conv = r["layers"], r["conv_layers"]
-    deepest = max(names, key=lambda n: r["layer_index"][n])
-    if names == conv:
-        return f"every Conv2D layer ({len(names)}, deepest {deepest})"
-    shown = ", ".join(f"{n} ({r['channels'][n]})" for n in names)
-    return (f"{len(names)} of its {len(conv)} Conv2D layers: {shown} (units in brackets; "
-            f"deepest {deepest}{', its deepest Conv2D' if deepest == conv[-1] else ''})")
-
-
-def fleet_lines(r: dict) -> list[str]:
-    f, loc, t = r["fleet"], r["local"], r["trunk"]
-    model, n_layers = r["model"], len(r["layers"])
-    if f is None:
-        return ["## 5. Fleet end to end", "", "Not run (`--no-fleet`)."]
-    fw = statistics.median(t["forward"])
-    n = f["photos"]
-    mk, cpu = f["marks"], f["cpu"]
-    log = f.get("log") or {}
-    # the last marker is written after the last model batch; LastModified is floored to 1 s
-    map_end = max(f.get("last_map_outcome") or mk["report"], log.get("last_batch_end", 0.0))
-    loc_map_s = loc["plan_seconds"] + loc["maps_seconds"]
-    loc_all_s = loc_map_s + loc["reduce_seconds"]
-    rate_all, rate_map = n / f["wall"], n / map_end
-    loc_all, loc_map = loc["photos"] / loc_all_s, loc["photos"] / loc_map_s
-    busy = cpu["machine"] / ((os.cpu_count() or 2) * f["wall"])
-    others = cpu["machine"] - cpu["worker"] - cpu["weed"] - cpu["redis"] - cpu["cli"]
-    sizes = log.get("sizes", [])
-    pre = f.get("preupload")
-    points = [(mk["submitted"], f"producer done (photos hashed and uploaded, manifest written, "
-                                f"{f['jobs']} map tasks queued: the CLI's `run …` line)", "")
-              ] if "submitted" in mk else []
-    if log:
-        points += [(log["first_batch_start"], "first model batch starts in the worker", ""),
-                   (log["last_batch_end"], "last model batch ends", f"{n / log['last_batch_end']:.2f}")]
-    if f.get("first_map_outcome") is not None:
-        points.append((f["first_map_outcome"], "first map outcome (S3 `LastModified`)", ""))
-    points += [
-        (map_end, "**last map outcome: map phase**", f"**{rate_map:.2f}**"),
-        (mk["report"], "run report written (polled)", ""),
-        (mk["summary"], f"{n_layers} layers merged and rendered (examples summary, polled)", ""),
-        (f["wall"], "**CLI exits (`--wait` returns): whole run**", f"**{rate_all:.2f}**"),
+def report(r: dict) -> str:
+    """The run's figures as one plain table (section, measure, value)."""
+    t, loc, atl, f = r["trunk"], r["local"], r["atlas"], r["fleet"]
+    fw = median(t["forward"])
+    maps_rate = loc["photos"] / loc["maps_seconds"]
+    compute_rate = loc["photos"] / loc["compute_seconds"]
+    rows: list[tuple[str, str, str]] = [
+        ("1 trunk", f"forward-only photos/s ({t['photos']} photos, batch {t['batch']})", f"{fw:.2f}"),
+        ("1 trunk", "examples pass photos/s", f"{median(t['examples']):.2f}"),
+        ("1 trunk", "examples / forward-only (target >= 0.9; repeats)",
+         f"{t['ratio']:.3f} ({', '.join(f'{x:.3f}' for x in t['ratios'])})"),
+        ("1 trunk", f"median of {t['pairs']} batch pairs", f"{t['pair_median']:.3f}"),
+        ("2 local", "plan / maps / compute / decodes (sum) / reduce / render s",
+         " / ".join(f"{loc[k]:.1f}" for k in ("plan_seconds", "maps_seconds", "compute_seconds",
+                                               "decode_seconds_sum", "reduce_seconds",
+                                               "render_seconds"))),
+        ("2 local", f"map phase photos/s ({loc['photos']} photos, {loc['jobs']} jobs); compute",
+         f"{maps_rate:.2f}; {compute_rate:.2f}"),
+        ("2 local", "map phase / forward-only (target >= 0.9)", f"{maps_rate / fw:.2f}"),
+        ("2 local", "whole run photos/s (maps + reduce)",
+         f"{loc['photos'] / (loc['maps_seconds'] + loc['reduce_seconds']):.2f}"),
+        ("2 local", "photos failed; units", f"{loc['failed']}; {loc['units']}"),
     ]
-    merged = ", ".join(f"{row['layer']} {row['photos']}" for row in f["layers"])
-    batches = (f"; {len(sizes)} model batch{'es' if len(sizes) > 1 else ''} of "
-               f"{min(sizes)}{'' if min(sizes) == max(sizes) else f'–{max(sizes)}'} map jobs"
-               if sizes else "")
-    failed = (f" — **{f['failed']} of {n + f['failed']} photos failed** "
-              f"({'; '.join(f'{k}: {v}' for k, v in f['failed_reasons'].items())}): the rates "
-              "above do not measure a complete run" if f["failed"] else "")
-    return [
-        f"## 5. Fleet end to end (`convatlas submit examples FOLDER --model {model} --layers … --wait`)",
-        "",
-        "The same folder, submitted by the CLI in a subprocess as a user runs it, to a fleet of "
-        "its own (`convatlas.stack.harness.Fleet`: Redis, SeaweedFS S3 and one `convatlas worker` "
-        f"on loopback, sharing the same {os.cpu_count()} cores) at bench_pipeline.py's settings for a "
-        f"single worker on this host: {f['concurrency']} task threads, max batch "
-        f"{f['worker_env']['CONVATLAS_MAX_BATCH']} jobs, {f['worker_env']['CONVATLAS_BATCH_WINDOW_MS']} ms "
-        "window, `CONVATLAS_TF_THREADS` unset (TensorFlow's default: every core, as `stack up` "
-        f"leaves a single worker). Warmed up first ({f['warm']['photos']} other photos mapped "
-        "with k = 1, another examples prefix: model loaded, trunk traced for these layers; "
-        f"{f['warm']['seconds']:.1f} s), worker RSS then {f['rss_model_loaded_mb']:.0f} MiB. "
-        "Times are from the CLI's start: the map outcomes' from the map markers' `LastModified` "
-        "in S3 (1 s resolution), model batches from the worker log, the rest polled (0.25 s)."
-        + (f" **The {pre['photos']} photos were uploaded before the clock started "
-           f"(`--fleet-preupload`, {pre['seconds']:.1f} s), so the producer's upload is not in "
-           "these figures.**" if pre else ""),
-        "",
-        "| point of the run | seconds | photos/s so far |",
-        "|---|---|---|",
-        *[f"| {what} | {sec:.1f} | {rate} |" for sec, what, rate in sorted(points, key=lambda p: p[0])],
-        "",
-        "| ratio | value |",
-        "|---|---|",
-        f"| fleet ÷ local, whole run (local: plan + maps + reduce, {loc_all:.2f} photos/s) | **{rate_all / loc_all:.2f}** |",
-        f"| fleet ÷ local, map phase (local: plan + staging + maps, {loc_map:.2f} photos/s) | **{rate_map / loc_map:.2f}** |",
-        f"| fleet map phase ÷ forward-only (section 1, {fw:.2f} photos/s; target ≥ 0.9) | **{rate_map / fw:.2f}** |",
-        f"| fleet whole run ÷ forward-only | {rate_all / fw:.2f} |",
-        "",
-        f"Worker: **peak RSS {f['peak_mb']:.0f} MiB** over the run (VmHWM, reset after the warm-up"
-        f"{'' if f['peak_reset'] else ': the reset failed, so it may include the warm-up'}; "
-        f"{f['rss_model_loaded_mb']:.0f} MiB with the model loaded). "
-        f"Model compute in the worker: {f['model_seconds']:.1f} s over {f['jobs']} map jobs "
-        f"(the map records' share of their batch's model call) = {n / max(f['model_seconds'], 1e-9):.2f} "
-        f"photos/s, vs {loc['photos'] / loc['compute_seconds']:.2f} in section 2's compute; "
-        f"reduced decodes {f['decode_seconds_sum']:.1f} s (sum over jobs, 8 at a time, beside the "
-        f"model){batches}. Reduce: {f['render_seconds']:.1f} s of rendering in the worker (local: "
-        f"{loc['render_seconds']:.1f} s); photos merged per layer: {merged}. "
-        f"CPU seconds over the run: worker {cpu['worker']:.0f}, SeaweedFS {cpu['weed']:.0f}, "
-        f"Redis {cpu['redis']:.0f}, the CLI {cpu['cli']:.0f}, other processes {others:.0f} "
-        f"(machine {100 * busy:.0f} % busy). Photos failed: {f['failed']}{failed}; jobs "
-        f"{f['counts']['done']} done, {f['counts']['failed']} failed; CLI exit status "
-        f"{f['returncode']}.",
-    ]
-
-
-def ceiling_text(t: dict, fw: float, loc: dict) -> str:
-    """What the 2 cores allow: the map phase must decode every photo besides the forward pass."""
-    if "decode_cpu_ms" not in t:
-        return ""
-    cd, cf = t["decode_cpu_ms"], t["forward_cpu_ms"]
-    cores = os.cpu_count() or 1
-    best = 1000 * cores / (cf + cd)
-    return (
-        f"The limit, from CPU per photo measured in section 1: the reduced decode of a photo "
-        f"takes {cd:.1f} core-ms and the forward pass {cf:.1f} core-ms ({cf * fw / 1000:.2f} cores "
-        f"busy at {fw:.0f} photos/s), so {cores} cores map at most {best:.0f} photos/s, "
-        f"**{best / fw:.2f}× the forward-only rate**, with perfect overlap. The compute inside "
-        f"the map phase ran at {loc['photos'] / loc['compute_seconds']:.2f} photos/s against "
-        f"{statistics.median(t['examples']):.2f} in section 1: the decodes of the next job share "
-        "the cores with TensorFlow's threads.")
-
-
-def write_results(r: dict) -> str:
-    """The RESULTS text (returned; ``main`` writes it)."""
-    t, loc, atl = r["trunk"], r["local"], r["atlas"]
-    fw = statistics.median(t["forward"])
-    model, n_layers = r["model"], len(r["layers"])
-    red = r["reducer"]
-    full = r["photos"] >= 10000
-    lines = [
-        "# Dataset examples and the atlas — benchmark",
-        "",
-        f"`bench/bench_examples.py`, {r['date']}, {r['cpu']}, {os.cpu_count()} cores "
-        + ("otherwise idle" if r["load"] < 1.5 else "shared with other work")
-        + f" (load average {r['load']:.1f} at the start). Model `{model}`, {layers_text(r)}, "
-        f"k = 9, input {r['side']}, float32. Command: `{r['command']}` ({r['minutes']:.1f} min).",
-        "",
-        f"**Photos: {r['local']['photos']} distinct 2.0-MP JPEGs** (1632×1224, quality 90) made from the "
-        f"sample photos (random crop, flip, brightness; {r['photos']} files{r.get('note', '')}). "
-        + ("The issue's size." if full else
-           "The issue asks for 10 000: `--photos 10000` runs the full size (with vgg16-hed and "
-           "every layer, at a few photos/s on 2 shared cores, that is hours)."),
-        "",
-        f"## 1. Trunk: the examples pass vs a forward-only pass, same decoded inputs ({model})",
-        "",
-        f"{t['photos']} photos decoded once beforehand, batches of {t['batch']}, {len(t['ratios'])} "
-        "repeats; A and B alternate batch by batch (order flipped every pair). Median over "
-        f"the {t['pairs']} batch pairs of (forward time / examples time): **{t['pair_median']:.3f}**.",
-        "",
-        "| | photos/s (median) |",
-        "|---|---|",
-        f"| forward-only ({n_layers} outputs, one scalar each) | {fw:.2f} |",
-        f"| examples pass (max + first arg-max per channel, {n_layers} layers) | {statistics.median(t['examples']):.2f} |",
-        f"| **ratio** (target ≥ 0.9) | **{t['ratio']:.3f}** (repeats: {', '.join(f'{x:.3f}' for x in t['ratios'])}) |",
-        "",
-        f"## 2. Local end to end (`convatlas examples --model {model}`, in process, model loaded)",
-        "",
-        "| phase | seconds |",
-        "|---|---|",
-        f"| plan (sha256 of every file, layer checks) | {loc['plan_seconds']:.1f} |",
-        f"| stage inputs + maps ({loc['jobs']} map jobs of 32 photos) | {loc['maps_seconds']:.1f} |",
-        f"| of which model compute (sum over jobs) | {loc['compute_seconds']:.1f} |",
-        f"| of which reduced decodes (sum, overlapped with compute) | {loc['decode_seconds_sum']:.1f} |",
-        f"| reduce, {n_layers} layers ({loc['units']} units: merge + render of mosaics and pages) | {loc['reduce_seconds']:.1f} |",
-        f"| of which rendering | {loc['render_seconds']:.1f} |",
-        "",
-        f"Map phase: {loc['photos'] / loc['maps_seconds']:.2f} photos/s; the model compute inside "
-        f"it: {loc['photos'] / loc['compute_seconds']:.2f} photos/s, so staging, decoding and "
-        f"writing add **{100 * (loc['maps_seconds'] / loc['compute_seconds'] - 1):.1f} %** to the "
-        "compute (decodes run one job ahead, writes one behind). "
-        f"**Map phase ÷ forward-only (section 1): {loc['photos'] / loc['maps_seconds'] / fw:.2f}×** "
-        "(target ≥ 0.9). "
-        + ceiling_text(t, fw, loc) + " "
-        f"Whole run including the reduce: {loc['photos'] / (loc['maps_seconds'] + loc['reduce_seconds']):.2f} "
-        f"photos/s (the render is per unit, {loc['units']} mosaics, independent of the photo count "
-        f"beyond the decodes). Photos failed: {loc['failed']}.",
-        "",
-        "## 3. Reducer memory: the merge alone, 512 units, k = 9, batches of 32 photos",
-        "",
-        "| photos | batch files | merge seconds | tracemalloc peak (MB) | state JSON (KB) |",
-        "|---|---|---|---|---|",
-        *[f"| {m['photos']} | {m['batches']} | {m['seconds']:.2f} | {m['peak_mb']:.1f} | {m['state_kb']:.0f} |"
-          for m in red],
-        "",
-        f"{red[-1]['photos'] / red[0]['photos']:.0f} times the photos, "
-        f"{red[-1]['peak_mb'] / red[0]['peak_mb']:.1f}× the peak, and it is bounded: the state is k × channels "
-        "candidates plus the sha256 of the photos they reference (at most k × channels of "
-        "them: more distinct winners with more photos is what grows, up to that bound), and one "
-        "batch file is in memory at a time (the reducer reads 8 at once). The list of merged "
-        "batch ids (17 bytes per 32 photos) is the only part without a bound. Merge time is "
-        "linear in the batch files, mostly parsing their JSON (section 3 ran after the others).",
-        "",
-        f"## 4. Atlas of {model}, the chosen layers, from section 2's results",
-        "",
-        f"{atl['layers']} layers, {atl['units']} unit pages, {atl['photos']} photo pages, "
-        f"{atl['files']} files, {atl['mb']:.0f} MB: **{atl['seconds']:.1f} s**.",
-        "",
-        *fleet_lines(r),
-        "",
-        "Raw data: `bench/.examples-raw.json`.",
-    ]
-    return "\n".join(lines) + "\n"
+    if "decode_cpu_ms" in t:  # the limit: every photo decoded besides the forward pass
+        best = 1000 * (os.cpu_count() or 1) / (t["forward_cpu_ms"] + t["decode_cpu_ms"])
+        rows.append(("2 local", "core-ms/photo decode; forward; limit with perfect overlap / "
+                     "forward-only", f"{t['decode_cpu_ms']:.1f}; {t['forward_cpu_ms']:.1f}; "
+                     f"{best / fw:.2f}"))
+    rows += [("3 reducer", f"{m['photos']} photos, {m['batches']} batch files: s / peak MB / "
+              "state KB", f"{m['seconds']:.2f} / {m['peak_mb']:.1f} / {m['state_kb']:.0f}")
+             for m in r["reducer"]]
+    rows.append(("4 atlas", "layers / units / photos / files / MB / seconds",
+                 f"{atl['layers']} / {atl['units']} / {atl['photos']} / {atl['files']} / "
+                 f"{atl['mb']:.0f} / {atl['seconds']:.1f}"))
+    if f is not None:
+        mk, log = f["marks"], f.get("log") or {}
+        # the last marker is written after the last model batch; LastModified is floored to 1 s
+        map_end = max(f.get("last_map_outcome") or mk["report"], log.get("last_batch_end", 0.0))
+        loc_map_s = loc["plan_seconds"] + loc["maps_seconds"]
+        loc_all = loc["photos"] / (loc_map_s + loc["reduce_seconds"])
+        n = f["photos"]
+        rate_all, rate_map = n / f["wall"], n / map_end
+        cpu = f["cpu"]
+        others = cpu["machine"] - cpu["worker"] - cpu["weed"] - cpu["redis"] - cpu["cli"]
+        rows += [
+            ("5 fleet", "s from the CLI's start: submitted / map phase / report / summary / exit",
+             " / ".join(f"{v:.1f}" for v in (mk.get("submitted", float("nan")), map_end,
+                                             mk["report"], mk["summary"], f["wall"]))),
+            ("5 fleet", "photos/s: map phase; whole run", f"{rate_map:.2f}; {rate_all:.2f}"),
+            ("5 fleet", "fleet / local: whole run; map phase",
+             f"{rate_all / loc_all:.2f}; {rate_map / (loc['photos'] / loc_map_s):.2f}"),
+            ("5 fleet", "map phase / forward-only (target >= 0.9); whole run / forward-only",
+             f"{rate_map / fw:.2f}; {rate_all / fw:.2f}"),
+            ("5 fleet", "worker peak RSS MiB (reset ok); with the model loaded",
+             f"{f['peak_mb']:.0f} ({f['peak_reset']}); {f['rss_model_loaded_mb']:.0f}"),
+            ("5 fleet", "model s (photos/s); decodes s (sum); render s",
+             f"{f['model_seconds']:.1f} ({n / max(f['model_seconds'], 1e-9):.2f}); "
+             f"{f['decode_seconds_sum']:.1f}; {f['render_seconds']:.1f}"),
+            ("5 fleet", "CPU s: worker / SeaweedFS / Redis / CLI / others",
+             " / ".join(f"{v:.0f}" for v in (cpu["worker"], cpu["weed"], cpu["redis"],
+                                             cpu["cli"], others))),
+            ("5 fleet", "photos failed; jobs done / failed; CLI exit",
+             f"{f['failed']}; {f['counts']['done']} / {f['counts']['failed']}; "
+             f"{f['returncode']}"),
+        ]
+    return table(("section", "measure", "value"), rows) + (
+        f"\n\n(model {r['model']}, layers {','.join(r['layers'])}, {r['photos']} photos, "
+        f"{r['minutes']:.1f} min)")
 
 
 def main() -> None:
@@ -485,10 +354,11 @@ def main() -> None:
                     help="upload the photos into the fleet's bucket before its clock starts")
     ap.add_argument("--fleet-timeout", type=float, default=7200.0)
     ap.add_argument("--keep-outputs", action="store_true", help="keep section 2's output folder")
-    ap.add_argument("--quick", action="store_true", help="tiny sizes, every section, no write")
+    ap.add_argument("--quick", action="store_true", help="tiny sizes, every section")
+    ap.add_argument("--raw", type=Path, default=None,
+                    help="raw JSON (default: bench/raw/examples.json; --quick: the temp folder)")
     ap.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "convatlas-bench-examples")
     args = ap.parse_args()
-    command = " ".join(["bench/bench_examples.py", *sys.argv[1:]])
     if args.quick:
         args.photos, args.trunk_photos, args.repeats = 40, 32, 1
         args.warm_photos = min(args.warm_photos, 8)
@@ -510,7 +380,6 @@ def main() -> None:
     channels = dict(chosen)
     layers_csv = ",".join(layers)
 
-    load = os.getloadavg()[0]
     t_all = time.perf_counter()
     say(f"making {args.photos} photos")
     photos = make_photos(args.work / "photos", args.photos)
@@ -540,28 +409,18 @@ def main() -> None:
     if not args.no_fleet:
         import _examples_fleet
 
-        _examples_fleet.say = say
         assert warm is not None
         fleet = _examples_fleet.fleet_section(folder, warm, args.model, layers_csv, args.work,
                                               args.fleet_timeout, args.fleet_preupload)
         say("fleet: " + json.dumps({k: v for k, v in fleet.items() if k != "batches"}))
     say("reducer memory")
     reducer = reducer_memory([1000, 10000] if not args.quick else [100, 400])
-    cpu = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
-                if ln.startswith("model name")), "unknown CPU")
-    raw = {"date": datetime.date.today().isoformat(), "cpu": cpu, "load": load, "photos": args.photos,
-           "command": command, "minutes": (time.perf_counter() - t_all) / 60,
+    raw = {**machine_info(), "photos": args.photos, "minutes": (time.perf_counter() - t_all) / 60,
            "model": args.model, "layers": layers, "channels": channels, "conv_layers": conv,
            "layer_index": index, "side": side,
            "trunk": trunk, "local": local, "reducer": reducer, "atlas": atlas, "fleet": fleet}
-    text = write_results(raw)
-    if not args.quick:
-        (Path(__file__).resolve().parent / ".examples-raw.json").write_text(json.dumps(raw, indent=2))
-        RESULTS.write_text(text)
-        say(f"wrote {RESULTS}")
-    else:
-        print(text)
-        say(f"quick run: {raw['minutes']:.1f} min, nothing written")
+    dump_raw(raw_path("examples", args.quick, args.raw), raw)
+    print(report(raw))
 
 
 if __name__ == "__main__":

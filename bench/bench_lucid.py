@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Quality and cost of the lucid pattern style beside the book style (issue 14, items 2 and 3).
 
-    .venv/bin/python bench/bench_lucid.py            # full run, writes RESULTS-lucid.md and the picture
+    .venv/bin/python bench/bench_lucid.py            # full run: the lucid block of RESULTS-lucid.md, the picture
     .venv/bin/python bench/bench_lucid.py --quick    # tiny sizes, smoke check (no write)
     .venv/bin/python bench/bench_lucid.py --skip cost page   # sections: quality curve cost page picture
 
@@ -24,13 +24,20 @@ per-repeat ratios. The CPU is shared (2 cores, other jobs): absolute times drift
 Network FLOPs per step as bench_engine counts them (×3: forward + input grad + weight grad, per
 filter) against a float32 matmul peak measured inside every repeat. A whole page (64 filters at
 each style's default steps) is timed once per style.
+
+Columns: beats others / noise = share of live tiles whose own activation exceeds the mean of the
+other tiles' patterns / the grey-noise start's; own/others = median ratio; robust = median of
+E[own activation | Lucid transform] / own activation (min in brackets); own = median activation
+(the book's pixels are unbounded, lucid's lie in 0–255: not comparable); in the curve, own rel. =
+own activation relative to the longest run's, bN = the book style at its N steps. A full run
+rewrites the lucid text block of RESULTS-lucid.md (these tables) and ``bench/raw/lucid.json``;
+the reading around it is written by hand.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import sys
 import time
 import warnings
@@ -40,12 +47,24 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from measure import (
+    REPO,
+    Log,
+    conv_flops,
+    dump_raw,
+    interleaved,
+    machine_lines,
+    matmul_peak,
+    median,
+    raw_path,
+    write_section,
+)
 
-REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "bench"))
 
-from bench_engine import conv_flops, interleaved, machine, matmul_peak, tf  # noqa: E402
+from convatlas.shared.tf_env import import_tf  # noqa: E402
+
+tf = import_tf()
 
 from convatlas.shared.engine.objectives import feature_model, start_image  # noqa: E402
 from convatlas.shared.engine.patterns import Pattern, PatternParams, filter_patterns  # noqa: E402
@@ -106,20 +125,7 @@ QUICK = Config(
 )
 
 
-class Log:
-    def __init__(self) -> None:
-        self.lines: list[str] = []
-
-    def __call__(self, text: str = "") -> None:
-        print(text, flush=True)
-        self.lines.extend(text.split("\n"))
-
-
 log = Log()
-
-
-def med(xs: list[float] | np.ndarray) -> float:
-    return float(statistics.median(list(xs))) if len(xs) else float("nan")
 
 
 # --- quality ----------------------------------------------------------------------------------
@@ -178,8 +184,8 @@ def quality(lm: LoadedModel, layer: str, pats: list[Pattern], draws: int, seed: 
         live=len(live), dead=sum(p.dead for p in pats),
         beats_others=float(np.mean(own > others)) if live else float("nan"),
         beats_noise=float(np.mean(own > nz)) if live else float("nan"),
-        own_over_others=med(own / np.maximum(others, 1e-6)), own=med(own),
-        robustness=med(rob), robust_min=float(rob.min()) if live else float("nan"),
+        own_over_others=median(own / np.maximum(others, 1e-6)), own=median(own),
+        robustness=median(rob), robust_min=float(rob.min()) if live else float("nan"),
     )
 
 
@@ -190,10 +196,6 @@ def params(cfg: Config, style: str, steps: int | None = None) -> PatternParams:
 def bench_quality(cfg: Config, lm: LoadedModel) -> dict[tuple[str, str], list[Pattern]]:
     log(f"\n## 1. Quality: vgg16-hed, filters 0–{cfg.quality_filters - 1} of each layer, {cfg.size} px, "
         "each style at its default steps")
-    log("beats others / noise: share of live tiles whose own activation exceeds the mean of the other\n"
-        "tiles' patterns / the book's grey-noise start; own/others: median ratio; robust: median of\n"
-        f"E[own activation | Lucid transform] / own activation over {cfg.robust_draws} fresh draws (min in brackets).\n"
-        "own: median activation (the book's pixels are unbounded, lucid's lie in 0–255: not comparable).")
     head = f"{'layer':<13} {'style':<6} {'steps':>5} {'live':>4} {'dead':>4} {'beats others':>12} {'beats noise':>11} {'own/others':>10} {'own':>8} {'robust':>15} {'time':>7}"
     log(head)
     log("-" * len(head))
@@ -215,8 +217,6 @@ def bench_quality(cfg: Config, lm: LoadedModel) -> dict[tuple[str, str], list[Pa
 
 def bench_curve(cfg: Config, lm: LoadedModel) -> None:
     log(f"\n## 2. lucid quality / steps: vgg16-hed, filters 0–{cfg.curve_filters - 1}, {cfg.size} px")
-    log("own: median own activation relative to the longest run's (per filter, then median); the\n"
-        "other columns as in section 1. bN: the book style at its N steps, for reference.")
     head = f"{'layer':<13} {'steps':>5} {'own rel.':>8} {'beats others':>12} {'own/others':>10} {'robust':>7} {'time':>7}"
     log(head)
     log("-" * len(head))
@@ -233,7 +233,7 @@ def bench_curve(cfg: Config, lm: LoadedModel) -> None:
             q = quality(lm, layer, runs[s], cfg.robust_draws)
             rel = [a.final_activation / b.final_activation for a, b in zip(runs[s], last, strict=True)
                    if not b.dead and b.final_activation > 0]
-            log(f"{layer:<13} {s:>5} {med(rel):>8.2f} {q.beats_others:>12.2f} {q.own_over_others:>10.2f} "
+            log(f"{layer:<13} {s:>5} {median(rel):>8.2f} {q.beats_others:>12.2f} {q.own_over_others:>10.2f} "
                 f"{q.robustness:>7.2f} {times[s]:>6.0f}s")
         pb = params(cfg, "book")
         book = filter_patterns(lm, layer, filters, pb, batch_size=len(filters))
@@ -248,10 +248,6 @@ def bench_cost(cfg: Config, lm: LoadedModel, peak: Callable[[], float]) -> dict[
     a, b = cfg.cost_steps
     n = cfg.cost_filters
     log(f"\n## 3. Cost per step: {n} filters in one batch, {cfg.size} px, lucid ÷ book")
-    log(f"per step = (T({b} steps) − T({a} steps)) / {b - a}, both step counts and both styles run one after\n"
-        f"the other inside each of {cfg.cost_repeats} repeats, order rotated; ratio = median of per-repeat ratios.\n"
-        "GFLOP/s: network work per step n × 3 × F_fwd (bench_engine's ×3 formula) ÷ per-step time,\n"
-        f"as a share of the float32 matmul peak measured in every repeat (target for deep layers ≥ {PEAK_TARGET}).")
     filters = list(range(n))
     head = (f"{'layer':<13} {'book ms/step':>12} {'lucid ms/step':>13} {'lucid/book':>10} {'target':>7} "
             f"{'book/peak':>9} {'lucid/peak':>10}  runs lucid/book")
@@ -274,12 +270,12 @@ def bench_cost(cfg: Config, lm: LoadedModel, peak: Callable[[], float]) -> dict[
         ratio = [x / y for x, y in zip(per["lucid"], per["book"], strict=True)]
         f_step = n * 3 * conv_flops(lm.any_size_model(), layer, cfg.size)
         top = max(t["peak"])
-        frac = {st: med([f_step / x / 1e9 / top for x in per[st]]) for st in STYLES}
-        fixed = {st: med([y - a * x for x, y in zip(per[st], t[f"{st}{a}"], strict=True)]) for st in STYLES}
-        summary[layer] = {"book": med(per["book"]), "lucid": med(per["lucid"]), "ratio": med(ratio),
+        frac = {st: median([f_step / x / 1e9 / top for x in per[st]]) for st in STYLES}
+        fixed = {st: median([y - a * x for x, y in zip(per[st], t[f"{st}{a}"], strict=True)]) for st in STYLES}
+        summary[layer] = {"book": median(per["book"]), "lucid": median(per["lucid"]), "ratio": median(ratio),
                           "book_fixed": fixed["book"], "lucid_fixed": fixed["lucid"]}
-        verdict = "ok" if med(ratio) <= COST_TARGET else "MISS"
-        log(f"{layer:<13} {med(per['book']) * 1e3:>12.0f} {med(per['lucid']) * 1e3:>13.0f} {med(ratio):>10.2f} "
+        verdict = "ok" if median(ratio) <= COST_TARGET else "MISS"
+        log(f"{layer:<13} {median(per['book']) * 1e3:>12.0f} {median(per['lucid']) * 1e3:>13.0f} {median(ratio):>10.2f} "
             f"{verdict:>7} {frac['book']:>9.2f} {frac['lucid']:>10.2f}  {', '.join(f'{r:.2f}' for r in ratio)}")
     log(f"matmul peak, best of the run: {max(t['peak']):.0f} GFLOP/s")
     return summary
@@ -336,18 +332,6 @@ def picture(cfg: Config, pats: dict[tuple[str, str], list[Pattern]], path: Path)
 # --- main -------------------------------------------------------------------------------------
 
 
-def write_results(body: list[str]) -> None:
-    start, end = "<!-- bench:lucid:start -->", "<!-- bench:lucid:end -->"
-    block = "\n".join([start, "```text", *body, "```", end])
-    text = RESULTS.read_text() if RESULTS.exists() else "# Lucid style: quality and cost\n"
-    if start in text and end in text:
-        a, b = text.index(start), text.index(end) + len(end)
-        text = text[:a] + block + text[b:]
-    else:
-        text = text.rstrip("\n") + "\n\n" + block + "\n"
-    RESULTS.write_text(text)
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="tiny sizes, smoke check (no write)")
@@ -356,7 +340,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     cfg = QUICK if args.quick else FULL
     t0, load0 = time.perf_counter(), os.getloadavg()
-    for line in machine():
+    for line in machine_lines():
         log(line)
     log(f"command: bench/bench_lucid.py {' '.join(sys.argv[1:] if argv is None else argv)}".rstrip())
     lm = get_model("vgg16-hed")
@@ -377,7 +361,8 @@ def main(argv: list[str] | None = None) -> int:
     log(f"\nwall time {time.perf_counter() - t0:.0f} s; load average (1 min) {load0[0]:.1f} at start, "
         f"{load1[0]:.1f} at end on {os.cpu_count()} cores (other jobs share the machine)")
     if write:
-        write_results(log.lines)
+        write_section(RESULTS, "lucid", log.lines)
+    dump_raw(raw_path("lucid", args.quick), {"lines": log.lines, "cost": cost})
     return 0
 
 

@@ -2,11 +2,16 @@
 """Benchmark: the overnight job (every filter of every vgg16-hed layer) on a fleet of 2 workers
 vs in-process, and a 4224-job run with 3 worker ``kill -9``s (issue 11).
 
-    .venv/bin/python bench/bench_overnight.py            # writes bench/RESULTS-overnight.md
-    .venv/bin/python bench/bench_overnight.py --quick    # 2 layers, 1 kill; no write
-    .venv/bin/python bench/bench_overnight.py --crashes-only   # part B alone; rewrites its section
+    .venv/bin/python bench/bench_overnight.py            # parts A and B
+    .venv/bin/python bench/bench_overnight.py --quick    # 2 layers, 1 kill: smoke check
+    .venv/bin/python bench/bench_overnight.py --crashes-only   # part B alone
     .venv/bin/python bench/bench_overnight.py --whole    # A2: the whole job, both sides (~3 h)
     .venv/bin/python bench/bench_overnight.py --split    # A3: half of every layer each (~1.5 h)
+    .venv/bin/python bench/bench_overnight.py --whole --smoke   # (or --split --smoke) smoke check
+
+Each part prints its tables and writes its raw measurements (``bench/raw/overnight-<part>.json``;
+a quick or smoke run's in the temp folder); the reading is written by hand in
+``RESULTS-overnight.md``.
 
 A. **Book settings** (40 steps, 64 px): page 0 (filters 0:64) of each of the 13 conv layers,
    832 filters, as ``convatlas grids`` would compute them: in-process (``run_local``) and on the
@@ -37,7 +42,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import os
-import platform
 import random
 import signal
 import sys
@@ -48,10 +52,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parent.parent
+from measure import REPO, dump_raw, machine_info, raw_path, table
+
 sys.path.insert(0, str(REPO))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-RESULTS = Path(__file__).resolve().parent / "RESULTS-overnight.md"
 MODEL = "vgg16-hed"
 
 
@@ -89,20 +93,6 @@ class Workers:
         for p in self.procs:
             if p is not None:
                 stop_worker(p)
-
-
-def replace_section(name: str, lines: list[str], head: list[str] | None = None) -> None:
-    """Put ``## {name}. ...`` (``lines``) in RESULTS in place of its old text, in A, A2, A3, B
-    order, keeping the other sections as they are; ``head`` replaces the text above them."""
-    order = ["A", "A2", "A3", "B"]
-    text = RESULTS.read_text() if RESULTS.exists() else ""
-    old_head, *chunks = text.split("\n## ")
-    sections = {c.split(".", 1)[0]: "## " + c.rstrip("\n") for c in chunks}
-    sections[name] = "\n".join(lines).rstrip("\n")
-    body = [sections[k] for k in order if k in sections]
-    top = "\n".join(head) if head is not None else old_head
-    RESULTS.write_text(top.rstrip("\n") + "\n\n" + "\n\n".join(body) + "\n")
-    print(f"rewrote part {name} of {RESULTS}")
 
 
 def wait_report(storage: Any, run_id: str, timeout: float = 7200) -> dict[str, Any]:
@@ -154,13 +144,12 @@ def local_run(plan: Any, out: Path) -> tuple[float, dict[str, Any]]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--crashes-only", action="store_true",
-                    help="run part B only and rewrite only its section of the results")
+    ap.add_argument("--quick", action="store_true", help="2 layers, 1 kill: smoke check")
+    ap.add_argument("--crashes-only", action="store_true", help="run part B only")
     ap.add_argument("--whole", action="store_true",
                     help="run the whole job at book settings on both sides (part A2) only")
     ap.add_argument("--smoke", action="store_true",
-                    help="with --whole: one layer at 16 px, 1 step, to check the script; no write")
+                    help="with --whole or --split: 16 px, 1 step, 1-2 layers, to check the script")
     ap.add_argument("--split", action="store_true",
                     help="the whole job once, half of every layer on each side (part A3) only")
     args = ap.parse_args()
@@ -242,8 +231,10 @@ def main() -> None:
     finally:
         s3.stop()
         redis.stop()
-    if not args.quick:
-        write_results(out, time.time() - t_start, layers)
+    out.update(machine_info(), minutes=(time.time() - t_start) / 60)
+    part = "B" if args.crashes_only else "A-B"
+    dump_raw(raw_path(f"overnight-{part}", args.quick), out)
+    print(report(out))
 
 
 @dataclass
@@ -312,28 +303,30 @@ def both_sides(part: str, make_plans: Callable[[Any], tuple[Any, Any]],
                  report, local_layers, fleet_layers)
 
 
-def side_rows(s: Sides, halves: bool) -> list[str]:
-    """The two sides' table (wall, outcomes, healing) and the verdict; with ``halves`` each
-    side's measured half beside its whole job (2 × half)."""
-
-    def wall(t: float) -> str:
-        whole = 2 * t if halves else t
-        return (f"{t:.0f} s | " if halves else "") + f"{whole:.0f} s ({whole / 3600:.2f} h)"
-
-    local, fleet = s.local_report["counts"], s.fleet_report["counts"]
+def side_table(s: Sides, halves: bool) -> str:
+    """The two sides' wall time, outcomes and healing, and fleet vs in-process; with ``halves``
+    each side's measured half beside its whole job (2 × half)."""
     healing = s.fleet_report.get("healing") or {}
-    return [
-        "| Side | " + ("Half (measured) | Whole job (2 × half)" if halves else "Wall")
-        + " | Outcomes | Failed | Requeued by the healer | Duplicates |",
-        "|---|---|" + ("---|" if halves else "") + "---|---|---|---|",
-        f"| In-process | {wall(s.t_local)} | {local['done']} | {local['failed']} | – | – |",
-        f"| Fleet, 2 workers | {wall(s.t_fleet)} | {fleet['done']} | {fleet['failed']} | "
-        f"{healing.get('requeued', 0)} | {healing.get('duplicates', 0)} |",
-        "",
-        f"**Fleet vs in-process, the whole job: {s.ratio:.2f}×** (target ≥ 0.9×: "
-        f"{'met' if s.ratio >= 0.9 else 'not met'}).",
-        "",
-    ]
+    rows = []
+    for side, t, rep, heal in (("in-process", s.t_local, s.local_report, {}),
+                               ("fleet, 2 workers", s.t_fleet, s.fleet_report, healing)):
+        whole = 2 * t if halves else t
+        rows.append((side, *((f"{t:.0f}",) if halves else ()), f"{whole:.0f} ({whole / 3600:.2f} h)",
+                     rep["counts"]["done"], rep["counts"]["failed"], heal.get("requeued", "-"),
+                     heal.get("duplicates", "-")))
+    head = ("side", *(("half s",) if halves else ()), "whole job s", "outcomes", "failed",
+            "requeued", "duplicates")
+    return (table(head, rows) + f"\n\nfleet vs in-process, the whole job: {s.ratio:.2f}x "
+            f"(target >= 0.9x: {'met' if s.ratio >= 0.9 else 'NOT MET'})")
+
+
+def sides_raw(s: Sides) -> dict[str, Any]:
+    return {**machine_info(), "started": f"{s.started:%Y-%m-%d %H:%M}", "load_start": s.load_start,
+            "load_end": os.getloadavg()[0], "local_jobs": len(s.local_plan.jobs),
+            "fleet_jobs": len(s.fleet_plan.jobs), "t_local": s.t_local, "t_fleet": s.t_fleet,
+            "local_counts": s.local_report["counts"], "fleet_counts": s.fleet_report["counts"],
+            "healing": s.fleet_report.get("healing"), "local_layers": s.local_layers,
+            "fleet_layers": s.fleet_layers}
 
 
 def whole_job(smoke: bool = False) -> None:
@@ -347,22 +340,8 @@ def whole_job(smoke: bool = False) -> None:
         return plan, plan
 
     s = both_sides("A2", plans)
-    if smoke:
-        print(f"A2 smoke: ratio {s.ratio:.2f}; nothing written")
-        return
-    plan = s.local_plan
-    replace_section("A2", [
-        "## A2. The whole job at book settings, measured",
-        "",
-        f"Run {s.started:%Y-%m-%d %H:%M}, `bench/bench_overnight.py --whole`: `--layers all "
-        f"--filters all`, {len(plan.jobs)} filters, 40 steps, 64 px. In-process (`run_local`, "
-        "one run) first, then one submission to a fleet of 2 workers set up as in part A, each "
-        f"from start to its last page and report ({len(plan.grids)} pages). Load average "
-        f"{s.load_start:.1f} at the start, {os.getloadavg()[0]:.1f} at the end (the two sides "
-        "themselves).",
-        "",
-        *side_rows(s, halves=False),
-    ])
+    dump_raw(raw_path("overnight-A2", smoke), sides_raw(s))
+    print(side_table(s, halves=False))
 
 
 def half_plans(settings: Any, smoke: bool) -> tuple[Any, Any]:
@@ -397,21 +376,9 @@ def layer_finish(storage: Any, plan: Any, t0: float) -> dict[str, float]:
     return last
 
 
-LAYER_TABLE_HEAD = [
-    "Per layer: seconds from the start of each side's half to the last outcome marker of the "
-    "layer, and the layer's own share (from the previous layer's last marker). On the fleet the "
-    "layers overlap (a page of the next layer starts while the last one finishes), so the "
-    "cumulative columns are the ones to compare; the shares of the block1/block2 layers are "
-    "a few seconds either way.",
-    "",
-    "| Layer | Filters (in-process + fleet) | In-process, to its end | Fleet, to its end | "
-    "Fleet vs in-process, to its end | In-process share | Fleet share |",
-    "|---|---|---|---|---|---|---|",
-]
-
-
-def layer_rows(local_layers: dict[str, float], fleet_layers: dict[str, float]) -> list[str]:
-    """The per-layer table's rows (and one printed line each), in the model's layer order."""
+def layer_table(local_layers: dict[str, float], fleet_layers: dict[str, float]) -> str:
+    """Per layer, in the model's order: seconds from each side's start to the layer's last
+    outcome marker, and the layer's own share (from the previous layer's last marker)."""
     rows, prev_l, prev_f = [], 0.0, 0.0
     for name, channels in conv_layers():
         if name not in local_layers:
@@ -419,100 +386,44 @@ def layer_rows(local_layers: dict[str, float], fleet_layers: dict[str, float]) -
         cl, cf = local_layers[name], fleet_layers[name]
         dl, df = cl - prev_l, cf - prev_f
         prev_l, prev_f = cl, cf
-        rows.append(f"| {name} | {channels // 2} + {channels - channels // 2} | {cl:.0f} s | "
-                    f"{cf:.0f} s | {cl / cf if cf else float('nan'):.2f}× | {dl:.0f} s | "
-                    f"{df:.0f} s |")
-        print(f"A3 {name:14s} in-process {cl:6.0f} s ({dl:+5.0f})  fleet {cf:6.0f} s "
-              f"({df:+5.0f})", flush=True)
-    return rows
+        rows.append((name, f"{channels // 2} + {channels - channels // 2}", f"{cl:.0f}",
+                     f"{cf:.0f}", f"{cl / cf if cf else float('nan'):.2f}x", f"{dl:.0f}",
+                     f"{df:.0f}"))
+    return table(("layer", "filters (local + fleet)", "in-process to its end s",
+                  "fleet to its end s", "fleet vs in-process", "in-process share s",
+                  "fleet share s"), rows)
 
 
 def split_job(smoke: bool = False) -> None:
     """A3: the whole job computed once, half of every layer on each side, in one run."""
     s = both_sides("A3", lambda settings: half_plans(settings, smoke), layer_times=True)
-    rows = layer_rows(s.local_layers, s.fleet_layers)
-    if smoke:
-        print(f"A3 smoke: ratio {s.ratio:.2f}; nothing written")
-        return
-    replace_section("A3", [
-        "## A3. The whole job at book settings, split between the sides in one run",
-        "",
-        f"Run {s.started:%Y-%m-%d %H:%M}, `bench/bench_overnight.py --split`: every filter of "
-        f"every layer at book settings (40 steps, 64 px) computed once: the first half of each "
-        f"layer's filters in-process (`run_local`, one run, {len(s.local_plan.jobs)} filters), "
-        f"then the second half on the fleet of part A (one submission, "
-        f"{len(s.fleet_plan.jobs)} filters), each from start to its report. Every filter of a "
-        "layer costs the same (same shapes, same steps), so the halves are equal work, and each "
-        "side's whole job is twice its half. Both sides warmed up first; nothing else ran on "
-        "the machine.",
-        "",
-        *side_rows(s, halves=True),
-        *LAYER_TABLE_HEAD,
-        *rows,
-        "",
-    ])
+    dump_raw(raw_path("overnight-A3", smoke), sides_raw(s))
+    print(side_table(s, halves=True))
+    print(layer_table(s.local_layers, s.fleet_layers))
 
 
-def write_results(out: dict[str, Any], seconds: float, layers: list[tuple[str, int]]) -> None:
-    rows = out["sample"]
-    local_total = sum(r["local"] * r["pages"] for r in rows)
-    fleet_total = sum(r["fleet"] * r["pages"] for r in rows)
-    sampled_local = sum(r["local"] for r in rows)
-    sampled_fleet = sum(r["fleet"] for r in rows)
-    head = [
-        "# Overnight benchmark: every vgg16-hed filter, fleet of 2 workers vs in-process",
-        "",
-        f"Run {datetime.datetime.now():%Y-%m-%d %H:%M} on {os.cpu_count()} CPU cores "
-        f"({platform.processor() or platform.machine()}), Python {platform.python_version()}, "
-        f"`bench/bench_overnight.py` ({seconds / 60:.1f} min; load average "
-        f"{os.getloadavg()[0]:.1f} at the end; the cores were shared with other work).",
-        "",
-    ]
-    lines = [
-        *head,
-        "## A. Book settings (40 steps, 64 px): page 0 of each conv layer, then the whole job",
-        "",
-        "| Layer | Pages in the layer | In-process s/page | Fleet s/page | Fleet vs in-process |",
-        "|---|---|---|---|---|",
-    ]
-    for r in rows:
-        lines.append(f"| {r['layer']} | {r['pages']} | {r['local']:.1f} | {r['fleet']:.1f} | "
-                     f"{r['local'] / r['fleet']:.2f}× |")
-    verdict = "met" if rows and sampled_local / sampled_fleet >= 0.9 else "not met"
-    lines += [] if not rows else [
-        f"| **13 sampled pages** | | {sampled_local:.0f} s | {sampled_fleet:.0f} s | "
-        f"**{sampled_local / sampled_fleet:.2f}×** (target ≥ 0.9×: {verdict}) |",
-        "",
-        f"Whole job, 4224 filters in 66 pages (each layer's page time × its pages): in-process "
-        f"≈ {local_total / 3600:.2f} h, fleet of 2 workers ≈ {fleet_total / 3600:.2f} h "
-        f"({local_total / fleet_total:.2f}×). Measured one page per layer, not all 66: the "
-        "other pages of a layer run the same shapes.",
-        "",
-    ]
-    part_b = [
-        "## B. 4224 jobs (16 px, 1 step), 2 workers, worker SIGKILLs at random instants",
-        "",
-        "Visibility timeout 1 h, `CONVATLAS_REQUEUE_AFTER=30`: only the healer brings lost "
-        "messages back; a killed worker is restarted 2 s later. No re-submission.",
-        "",
-        "| kill -9s | Outcomes | Failed | Wall s | vs undisturbed | Requeued by the healer | Duplicates |",
-        "|---|---|---|---|---|---|---|",
-    ]
+def report(out: dict[str, Any]) -> str:
+    """Part A's sampled pages (with the whole job extrapolated) and part B's runs, as tables."""
+    rows, text = out["sample"], []
+    if rows:
+        loc, flt = sum(r["local"] for r in rows), sum(r["fleet"] for r in rows)
+        whole_l = sum(r["local"] * r["pages"] for r in rows)
+        whole_f = sum(r["fleet"] * r["pages"] for r in rows)
+        text += [table(("layer", "pages in the layer", "in-process s/page", "fleet s/page",
+                        "fleet vs in-process"),
+                       [*[(r["layer"], r["pages"], f"{r['local']:.1f}", f"{r['fleet']:.1f}",
+                           f"{r['local'] / r['fleet']:.2f}x") for r in rows],
+                        ("sampled pages", "", f"{loc:.0f}", f"{flt:.0f}", f"{loc / flt:.2f}x")]),
+                 f"A: {loc / flt:.2f}x (target >= 0.9x: {'met' if loc / flt >= 0.9 else 'NOT MET'}); "
+                 f"whole job extrapolated: in-process {whole_l / 3600:.2f} h, fleet "
+                 f"{whole_f / 3600:.2f} h ({whole_l / whole_f:.2f}x)", ""]
     base = out["kills"][0]["wall"]
-    for r in out["kills"]:
-        h = r["healing"]
-        part_b.append(f"| {r['kills']} | {r['done']}/{r['jobs']} | {r['failed']} | "
-                     f"{r['wall']:.1f} | {r['wall'] / base:.2f}× | {h.get('requeued', 0)} | "
-                     f"{h.get('duplicates', 0)} |")
-    if not rows:  # --crashes-only: part B replaces its section, part A stays as it was
-        part_b.insert(1, f"\nRun {datetime.datetime.now():%Y-%m-%d %H:%M} "
-                         f"(`--crashes-only`, {seconds / 60:.1f} min; load average "
-                         f"{os.getloadavg()[0]:.1f} at the end).")
-        replace_section("B", part_b)
-        return
-    # a full run rewrites the head, A and B, and keeps A2 and A3 (``--whole``, ``--split``)
-    replace_section("A", lines[len(head):], head=head)
-    replace_section("B", part_b)
+    text.append(table(("kill -9s", "outcomes", "failed", "wall s", "vs undisturbed", "requeued",
+                       "duplicates"),
+                      [(r["kills"], f"{r['done']}/{r['jobs']}", r["failed"], f"{r['wall']:.1f}",
+                        f"{r['wall'] / base:.2f}x", r["healing"].get("requeued", 0),
+                        r["healing"].get("duplicates", 0)) for r in out["kills"]]))
+    return "\n".join(text)
 
 
 if __name__ == "__main__":

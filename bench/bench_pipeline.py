@@ -3,9 +3,12 @@
 convatlas local (in-process) and convatlas fleet (Redis + SeaweedFS + 1 ``convatlas worker``),
 side by side in one run (issue 10, deliverable 4).
 
-    .venv/bin/python bench/bench_pipeline.py                # full run (~10 min on 2 busy cores), writes RESULTS-pipeline.md
-    .venv/bin/python bench/bench_pipeline.py --quick        # 6 + 6 photos, smoke check (no write)
-    .venv/bin/python bench/bench_pipeline.py --report-only  # rebuild the report from the last run's raw data
+    .venv/bin/python bench/bench_pipeline.py                # full run (~10 min on 2 busy cores)
+    .venv/bin/python bench/bench_pipeline.py --quick        # 6 + 6 photos, smoke check
+    .venv/bin/python bench/bench_pipeline.py --report-only  # the tables again from --raw
+
+It prints two tables and writes the raw measurements (``bench/raw/pipeline.json``, a quick run's
+in the temp folder); the reading of the figures is written by hand in ``RESULTS-pipeline.md``.
 
 The fleet is ``convatlas.stack.harness.Fleet`` (the harness of the integration and fault tests)
 on its own ``RedisServer`` and ``SeaweedS3Server`` (``convatlas.stack.servers``, free loopback
@@ -48,16 +51,10 @@ this run (the cores are shared with other work).
 from __future__ import annotations
 
 import argparse
-import contextlib
-import datetime
 import json
 import os
-import platform
-import re
 import secrets
 import shutil
-import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -66,22 +63,28 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from measure import (
+    Meter,
+    cpu_seconds,
+    dump_raw,
+    machine_info,
+    median,
+    parse_batches,
+    raw_path,
+    reset_peak,
+    say,
+    status_mb,
+    table,
+)
+
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-RESULTS = Path(__file__).resolve().parent / "RESULTS-pipeline.md"
 PHOTOS = REPO / "samples" / "photos"
 PHOTO_CACHE = Path(tempfile.gettempdir()) / "bench-pipeline-photos"
 CAM_MODEL = "efficientnet-lite0"
 INFLIGHT_CLASS = "tabby"
-CLK = os.sysconf("SC_CLK_TCK")
-
-T0 = time.monotonic()
-
-
-def say(msg: str) -> None:
-    print(f"[{time.monotonic() - T0:7.1f}s] {msg}", file=sys.stderr, flush=True)
 
 
 # --- configuration --------------------------------------------------------------------------------
@@ -107,109 +110,6 @@ T_CPU_MS = 300.0
 T_OUT_IN = 1.5
 T_INFLIGHT_MB = 1536.0
 T_WAIT = 0.10
-
-
-# --- /proc helpers --------------------------------------------------------------------------------
-
-
-def cpu_model() -> str:
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown"
-
-
-def mem_total_gb() -> float:
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal:"):
-                return int(line.split()[1]) / 1024**2
-    return 0.0
-
-
-def _children(pid: int) -> list[int]:
-    out: list[int] = []
-    with contextlib.suppress(OSError):
-        for task in Path(f"/proc/{pid}/task").iterdir():
-            with contextlib.suppress(OSError):
-                out.extend(int(c) for c in (task / "children").read_text().split())
-    return out
-
-
-def _tree(pid: int) -> list[int]:
-    todo, seen = [pid], []
-    while todo:
-        p = todo.pop()
-        if p not in seen:
-            seen.append(p)
-            todo.extend(_children(p))
-    return seen
-
-
-def _cpu_one(pid: int, waited_children: bool) -> float:
-    """utime + stime (+ cutime + cstime) of one process, seconds; 0 if it is gone."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    except OSError:
-        return 0.0
-    ticks = int(fields[11]) + int(fields[12])
-    if waited_children:
-        ticks += int(fields[13]) + int(fields[14])
-    return ticks / CLK
-
-
-def cpu_seconds(pid: int, tree: bool = True) -> float:
-    """CPU seconds of ``pid`` (all its threads) and, with ``tree``, of its descendants."""
-    if not tree:
-        return _cpu_one(pid, False)
-    return sum(_cpu_one(p, True) for p in _tree(pid))
-
-
-def machine_busy() -> float:
-    """Busy CPU seconds of the whole machine since boot (all cores, /proc/stat)."""
-    vals = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    idle = vals[3] + (vals[4] if len(vals) > 4 else 0)
-    return (sum(vals[:8]) - idle) / CLK
-
-
-def status_mb(pid: int, field: str) -> float:
-    with contextlib.suppress(OSError):
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) / 1024
-    return 0.0
-
-
-def reset_peak(pid: int) -> bool:
-    """Reset VmHWM of ``pid`` to its current RSS (Linux ≥ 4.0: ``clear_refs`` value 5)."""
-    try:
-        Path(f"/proc/{pid}/clear_refs").write_text("5")
-        return True
-    except OSError:
-        return False
-
-
-class Meter:
-    """CPU seconds of named processes, of the machine and wall time over one measured run."""
-
-    def __init__(self, procs: dict[str, int]) -> None:
-        self.procs = procs
-
-    def snap(self) -> dict[str, float]:
-        s = {name: cpu_seconds(pid, tree=name != "self") for name, pid in self.procs.items()}
-        s["machine"] = machine_busy()
-        s["wall"] = time.perf_counter()
-        return s
-
-    def diff(self, a: dict[str, float], b: dict[str, float]) -> dict[str, float]:
-        d = {k: b[k] - a[k] for k in a}
-        d["others"] = d["machine"] - sum(d[k] for k in self.procs)
-        return d
-
-
-def median(xs: list[float]) -> float:
-    return statistics.median(xs) if xs else float("nan")
 
 
 # --- inputs ---------------------------------------------------------------------------------------
@@ -399,21 +299,6 @@ def local_run(plan: Any, tmp: Path) -> dict[str, Any]:
            "out_bytes": output_bytes_local(plan, out), "in_bytes": input_bytes(plan)}
     shutil.rmtree(out, ignore_errors=True)
     return res
-
-
-_BATCH = re.compile(
-    r"\[(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}): [A-Z]+/[^\]]*\].*?batch of (\d+) jobs "
-    r"\(([^)]*)\): model ([\d.]+) s, waited ([\d.]+) s for input; queued (\d+)"
-)
-
-
-def parse_batches(text: str) -> list[dict[str, float]]:
-    out = []
-    for m in _BATCH.finditer(text):
-        ts = datetime.datetime.strptime(m.group(1), "%Y-%m-%d %H:%M:%S,%f").timestamp()
-        out.append({"end": ts, "n": int(m.group(2)), "model": float(m.group(4)),
-                    "waited": float(m.group(5)), "queued": int(m.group(6))})
-    return out
 
 
 class FleetSide:
@@ -633,45 +518,7 @@ def section_inflight(cfg: Config, fs: FleetSide, meter: Meter, settings: Any,
     return res
 
 
-# --- report ---------------------------------------------------------------------------------------
-
-
-def verdict(ok: bool) -> str:
-    return "met" if ok else "**not met**"
-
-
-def model_cpu(r: dict[str, Any]) -> float | None:
-    """The model's CPU seconds in a book or local run (None: not measured)."""
-    v = r.get("model_cpu_s")
-    return None if v is None else float(v)
-
-
-def fmt_outside(rs: list[dict[str, Any]], proc: str,
-                model_ms: float | None = None) -> tuple[str, float | None]:
-    """CPU ms per photo outside the model, median over runs, as text, and the figure a verdict
-    uses (None: not measurable): process CPU − model CPU where the model's CPU is known (or
-    ``model_ms`` per photo is given for it), with the issue's process CPU − model wall
-    seconds beside it."""
-    by_wall = median([(r["cpu"][proc] - r["model_s"]) / r["n"] * 1000 for r in rs])
-    mcs = [model_cpu(r) for r in rs]
-    if model_ms is not None:
-        m = median([r["cpu"][proc] / r["n"] * 1000 - model_ms for r in rs])
-        return (f"{m:.0f} with local's model CPU per photo ({model_ms:.0f} ms; CPU − model "
-                f"wall: {by_wall:.0f})"), m
-    if all(x is not None for x in mcs):
-        m = median([(r["cpu"][proc] - float(x)) / r["n"] * 1000
-                    for r, x in zip(rs, mcs, strict=True) if x is not None])
-        return f"{m:.0f} (CPU − model wall: {by_wall:.0f})", m
-    if by_wall < 0:
-        model = median([r["model_s"] / r["n"] * 1000 for r in rs])
-        return (f"n/a: model wall {model:.0f} ms/photo exceeded the CPU (the model thread "
-                f"waited for the cores)", None)
-    model = median([r["model_s"] / r["n"] * 1000 for r in rs])
-    cpu = median([r["cpu"][proc] / r["n"] * 1000 for r in rs])
-    if model > 0.5 * cpu:  # the wall of a model call that waited for the cores, mostly
-        return (f"{by_wall:.0f} (CPU − model wall; unreliable: the model's wall, {model:.0f} ms, "
-                f"is most of the {cpu:.0f} ms of CPU)"), None
-    return f"{by_wall:.0f} (CPU − model wall)", by_wall
+# --- the table ------------------------------------------------------------------------------------
 
 
 def our_cpu(r: dict[str, Any], side: str) -> float:
@@ -685,15 +532,31 @@ def tot(rs: list[dict[str, Any]], f: Callable[[dict[str, Any]], float]) -> float
     return sum(f(r) for r in rs)
 
 
-def build_report(raw: dict[str, Any]) -> str:
+def outside_ms(rs: list[dict[str, Any]], proc: str,
+               model_ms: float | None = None) -> tuple[float | None, float]:
+    """CPU ms per photo outside the model, median over runs: (process CPU − model CPU where
+    the model's CPU is known or ``model_ms`` per photo is given for it, else CPU − model wall
+    seconds, None where that is not measurable: the model's wall exceeded the CPU or is most
+    of it) and, beside it, the issue's process CPU − model wall seconds."""
+    by_wall = median([(r["cpu"][proc] - r["model_s"]) / r["n"] * 1000 for r in rs])
+    mcs = [r.get("model_cpu_s") for r in rs]
+    if model_ms is not None:
+        return median([r["cpu"][proc] / r["n"] * 1000 - model_ms for r in rs]), by_wall
+    if all(x is not None for x in mcs):
+        return median([(r["cpu"][proc] - float(x)) / r["n"] * 1000
+                       for r, x in zip(rs, mcs, strict=True) if x is not None]), by_wall
+    model = median([r["model_s"] / r["n"] * 1000 for r in rs])
+    cpu = median([r["cpu"][proc] / r["n"] * 1000 for r in rs])
+    return (None if by_wall < 0 or model > 0.5 * cpu else by_wall), by_wall
+
+
+def report(raw: dict[str, Any]) -> str:
+    """Two plain tables from a run's raw measurements: the issue's targets, and where the CPU
+    went per section and side (totals over the repeats)."""
     small, big, inf = raw["small"], raw["big"], raw["inflight"]
-    ratio = raw["model_cpu_ratio"]
-    rows: list[tuple[str, ...]] = []
-    reasons: list[str] = []
 
     def runs(section: str, side: str) -> list[dict[str, Any]]:
-        reps = small if section == "small" else big[section]
-        return [rep[side] for rep in reps]
+        return [rep[side] for rep in (small if section == "small" else big[section])]
 
     def rate(section: str, side: str) -> float:
         rs = runs(section, side)
@@ -701,397 +564,135 @@ def build_report(raw: dict[str, Any]) -> str:
 
     def rep_ratio(section: str, a: str, b: str) -> tuple[float, list[float]]:
         """Median over repeats of a's speed ÷ b's speed (same photos, same repeat)."""
-        reps = small if section == "small" else big[section]
-        per = [rep[b]["wall"] / rep[a]["wall"] for rep in reps]
+        per = [rep[b]["wall"] / rep[a]["wall"]
+               for rep in (small if section == "small" else big[section])]
         return median(per), per
 
     def cpu_ms(section: str, side: str) -> float:
         rs = runs(section, side)
         return tot(rs, lambda r: our_cpu(r, side)) / tot(rs, lambda r: r["n"]) * 1000
 
-    def share(section: str, side: str, key: str = "others") -> float:
-        rs = runs(section, side)
-        return tot(rs, lambda r: r["cpu"][key]) / tot(rs, lambda r: 2 * r["wall"])
+    def f(v: float | None, spec: str = ".2f") -> str:
+        return "n/a" if v is None else format(v, spec)
 
-    def label(section: str) -> str:
-        return "Small photos" if section == "small" else section.upper().replace("MP", " MP")
+    def check(v: float | None, target: float, at_most: bool = False) -> str:
+        if v is None:
+            return "not measurable"
+        return "met" if (v <= target if at_most else v >= target) else "NOT MET"
 
-    def fleet_reason(section: str, measured: float) -> str:
-        f, lo = runs(section, "fleet"), runs(section, "local")
-        n = tot(f, lambda r: r["n"])
-        parts = {k: tot(f, lambda r, k=k: r["cpu"][k]) / n * 1000
-                 for k in ("worker", "weed", "redis", "self")}
-        fc, lc = cpu_ms(section, "fleet"), cpu_ms(section, "local")
-        wm = tot(f, lambda r: r["model_s"]) / n * 1000
-        lm_ = tot(lo, lambda r: r["model_s"]) / n * 1000
-        return (
-            f"**{label(section)}: fleet/local {measured:.2f}×.** The fleet spent {fc:.0f} CPU ms "
-            f"per photo in its processes (worker {parts['worker']:.0f}, SeaweedFS "
-            f"{parts['weed']:.0f}, Redis {parts['redis']:.0f}, this process submitting and "
-            f"waiting {parts['self']:.0f}) against {lc:.0f} in the local process: local needs "
-            f"{lc / fc:.2f}× the fleet's CPU for the same photos. Both sides ran with the machine "
-            f"busy ({tot(f, lambda r: r['cpu']['machine']) / tot(f, lambda r: 2 * r['wall']):.0%} "
-            f"/ {tot(lo, lambda r: r['cpu']['machine']) / tot(lo, lambda r: 2 * r['wall']):.0%} "
-            f"of the 2 cores; other processes took {share(section, 'fleet'):.0%} / "
-            f"{share(section, 'local'):.0%}), so they are CPU-bound and {lc / fc:.2f}× is about "
-            f"the ceiling of fleet/local here, whatever the pipelining: the worker's stages "
-            f"overlap the model with storage I/O, but on 2 cores they compete with it and with "
-            f"SeaweedFS for the same CPU. Model wall per photo: worker {wm:.0f} ms, local "
-            f"{lm_:.0f} ms (the worker's model thread shares the cores with its own task "
-            f"threads, writers and SeaweedFS)."
-        )
+    rows: list[tuple[str, ...]] = []
 
-    # --- section 1
+    def ratio_row(what: str, section: str, a: str, b: str, target: float | None) -> None:
+        r, per = rep_ratio(section, a, b)
+        rows.append((what, f"{rate(section, a):.2f} vs {rate(section, b):.2f} photos/s",
+                     f"{r:.2f}x ({', '.join(f'{x:.2f}' for x in per)})",
+                     "-" if target is None else f">= {target}x",
+                     "-" if target is None else check(r, target)))
+
     if small:
-        r1, per = rep_ratio("small", "fleet", "local")
-        n = small[0]["fleet"]["n"]
-        rows.append((
-            f"1. Small photos ({n} distinct 128–192 px, {len(small)} repeats): fleet (1 worker) "
-            f"vs in-process",
-            f"{rate('small', 'fleet'):.1f} vs {rate('small', 'local'):.1f} photos/s",
-            f"{r1:.2f}× (repeats {', '.join(f'{x:.2f}' for x in per)})",
-            f"≥ {T_FLEET_VS_LOCAL}×", verdict(r1 >= T_FLEET_VS_LOCAL)))
-        if r1 < T_FLEET_VS_LOCAL:
-            reasons.append(fleet_reason("small", r1))
-
-    # --- section 2
+        ratio_row("small: fleet vs local", "small", "fleet", "local", T_FLEET_VS_LOCAL)
     for tag in big:
-        lab = label(tag)
         is12 = tag == "12mp"
+        ratio_row(f"{tag}: local vs book", tag, "local", "book", T_LOCAL_VS_BOOK if is12 else None)
+        ratio_row(f"{tag}: fleet vs local", tag, "fleet", "local",
+                  T_FLEET_VS_LOCAL if is12 else None)
         n_all = tot(runs(tag, "local"), lambda r: r["n"])
-        lb, lb_per = rep_ratio(tag, "local", "book")
-        fl, fl_per = rep_ratio(tag, "fleet", "local")
-
-        def per_photo(side: str, key: str, tag: str = tag) -> float:
-            rs = runs(tag, side)
-            return sum(q[key] for q in rs) / sum(q["n"] for q in rs) * 1000
-
-        rows.append((
-            f"2. {lab}, {n_all} photos ({len(big[tag])} repeats): convatlas local vs the book's "
-            f"per-image pipeline",
-            f"{rate(tag, 'local'):.2f} vs {rate(tag, 'book'):.2f} photos/s (book: "
-            f"{per_photo('book', 'model_s'):.0f} of {per_photo('book', 'wall'):.0f} ms per photo "
-            f"in its eager tape call; local: {per_photo('local', 'model_s'):.0f} of "
-            f"{per_photo('local', 'wall'):.0f} ms in batched model calls)",
-            f"{lb:.2f}× (repeats {', '.join(f'{x:.2f}' for x in lb_per)})",
-            f"≥ {T_LOCAL_VS_BOOK:.0f}×" if is12 else "(12 MP only)",
-            verdict(lb >= T_LOCAL_VS_BOOK) if is12 else "—"))
-        if is12 and lb < T_LOCAL_VS_BOOK:
-            bc, lc = cpu_ms(tag, "book"), cpu_ms(tag, "local")
-            lcores = tot(runs(tag, "local"), lambda r: r["cpu"]["self"]) / tot(
-                runs(tag, "local"), lambda r: r["wall"])
-            bcores = tot(runs(tag, "book"), lambda r: r["cpu"]["self"]) / tot(
-                runs(tag, "book"), lambda r: r["wall"])
-            reasons.append(
-                f"**{lab}: local/book {lb:.2f}×.** In CPU per photo the book took {bc:.0f} ms "
-                f"and local {lc:.0f} ms ({bc / lc:.2f}×). The rest of a speed ratio must come "
-                f"from local running its stages on both cores at once; it got {lcores:.2f} cores "
-                f"on average, the single-threaded book {bcores:.2f}, because other processes "
-                f"took {share(tag, 'local'):.0%} of the 2 cores during the local runs "
-                f"({share(tag, 'book'):.0%} during the book's). With the cores free, local on 2 "
-                f"cores against the book on 1 would be at most {bc / lc * 2:.1f}× on these CPU "
-                f"figures: the target needs free cores and near-perfect use of both.")
-        rows.append((
-            f"2. {lab}: fleet (1 worker) vs local",
-            f"{rate(tag, 'fleet'):.2f} vs {rate(tag, 'local'):.2f} photos/s",
-            f"{fl:.2f}× (repeats {', '.join(f'{x:.2f}' for x in fl_per)})",
-            f"≥ {T_FLEET_VS_LOCAL}×" if is12 else "(small and 12 MP only)",
-            verdict(fl >= T_FLEET_VS_LOCAL) if is12 else "—"))
-        if is12 and fl < T_FLEET_VS_LOCAL:
-            reasons.append(fleet_reason(tag, fl))
-        lo_txt, lo_fig = fmt_outside(runs(tag, "local"), "self")
-        lmc = [model_cpu(r) for r in runs(tag, "local")]
-        lo_model_ms = (sum(float(x) for x in lmc if x is not None) / n_all * 1000
-                       if all(x is not None for x in lmc) else None)
-        wk_txt, _ = fmt_outside(runs(tag, "fleet"), "worker", lo_model_ms)
-        bk_txt, _ = fmt_outside(runs(tag, "book"), "self")
-        ok_cpu = lo_fig is not None and lo_fig <= T_CPU_MS
-        rows.append((
-            f"2. {lab}: CPU ms per photo outside the model (process CPU − model CPU, or − "
-            f"model wall seconds where its CPU was not measured)",
-            f"local {lo_txt}; worker {wk_txt}; book {bk_txt}", "—",
-            f"≤ {T_CPU_MS:.0f} ms (local)" if is12 else "—",
-            (verdict(ok_cpu) if lo_fig is not None else "not measurable") if is12 else "—"))
-        if is12 and not ok_cpu:
-            reasons.append(f"**{lab}: CPU outside the model.** Local: {lo_txt} ms per photo.")
-        oi = {s_: tot(runs(tag, s_), lambda r: r["out_bytes"]) / tot(runs(tag, s_),
-                                                                     lambda r: r["in_bytes"])
-              for s_ in ("local", "fleet", "book")}
+        lo, lo_wall = outside_ms(runs(tag, "local"), "self")
+        lmc = [r.get("model_cpu_s") for r in runs(tag, "local")]
+        lo_model = (sum(float(x) for x in lmc if x is not None) / n_all * 1000
+                    if all(x is not None for x in lmc) else None)
+        wk, wk_wall = outside_ms(runs(tag, "fleet"), "worker", lo_model)
+        bk, bk_wall = outside_ms(runs(tag, "book"), "self")
+        rows.append((f"{tag}: CPU ms/photo outside the model (CPU - model CPU; - model wall)",
+                     f"local {f(lo, '.0f')} ({lo_wall:.0f}); worker {f(wk, '.0f')} "
+                     f"({wk_wall:.0f}); book {f(bk, '.0f')} ({bk_wall:.0f})", "-",
+                     f"<= {T_CPU_MS:.0f} (local)" if is12 else "-",
+                     check(lo, T_CPU_MS, at_most=True) if is12 else "-"))
+        oi = {s: tot(runs(tag, s), lambda r: r["out_bytes"]) / tot(runs(tag, s),
+                                                                   lambda r: r["in_bytes"])
+              for s in ("local", "fleet", "book")}
         inb = tot(runs(tag, "local"), lambda r: r["in_bytes"]) / n_all / 1e6
-        ok_oi = max(oi["local"], oi["fleet"]) <= T_OUT_IN
-        rows.append((
-            f"2. {lab}: output bytes ÷ input bytes (defaults; input {inb:.2f} MB/photo)",
-            f"local {oi['local']:.2f}×, fleet {oi['fleet']:.2f}×; book (its overlay alone, "
-            f"quality 95) {oi['book']:.2f}×", "—", f"≤ {T_OUT_IN}×", verdict(ok_oi)))
-        if not ok_oi:
-            reasons.append(f"**{lab}: output/input {max(oi['local'], oi['fleet']):.2f}×.**")
-        lp = max(r["peak_mb"] for r in runs(tag, "local"))
-        lb0 = median([r["rss_before_mb"] for r in runs(tag, "local")])
-        wp = max(r["peak_mb"] for r in runs(tag, "fleet"))
-        wb0 = median([r["rss_before_mb"] for r in runs(tag, "fleet")])
-        bp = max(r["peak_mb"] for r in runs(tag, "book"))
-        rows.append((
-            f"2. {lab}: peak RSS (VmHWM, reset before each run; {n_all // len(big[tag])} "
-            f"photos a run)",
-            f"local {lp:.0f} MiB (RSS before the run {lb0:.0f}); worker {wp:.0f} MiB "
-            f"(before {wb0:.0f}); book {bp:.0f} MiB (the same process as local)",
-            "—", "—", "—"))
+        rows.append((f"{tag}: output / input bytes (input {inb:.2f} MB/photo)",
+                     f"local {oi['local']:.2f}, fleet {oi['fleet']:.2f}, book {oi['book']:.2f}",
+                     "-", f"<= {T_OUT_IN}x",
+                     check(max(oi["local"], oi["fleet"]), T_OUT_IN, at_most=True)))
+        peak = {s: max(r["peak_mb"] for r in runs(tag, s)) for s in ("local", "fleet", "book")}
+        before = {s: median([r["rss_before_mb"] for r in runs(tag, s)]) for s in ("local", "fleet")}
+        rows.append((f"{tag}: peak RSS MiB (VmHWM, reset before each run)",
+                     f"local {peak['local']:.0f} (before {before['local']:.0f}); worker "
+                     f"{peak['fleet']:.0f} (before {before['fleet']:.0f}); book {peak['book']:.0f}",
+                     "-", "-", "-"))
         waits = [wait_figures(r) for r in runs(tag, "fleet")]
         ws = median([w["steady_share"] for w in waits])
-        wa = median([w["share"] for w in waits])
-        raw_share = median([r["input_wait_s"] / r["wall"] for r in runs(tag, "fleet")])
-        rows.append((
-            f"2. {lab}: fleet model-thread wait ÷ wall (worker log, steady state: after the "
-            f"run's first batch)",
-            f"{ws:.1%} (with the wait for the first batch: {wa:.1%}; the report's sum "
-            f"`pipeline.input_wait_seconds` ÷ wall: {raw_share:.0%}, see below)", "—",
-            f"≤ {T_WAIT:.0%}", verdict(ws <= T_WAIT)))
-        if ws > T_WAIT:
-            reasons.append(f"**{lab}: model-thread wait {ws:.1%}.**")
-
-    # --- section 3
+        rows.append((f"{tag}: fleet model-thread wait / wall (steady; with the first batch; "
+                     "report's sum)",
+                     f"{ws:.1%}; {median([w['share'] for w in waits]):.1%}; "
+                     f"{median([r['input_wait_s'] / r['wall'] for r in runs(tag, 'fleet')]):.0%}",
+                     "-", f"<= {T_WAIT:.0%}", check(ws, T_WAIT, at_most=True)))
     if inf:
         grow = inf["peak_mb"] - inf["rss_model_loaded_mb"]
-        rows.append((
-            f"3. {inf['n']} photos of 12 MP in flight in one worker: peak RSS − RSS with the "
-            f"model loaded",
-            f"{inf['peak_mb']:.0f} − {inf['rss_model_loaded_mb']:.0f} = {grow:+.0f} MiB (the RSS "
-            f"just before this run, after sections 1–2, was {inf['rss_before_mb']:.0f} MiB: "
-            f"{inf['peak_mb'] - inf['rss_before_mb']:+.0f} over that)",
-            "—", f"≤ +{T_INFLIGHT_MB:.0f} MiB", verdict(grow <= T_INFLIGHT_MB)))
-        if grow > T_INFLIGHT_MB:
-            reasons.append(f"**In flight: {grow:+.0f} MiB.**")
+        rows.append((f"in flight: {inf['n']} photos of 12 MP, worker peak - RSS with the model",
+                     f"{inf['peak_mb']:.0f} - {inf['rss_model_loaded_mb']:.0f} = {grow:+.0f} MiB "
+                     f"(before this run {inf['rss_before_mb']:.0f})", "-",
+                     f"<= +{T_INFLIGHT_MB:.0f} MiB", check(grow, T_INFLIGHT_MB, at_most=True)))
 
-    def cores(section: str, side: str) -> float:
-        rs = runs(section, side)
-        return tot(rs, lambda r: our_cpu(r, side)) / tot(rs, lambda r: r["wall"])
-
+    cpu_rows = []
     for sec in (["small"] if small else []) + list(big):
-        measured_fl, _ = rep_ratio(sec, "fleet", "local")
-        by_cpu = cpu_ms(sec, "local") / cpu_ms(sec, "fleet")
-        if measured_fl >= T_FLEET_VS_LOCAL and measured_fl > 1.1 * by_cpu:
-            reasons.append(
-                f"**Caveat, {label(sec)}: fleet/local {measured_fl:.2f}× measured, "
-                f"{by_cpu:.2f}× by CPU per photo** ({cpu_ms(sec, 'fleet'):.0f} ms across the "
-                f"fleet's processes vs {cpu_ms(sec, 'local'):.0f} ms local). With other "
-                f"processes competing for the 2 cores, the fleet's several busy processes got "
-                f"{cores(sec, 'fleet'):.2f} cores on average and the local process "
-                f"{cores(sec, 'local'):.2f}: part of the ratio is the scheduler's share, not "
-                f"less work; where both sides saturate the cores, the CPU ratio is the one to "
-                f"expect.")
-
-    table = ("| Measure | Measured | Ratio | Target | Verdict |\n|---|---|---|---|---|\n"
-             + "".join(f"| {' | '.join(r)} |\n" for r in rows))
-
-    # --- where the CPU went, per section and side (totals over repeats)
-    cpu_rows = ["| Section | Side | Photos | Photos/s | CPU ms/photo, all its processes | this "
-                "process | worker | SeaweedFS | Redis | model wall ms/photo | model CPU ms/photo "
-                "| Cores used (its CPU ÷ wall) | Other processes' share of the 2 cores |",
-                "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
-    sections = (["small"] if small else []) + list(big)
-    for sec in sections:
         for side in (["fleet", "local"] if sec == "small" else ["book", "local", "fleet"]):
             rs = runs(sec, side)
             n = tot(rs, lambda r: r["n"])
 
-            def ms(f: Callable[[dict[str, Any]], float], n: float = n,
+            def ms(get: Callable[[dict[str, Any]], float], n: float = n,
                    rs: list[dict[str, Any]] = rs) -> str:
-                return f"{tot(rs, f) / n * 1000:.0f}"
+                return f"{tot(rs, get) / n * 1000:.0f}"
 
-            mcs = [model_cpu(r) for r in rs]
-            mc = (f"{sum(float(x) for x in mcs if x is not None) / n * 1000:.0f}"
-                  if all(x is not None for x in mcs)
-                  else "not measurable" if side == "fleet" else "not measured")
-            cores = tot(rs, lambda r, side=side: our_cpu(r, side)) / tot(rs, lambda r: r["wall"])
-            cpu_rows.append(
-                f"| {label(sec)} | {side} | {n} | {rate(sec, side):.2f} "
-                f"| {cpu_ms(sec, side):.0f} | {ms(lambda r: r['cpu']['self'])} "
-                + (f"| {ms(lambda r: r['cpu']['worker'])} | {ms(lambda r: r['cpu']['weed'])} "
-                   f"| {ms(lambda r: r['cpu']['redis'])} " if side == "fleet" else "| — | — | — ")
-                + f"| {ms(lambda r: r['model_s'])} | {mc} | {cores:.2f} "
-                f"| {share(sec, side):.0%} |")
+            mcs = [r.get("model_cpu_s") for r in rs]
+            fleet = side == "fleet"
+            cpu_rows.append((
+                sec, side, n, f"{rate(sec, side):.2f}", f"{cpu_ms(sec, side):.0f}",
+                ms(lambda r: r["cpu"]["self"]),
+                *((ms(lambda r: r["cpu"]["worker"]), ms(lambda r: r["cpu"]["weed"]),
+                   ms(lambda r: r["cpu"]["redis"])) if fleet else ("-", "-", "-")),
+                ms(lambda r: r["model_s"]),
+                (f"{sum(float(x) for x in mcs if x is not None) / n * 1000:.0f}"
+                 if all(x is not None for x in mcs) else "-"),
+                f"{tot(rs, lambda r, s=side: our_cpu(r, s)) / tot(rs, lambda r: r['wall']):.2f}",
+                f"{tot(rs, lambda r: r['cpu']['others']) / tot(rs, lambda r: 2 * r['wall']):.0%}"))
     if inf:
-        cpu_rows.append(
-            f"| In flight (12 MP) | fleet | {inf['n']} | {inf['n'] / inf['wall']:.2f} "
-            f"| {our_cpu(inf, 'fleet') / inf['n'] * 1000:.0f} "
-            f"| {inf['cpu']['self'] / inf['n'] * 1000:.0f} "
-            f"| {inf['cpu']['worker'] / inf['n'] * 1000:.0f} "
-            f"| {inf['cpu']['weed'] / inf['n'] * 1000:.0f} "
-            f"| {inf['cpu']['redis'] / inf['n'] * 1000:.0f} "
-            f"| {inf['model_s'] / inf['n'] * 1000:.0f} | "
-            + "not measurable"
-            + f" | {our_cpu(inf, 'fleet') / inf['wall']:.2f} "
-            f"| {inf['cpu']['others'] / (2 * inf['wall']):.0%} |")
-    cpu_table = "\n".join(cpu_rows) + "\n"
-
-    # --- per run details
-    det = ["| Section | Rep | Side | Photos | Wall s | Photos/s | Model s | CPU s (this proc) "
-           "| Worker CPU s | SeaweedFS CPU s | Redis CPU s | Others CPU s | Machine busy | "
-           "Peak RSS MiB | Out ÷ in | Batches (sizes) | Wait: first / steady s | submit_plan s "
-           "| last batch → report s |",
-           "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
-
-    def line(sec: str, rep: int, side: str, r: dict[str, Any]) -> str:
-        c = r["cpu"]
-        w = wait_figures(r) if side == "fleet" else None
-        wait = f"{w['fill']:.2f} / {w['steady']:.2f}" if w else "—"
-        sub = f"{r['submit_s']:.2f}" if side == "fleet" else "—"
-        tail = f"{w.get('tail', 0):.2f}" if w else "—"
-        sizes = [b["n"] for b in sorted(r.get("batches", []), key=lambda b: b["end"])]
-        return (f"| {sec} | {rep} | {side} | {r['n']} | {r['wall']:.2f} | {r['n'] / r['wall']:.2f} "
-                f"| {r['model_s']:.2f} | {c['self']:.1f} | {c['worker']:.1f} | {c['weed']:.1f} "
-                f"| {c['redis']:.1f} | {c['others']:.1f} | {c['machine'] / (2 * r['wall']):.0%} "
-                f"| {r['peak_mb']:.0f} | {r['out_bytes'] / r['in_bytes']:.2f} "
-                f"| {sizes if side == 'fleet' else '—'} | {wait} "
-                f"| {sub} | {tail} |")
-
-    for i, rep in enumerate(small):
-        for side in rep["order"]:
-            det.append(line("small", i + 1, side, rep[side]))
-    for tag, reps in big.items():
-        for i, rep in enumerate(reps):
-            for side in rep["order"]:
-                det.append(line(tag, i + 1, side, rep[side]))
-    if inf:
-        det.append(line("in flight", 1, "fleet", inf))
-    details = "\n".join(det) + "\n"
-
-    # --- notes
-    notes = []
-    if big:
-        tails = {tag: median([wait_figures(r).get("tail", 0.0) for r in runs(tag, "fleet")])
-                 for tag in big}
-        walls = {tag: median([r["wall"] for r in runs(tag, "fleet")]) for tag in big}
-        notes.append(
-            "Fleet runs: the model is done early; the time after the last batch goes to the "
-            "writer pool (the full-size decode, blend and JPEG encode of each overlay, two at a "
-            "time, and 4 PUTs per photo), then `finish_run` and the report: "
-            + ", ".join(f"{label(t)} {tails[t]:.1f} s of {walls[t]:.1f} s" for t in big)
-            + " (median run).")
-    if small and inf:
-        f0 = small[0]["fleet"]
-        notes.append(
-            f"Worker memory: {inf['rss_model_loaded_mb']:.0f} MiB after the warm-up (model "
-            f"loaded, traced for batches of 1 and 3); the first small-photo run, whose batches "
-            f"reach 64 photos of 224², peaked at {f0['peak_mb']:.0f} MiB (from "
-            f"{f0['rss_before_mb']:.0f}): most of the in-flight figure is the model's working "
-            f"memory for a batch of 64 (the activations its backward pass keeps) and the "
-            f"allocator keeping what it once held, not photo pixels "
-            f"(RSS just before the in-flight run {inf['rss_before_mb']:.0f} MiB, peak "
-            f"{inf['peak_mb']:.0f}).")
-    notes.append(
-        "`pipeline.input_wait_seconds` in the run report sums, over the run's jobs, each job's "
-        "share of its batch thread's wait for input, counted only from the moment the batch's "
-        "first job arrived (`workers/batcher.py`), so a worker idle between runs adds nothing. "
-        "The table's steady-state figure comes from the worker log's batch lines.")
-    local_runs = [r for sec in sections for r in runs(sec, "local")]
-    book_runs = [r for sec in big for r in runs(sec, "book")]
-    if local_runs and all(model_cpu(r) is not None for r in local_runs + book_runs):
-        notes.append(
-            "Model CPU: local = the process CPU inside its Grad-CAM model calls (nothing else "
-            "runs in the process meanwhile); book = the process CPU during its tape calls; the "
-            "worker's cannot be told apart (its task threads and writers run beside the model "
-            "thread), so its 'outside the model' figure takes local's model CPU per photo for "
-            f"the same photos. A batched Grad-CAM call alone got {ratio:.2f} CPU s per wall "
-            "second at the start of this run: on these busy cores the model's wall seconds "
-            "include waiting for a core, which is why the issue's 'process CPU − model "
-            "seconds' is given beside the CPU-based figure.")
-    else:
-        notes.append(
-            f"Model CPU: this run did not measure the model's own CPU, so 'CPU outside the "
-            f"model' is the issue's process CPU − model wall seconds (the model seconds of the "
-            f"job records; the book: its tape calls). On cores this busy the model also waits "
-            f"for a core inside its calls (a batched Grad-CAM call alone got {ratio:.2f} CPU s "
-            f"per wall second at the start of this run), so the figure understates the CPU "
-            f"outside the model; where the model's wall exceeded the process CPU it is n/a. "
-            f"The bench now also counts the model's CPU (local: the process CPU inside its model "
-            f"calls; the book: during its tape calls), checked in a --quick run after this one.")
-    return (table + "\n**Measured reasons for the targets missed, and caveats.**\n\n"
-            + ("\n\n".join(reasons) if reasons else "None missed.") + "\n\n"
-            + "Where the CPU went (totals over the repeats; a side's processes: local and book "
-            "= this process; fleet = worker + SeaweedFS + Redis + this process):\n\n"
-            + cpu_table + "\nPer run (order within a repeat as listed; `Model s` = model "
-            "seconds from the job records, report `pipeline.model_seconds`, the book: its tape "
-            "calls; CPU = `/proc/<pid>/stat` utime + stime over the run; `Others` = the "
-            "machine's busy CPU seconds from `/proc/stat` minus the processes listed: other "
-            "users of the 2 cores):\n\n" + details + "\n" + "\n\n".join(notes) + "\n")
-
-
-def write_results(raw: dict[str, Any], write: bool, rebuilt: bool = False) -> None:
-    text = build_report(raw)
-    env = raw["env"]
-    print()
-    print(text)
-    print(f"({raw['cfg']} run, {raw['minutes']:.1f} min)")
-    if not write:
-        return
-    RESULTS.write_text(
-        "# Pipeline benchmark: real-size photos — the book, convatlas local, convatlas fleet\n\n"
-        f"Run {env['date']} on {env['machine']}; Python {env['python']}, TensorFlow "
-        f"{env['tf']}; commit {env['commit']}. Command: `{env['command']}` ({raw['cfg']}, "
-        f"{raw['minutes']:.1f} min wall). Load average (1 min) {env['load_start']:.2f} at the "
-        f"start, {env['load_end']:.2f} at the end; {_others_sentence(raw)} Every speed figure "
-        f"is a ratio of sides measured side by side on the same photos, the order reversed every "
-        f"repeat, and the CPU seconds other processes took during each run are in the per-run "
-        f"table."
-        + (" The tables were rebuilt from the run's raw measurements (`--report-only`) after "
-           "the report's layout changed; nothing was measured again." if rebuilt else "")
-        + "\n\n"
-        "Fleet: `convatlas.stack.harness.Fleet` on its own Redis and SeaweedFS "
-        "(`convatlas.stack.servers`, loopback), one `convatlas worker` at the user's defaults "
-        "(128 task threads, max batch 64, 50 ms window). Local: `run_local` as `convatlas "
-        "heatmaps` runs it (batch 16). Both with the defaults: JPEG-90 overlay at the original "
-        "size, 224² heatmap.png, cam.npy, record.json. Book: DLwP §5.4.3 per image "
-        "(`cv2.imread` full size, resize to 224², one `GradientTape` call at batch 1 on "
-        "efficientnet-lite0 from the project's loader, `applyColorMap`, `heatmap * 0.4 + img` "
-        "at full size, `cv2.imwrite` JPEG at OpenCV's default quality 95). Photos: made from "
-        "`samples/photos` (random 4:3 crop, flip, colour gain, brightness, upscaled, σ = 3 "
-        "noise, JPEG quality 90; all distinct). All sides were warmed up (model loaded, "
-        "functions traced) before timing. The earlier benchmark's filter-page, worker-leak "
-        "and producer-memory sections (and its chord analysis) are gone: runs have no chords "
-        "now, and the 100 000-photo submission is measured separately.\n\n" + text
-    )
-    say(f"wrote {RESULTS}")
+        per = {k: f"{inf['cpu'][k] / inf['n'] * 1000:.0f}" for k in ("self", "worker", "weed",
+                                                                       "redis")}
+        cpu_rows.append(("in flight", "fleet", inf["n"], f"{inf['n'] / inf['wall']:.2f}",
+                         f"{our_cpu(inf, 'fleet') / inf['n'] * 1000:.0f}", per["self"],
+                         per["worker"], per["weed"], per["redis"],
+                         f"{inf['model_s'] / inf['n'] * 1000:.0f}", "-",
+                         f"{our_cpu(inf, 'fleet') / inf['wall']:.2f}",
+                         f"{inf['cpu']['others'] / (2 * inf['wall']):.0%}"))
+    return (table(("measure", "measured", "ratio (repeats)", "target", "verdict"), rows)
+            + "\n\nCPU ms per photo (a side's processes: local and book = this process; fleet = "
+            "worker + SeaweedFS + Redis + this process):\n\n"
+            + table(("section", "side", "photos", "photos/s", "CPU ms", "this proc", "worker",
+                     "SeaweedFS", "Redis", "model wall ms", "model CPU ms", "cores used",
+                     "others' share"), cpu_rows)
+            + f"\n\n({raw['cfg']} run, {raw['minutes']:.1f} min; model CPU/wall of a batched "
+            f"call {raw['model_cpu_ratio']:.2f})")
 
 
 # --- main -----------------------------------------------------------------------------------------
 
 
-def _others_sentence(raw: dict[str, Any]) -> str:
-    """How much of the 2 cores other processes took over all measured runs, in words."""
-    rs = [rep[side] for rep in raw["small"] for side in rep["order"]]
-    rs += [rep[side] for reps in raw["big"].values() for rep in reps for side in rep["order"]]
-    share = sum(r["cpu"]["others"] for r in rs) / max(1e-9, sum(2 * r["wall"] for r in rs))
-    if share < 0.05:
-        return (f"other processes took {share:.0%} of the 2 cores over the measured runs: "
-                f"the machine was otherwise idle.")
-    return (f"other processes took {share:.0%} of the 2 cores over the measured runs (another "
-            f"engineer's test runs): the sides competed with them.")
-
-
-def _git_commit() -> str:
-    try:
-        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, text=True,
-                              capture_output=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
-                               cwd=REPO, text=True, capture_output=True).stdout.strip()
-        return head + (" + uncommitted changes in the working tree" if dirty else "")
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--quick", action="store_true", help="6 + 6 photos, smoke check; no write")
+    ap.add_argument("--quick", action="store_true", help="6 + 6 photos, smoke check")
     ap.add_argument("--raw", type=Path, default=None,
-                    help="raw measurements file (default: $TMPDIR/bench-pipeline-raw-{full,quick}.json)")
+                    help="raw measurements file (default: bench/raw/pipeline.json; --quick: "
+                         "the temp folder)")
     ap.add_argument("--report-only", action="store_true",
-                    help="rebuild the tables and RESULTS-pipeline.md from --raw, measuring nothing")
+                    help="print the tables from --raw, measuring nothing")
     args = ap.parse_args()
     cfg = QUICK if args.quick else FULL
-    args.raw = args.raw or Path(tempfile.gettempdir()) / f"bench-pipeline-raw-{cfg.name}.json"
+    args.raw = raw_path("pipeline", args.quick, args.raw)
     if args.report_only:
-        write_results(json.loads(args.raw.read_text()), write=cfg.name == "full", rebuilt=True)
+        print(report(json.loads(args.raw.read_text())))
         return
 
     import warnings
@@ -1101,14 +702,7 @@ def main() -> None:
     from convatlas.stack.harness import Fleet
     from convatlas.stack.servers import RedisServer, SeaweedS3Server
 
-    env = {
-        "date": datetime.datetime.now().strftime("%Y-%m-%d %H:%M"),
-        "machine": f"{os.cpu_count()} CPU cores ({cpu_model()}), {mem_total_gb():.0f} GB RAM",
-        "python": platform.python_version(),
-        "commit": _git_commit(),
-        "command": "bench/bench_pipeline.py" + (" --quick" if args.quick else ""),
-        "load_start": os.getloadavg()[0],
-    }
+    env = machine_info()
     tmp = Path(tempfile.mkdtemp(prefix="bench-pipeline-"))
     t_all = time.perf_counter()
     redis = RedisServer(tmp / "redis", password=secrets.token_urlsafe(18))
@@ -1153,9 +747,8 @@ def main() -> None:
     env["load_end"] = os.getloadavg()[0]
     raw = {"cfg": cfg.name, "env": env, "model_cpu_ratio": ratio, "small": small, "big": big,
            "inflight": inflight, "minutes": (time.perf_counter() - t_all) / 60}
-    args.raw.write_text(json.dumps(raw))
-    say(f"raw measurements in {args.raw}")
-    write_results(raw, write=cfg.name == "full")
+    dump_raw(args.raw, raw)
+    print(report(raw))
 
 
 if __name__ == "__main__":

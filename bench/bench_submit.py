@@ -2,7 +2,7 @@
 """Benchmark: ``convatlas submit heatmaps`` on folders of 1 000 to 100 000 photos (issue 11).
 
     .venv/bin/python bench/bench_submit.py            # 1k, 20k, 100k; old producer at 1k, 20k
-    .venv/bin/python bench/bench_submit.py --quick    # 1k and 5k only; no write
+    .venv/bin/python bench/bench_submit.py --quick    # 1k and 5k only: smoke check
 
 Tiny distinct PNGs (8×8, a few hundred bytes each), so what is measured is the producer itself:
 walking, hashing, uploading to a real SeaweedFS, writing the manifest and queueing to a real
@@ -10,23 +10,23 @@ Redis (no worker runs: the tasks stay queued, and the database is flushed after 
 Each submission is the real CLI in its own process; its peak RSS is ``ru_maxrss`` from
 ``wait4``. Beside it, the producer of commit ``OLD_REV`` (one manifest document, every job in
 memory) on the same folders, from a ``git worktree``: the ratio is measured in one run.
+It prints a table and writes the raw measurements (``bench/raw/submit.json``, a quick run's in
+the temp folder); the reading is written by hand in ``RESULTS-submit.md``.
 """
 
 from __future__ import annotations
 
 import argparse
-import datetime
 import os
-import platform
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
+from measure import REPO, dump_raw, machine_info, raw_path, table
+
 sys.path.insert(0, str(REPO))
-RESULTS = Path(__file__).resolve().parent / "RESULTS-submit.md"
 OLD_REV = "20a80c9"  # the last producer before streaming
 
 
@@ -48,7 +48,7 @@ def submit(env: dict[str, str], folder: Path, code: Path, logs: Path) -> tuple[f
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--quick", action="store_true", help="1k and 5k photos: smoke check")
     args = ap.parse_args()
     sizes = [1_000, 5_000] if args.quick else [1_000, 20_000, 100_000]
     old_sizes = sizes[:2]
@@ -88,55 +88,29 @@ def main() -> None:
         rs.stop()
         subprocess.run(["git", "worktree", "remove", "--force", str(old)], cwd=REPO,
                        capture_output=True)
-    if args.quick:
-        return
-    write_results(rows, time.time() - t_start)
+    dump_raw(raw_path("submit", args.quick), {
+        **machine_info(), "minutes": (time.time() - t_start) / 60, "old_rev": OLD_REV,
+        "runs": [{"producer": name, "photos": n, "wall": wall, "peak_kib": kib, "line": line}
+                 for name, n, wall, kib, line in rows]})
+    print(report(rows))
 
 
-def write_results(rows: list[tuple[str, int, float, int, str]], seconds: float) -> None:
+def report(rows: list[tuple[str, int, float, int, str]]) -> str:
+    """Each producer's wall time, rate and peak RSS per folder size, side by side."""
     by = {(name, n): (wall, kib) for name, n, wall, kib, _ in rows}
-    sizes = sorted({n for _, n, *_ in rows})
-    load = os.getloadavg()[0]
-    lines = [
-        "# Submission benchmark: `convatlas submit heatmaps` on 1 000 – 100 000 photos",
-        "",
-        f"Run {datetime.datetime.now():%Y-%m-%d %H:%M} on {os.cpu_count()} CPU cores "
-        f"({platform.processor() or platform.machine()}), Python {platform.python_version()}, "
-        f"`bench/bench_submit.py` ({seconds / 60:.1f} min; load average {load:.1f} at the end: "
-        "the cores were shared with other work, so rates are for context).",
-        "",
-        "Tiny distinct 8×8 PNGs; a real SeaweedFS and Redis on loopback; no worker (tasks stay "
-        "queued). Peak RSS is the CLI process's `ru_maxrss`. *old* is the producer of commit "
-        f"`{OLD_REV}` (one manifest document, every job and input in memory), run on the same "
-        "folders in the same run.",
-        "",
-        "| Photos | Streaming: wall s | photos/s | peak RSS MiB | Old: wall s | photos/s | peak RSS MiB |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    for n in sizes:
-        s = by[("streaming", n)]
-        o = by.get(("old", n))
-        old_cells = (f"{o[0]:.1f} | {n / o[0]:.0f} | {o[1] / 1024:.1f}" if o else "– | – | –")
-        lines.append(f"| {n:,} | {s[0]:.1f} | {n / s[0]:.0f} | {s[1] / 1024:.1f} | {old_cells} |")
-    lo, hi = sizes[0], sizes[-1]
-    grow = (by[("streaming", hi)][1] - by[("streaming", lo)][1]) / 1024
-    lines += [
-        "",
-        f"- Streaming producer, {lo:,} → {hi:,} photos: peak RSS {grow:+.1f} MiB "
-        f"({grow * 1024 * 1024 / (hi - lo):.0f} bytes a photo: the set of digests seen, for "
-        f"de-duplication). Target ≤ 150 MiB at 100 000: "
-        f"**{'met' if by[('streaming', hi)][1] / 1024 <= 150 else 'not met'}** "
-        f"({by[('streaming', hi)][1] / 1024:.1f} MiB).",
-    ]
-    old_hi = max(n for (name, n) in by if name == "old")
-    og = (by[("old", old_hi)][1] - by[("old", lo)][1]) / 1024
-    lines.append(
-        f"- Old producer, {lo:,} → {old_hi:,} photos: {og:+.1f} MiB "
-        f"({og * 1024 / (old_hi - lo):.1f} KiB a photo); at {old_hi:,} photos the streaming one "
-        f"needs {by[('streaming', old_hi)][1] / by[('old', old_hi)][1]:.2f}× its peak RSS, at "
-        f"{by[('old', old_hi)][0] / by[('streaming', old_hi)][0]:.2f}× its speed.")
-    RESULTS.write_text("\n".join(lines) + "\n")
-    print(f"wrote {RESULTS}")
+    out = []
+    for n in sorted({n for _, n, *_ in rows}):
+        cells: list[object] = [n]
+        for name in ("streaming", "old"):
+            w = by.get((name, n))
+            cells += [f"{w[0]:.1f}", f"{n / w[0]:.0f}", f"{w[1] / 1024:.1f}"] if w else ["-"] * 3
+        out.append(cells)
+    hi = max(n for name, n in by if name == "streaming")
+    peak = by[("streaming", hi)][1] / 1024
+    return (table(("photos", "streaming wall s", "photos/s", "peak RSS MiB",
+                   f"old ({OLD_REV}) wall s", "photos/s", "peak RSS MiB"), out)
+            + f"\n\nstreaming peak RSS at {hi} photos: {peak:.1f} MiB (target <= 150 MiB at "
+            f"100 000: {'met' if peak <= 150 else 'NOT MET'})")
 
 
 if __name__ == "__main__":

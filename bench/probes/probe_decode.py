@@ -7,7 +7,7 @@ pipeline benchmark makes its crops: sample photos upscaled with OpenCV; "camera"
 sensor-like noise (σ = 3) so that the JPEG sizes are those of real phone photos, "smooth" is
 the plain upscale (small files, the worst case for output ÷ input).
 
-    .venv/bin/python bench/probe_decode.py [--repeats 5] [--sizes 12mp,2mp]
+    .venv/bin/python bench/probes/probe_decode.py [--repeats 5] [--sizes 12mp,2mp]
 """
 
 from __future__ import annotations

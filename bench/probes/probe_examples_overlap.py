@@ -13,7 +13,7 @@ Then one serial pass split by phase (decode, model, top-k, write), wall and proc
 photo, and the ratio the machine allows with every phase overlapped perfectly on its cores:
 (cores ÷ CPU seconds a photo) ÷ the forward-only rate.
 
-Usage: ``bench/probe_examples_overlap.py [--photos 640] [--repeats 2]``; prints photos/s per variant.
+Usage: ``bench/probes/probe_examples_overlap.py [--photos 640] [--repeats 2]``; prints photos/s per variant.
 """
 
 from __future__ import annotations
@@ -21,14 +21,13 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import statistics
 import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -49,6 +48,7 @@ def main() -> None:
 
     import cv2
     from bench_examples import make_photos
+    from measure import median
 
     from convatlas.producer.plans.examples import plan_examples
     from convatlas.producer.staging import upload_inputs
@@ -116,9 +116,9 @@ def main() -> None:
             rates[v].append(run(v))
             print(f"repeat {r} {v:8s} {rates[v][-1]:7.2f} photos/s  (forward {rates['forward'][-1]:.2f})",
                   flush=True)
-    fw = statistics.median(rates["forward"])
+    fw = median(rates["forward"])
     for v in variants:
-        m = statistics.median(rates[v])
+        m = median(rates[v])
         print(f"{v:8s} median {m:7.2f} photos/s = {m / fw:.2f}x forward-only ({fw:.2f})")
     phases(plan, fresh_output(base, work / "out-phases"), ex, fw, args.photos)
 
