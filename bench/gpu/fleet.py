@@ -115,9 +115,9 @@ def worker(env: dict[str, str], log: Path, ready_timeout: float) -> Iterator[tup
         yield proc, time.perf_counter() - t0
     finally:
         if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
+            proc.send_signal(signal.SIGTERM)  # warm shutdown; in-flight tasks do not matter here
             try:
-                proc.wait(20)
+                proc.wait(5)
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait(10)
@@ -137,13 +137,31 @@ def submit(env: dict[str, str], args: list[str], log: Path, timeout: float) -> t
     return m.group(1), secs
 
 
-def wait_report(store: Path, run_id: str, timeout: float) -> dict | None:
+def wait_report(store: Path, run_id: str, timeout: float, broker: str,
+                log: PartLog) -> dict | None:
+    """Until the run's report exists (None after ``timeout``); meanwhile the run's outcome
+    count every few seconds (``timeline``: [seconds, jobs done]), which shows where the time
+    went (compilations stall it, a codec limit flattens it) and gives a rate if it times out."""
+    import redis
+
+    from convatlas.shared.progress import RunProgress
     from convatlas.shared.report import report_key
 
+    progress = RunProgress(redis.Redis.from_url(broker), run_id)
     path = store.joinpath(*report_key(run_id).split("/"))
-    deadline = time.monotonic() + timeout
+    t0 = time.monotonic()
+    deadline = t0 + timeout
+    timeline: list[tuple[float, int]] = []
+    next_mark = t0
     while not path.is_file():
-        if time.monotonic() > deadline:
+        now = time.monotonic()
+        if now >= next_mark:
+            with contextlib.suppress(Exception):
+                snap = progress.snapshot()
+                timeline.append((round(now - t0, 1), snap.done if snap else 0))
+                log.set(timeline=timeline)
+            next_mark = now + 3.0
+        if now > deadline:
             return None
         time.sleep(0.2)
     return json.loads(path.read_text())
@@ -152,7 +170,7 @@ def wait_report(store: Path, run_id: str, timeout: float) -> dict | None:
 def _status(env: dict[str, str], run_id: str) -> str:
     res = subprocess.run([sys.executable, "-m", "convatlas.producer.fleet_cli", "status", run_id],
                          cwd=REPO, env=dict(env, JAX_PLATFORMS="cpu"), capture_output=True,
-                         text=True, timeout=60)
+                         text=True, timeout=10)
     return (res.stdout + res.stderr).strip()[-600:]
 
 
@@ -177,11 +195,12 @@ def overnight(out: Path, sz: Sizes, budget: float) -> None:
                 "--size", str(sz.grid_size), "--steps", str(sz.grid_steps)],
                 work / "submit.log", timeout=120)
             left = budget - (time.monotonic() - start) - 15
-            report = wait_report(store, run_id, left)
+            report = wait_report(store, run_id, left, broker, log)
             wall = time.perf_counter() - t0
             if report is None:
                 log.row(run=run_id, finished=False, seconds=wall, submit_s=submit_s,
                         status=_status(env, run_id))
+                log.set(batches=_batch_lines(work / "worker.log"))
                 return
             counts = _counts(report)
             jobs = int(counts.get("done", 0)) + int(counts.get("failed", 0)) or None
@@ -216,11 +235,12 @@ def photos(out: Path, sz: Sizes, budget: float) -> None:
             run_id, submit_s = submit(env, ["heatmaps", str(folder), "--model", "efficientnet-lite0"],
                                       work / "submit.log", timeout=max(30, budget / 2))
             left = budget - (time.monotonic() - start) - 15
-            report = wait_report(store, run_id, left)
+            report = wait_report(store, run_id, left, broker, log)
             wall = time.perf_counter() - t0
             if report is None:
                 log.row(run=run_id, finished=False, seconds=wall, submit_s=submit_s,
                         status=_status(env, run_id))
+                log.set(batches=_batch_lines(work / "worker.log"))
                 return
             log.row(run=run_id, finished=True, photos=n, seconds=wall, submit_s=submit_s,
                     photos_per_s=n / wall, photos_per_s_after_submit=n / max(1e-9, wall - submit_s),

@@ -15,10 +15,12 @@ date, GPU, driver and versions into ``DIR/results.json`` and prints a short tabl
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import json
 import os
 import platform
+import signal
 import subprocess
 import sys
 import time
@@ -113,14 +115,19 @@ def orchestrate(out: Path, smoke: bool, parts: list[str]) -> int:
                 proc = subprocess.Popen(
                     [sys.executable, __file__, "--part", name, "--out", str(out)]
                     + (["--smoke"] if smoke else []),
-                    cwd=REPO, env=part_env, stdout=log, stderr=subprocess.STDOUT)
+                    cwd=REPO, env=part_env, stdout=log, stderr=subprocess.STDOUT,
+                    start_new_session=True)  # its own group: its servers and workers die with it
                 try:
                     rc = proc.wait(budget)
                     entry["status"] = "ok" if rc == 0 else f"error (exit {rc})"
                 except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
                     entry["status"] = f"time box reached ({budget:.0f} s): rows so far kept"
+                finally:
+                    # whatever the part left running (a worker holding the GPU's memory, a
+                    # broker) must not reach the next part
+                    with contextlib.suppress(ProcessLookupError):
+                        os.killpg(proc.pid, signal.SIGKILL)
+                    proc.wait()
             entry["seconds"] = round(time.monotonic() - t0, 1)
             if entry["status"] != "ok":
                 failed += 1
