@@ -93,3 +93,4 @@ def plan_examples(
     plan.run_id = "e-" + keys.short_hash(
         {"prefix": prefix, "layers": order, "photos": sorted(names),
          "jobs": [j.marker for j in jobs]}, 12)
+    return plan
