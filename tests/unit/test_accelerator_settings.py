@@ -74,3 +74,15 @@ def test_jax_runtime_bad_fraction(bad: str, clean_jax_env: pytest.MonkeyPatch) -
                                                 (65, 512, 128), (300, 256, 300), (500, 512, 512)])
 def test_bucket(n: int, cap: int, want: int) -> None:
     assert jax_runtime.bucket(n, cap) == want
+
+
+def test_jax_runtime_configure_after_import(tmp_path: Path, clean_jax_env: pytest.MonkeyPatch) -> None:
+    """A JAX imported before the setting was applied gets the cache through jax.config."""
+    jax = pytest.importorskip("jax")
+    before = jax.config.jax_compilation_cache_dir
+    clean_jax_env.setenv(jax_runtime.COMPILE_CACHE_ENV, str(tmp_path / "jc"))
+    try:
+        jax_runtime.configure()
+        assert jax.config.jax_compilation_cache_dir == str(tmp_path / "jc")
+    finally:
+        jax.config.update("jax_compilation_cache_dir", before)

@@ -85,7 +85,7 @@ def configure() -> None:
     import jax
 
     cache = os.environ.get("JAX_COMPILATION_CACHE_DIR")
-    if cache and jax.config.jax_compilation_cache_dir != cache:
+    if cache and getattr(jax.config, "jax_compilation_cache_dir", None) != cache:
         jax.config.update("jax_compilation_cache_dir", cache)
         jax.config.update("jax_persistent_cache_min_compile_time_secs",
                           float(os.environ.get("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS",
