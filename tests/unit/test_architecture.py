@@ -168,6 +168,25 @@ def test_only_the_backend_models_and_tf_env_import_tensorflow() -> None:
     assert direct == ["convatlas.shared.tf_env"]
 
 
+def test_images_are_a_leaf() -> None:
+    """Decoding and encoding need nothing of the library but ``config`` (the pixel limit), so
+    the producer, the workers and the atlas use them without the engine, models or storage."""
+    edges = graph()
+    bad = [(a, b) for a, deps in edges.items() if a.startswith("convatlas.shared.images")
+           for b in deps if not b.startswith("convatlas.shared.images")
+           and b != "convatlas.shared.config"]
+    assert "convatlas.shared.images.decode" in edges and bad == []
+
+
+def test_each_kind_has_its_own_planner() -> None:
+    """``producer/plans``: one planner per kind; a kind's planner imports no other kind's."""
+    kinds = ("grids", "heatmaps", "examples")
+    edges = graph()
+    for kind in kinds:
+        others = {f"convatlas.producer.plans.{k}" for k in kinds if k != kind}
+        assert not edges[f"convatlas.producer.plans.{kind}"] & others, kind
+
+
 def _apps_after(imports: str) -> int:
     import subprocess
     import sys
