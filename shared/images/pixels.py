@@ -32,6 +32,8 @@ except ImportError:  # pragma: no cover - depends on the Pillow build
 
 log = logging.getLogger(__name__)
 
+__all__ = ["apply_orientation", "exif_orientation", "to_rgb_array"]
+
 _EXIF_ORIENTATION = 0x0112
 
 
