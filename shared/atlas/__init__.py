@@ -1,9 +1,10 @@
 """The atlas: a static, browsable site of one model's units, built from what is in storage.
 
 ``index.html`` lists the model's layers; each layer's page shows its 8×8 pages (pattern grid,
-dataset-examples grid) and a card per unit; each unit's page shows its book-style pattern, its
-lucid-style pattern where computed (the keys of ``PatternParams()`` and
-``PatternParams(style="lucid")``), its dataset examples (mosaic, then each photo with the
+dataset-examples grid) and a card per unit; each unit's page shows its pattern in every style
+computed, whatever the parameters (every result folder of the layer is found; each is labelled
+with its parameters, the style's defaults first, the others under a choice), says which style or
+parameter set is missing for the unit and the command that makes it, then its dataset examples (mosaic, then each photo with the
 receptive field drawn on it), its dead/fallback flags and statistics (the pattern records'
 start/final activations; the examples' score over the photos seen). Example photos link to a
 page per photo with its Grad-CAM overlay where a heatmap run exists for the same model, and the

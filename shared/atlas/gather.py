@@ -13,28 +13,94 @@ from typing import Any
 
 from convatlas.shared import keys
 from convatlas.shared.engine.patterns import PatternParams
+from convatlas.shared.engine.styles import DEFAULT as DEFAULT_STYLE
+from convatlas.shared.engine.styles import STYLES
 from convatlas.shared.jobs.common import io_map
 from convatlas.shared.render import GRID
 from convatlas.shared.storage import ObjectNotFound, Storage
 
-__all__ = ["UNITS_PER_PAGE", "Gathered", "Layer", "Unit", "gather"]
+__all__ = ["UNITS_PER_PAGE", "Gathered", "Layer", "PatternRef", "Unit", "Variant", "gather", "slug_fields"]
 
 UNITS_PER_PAGE = GRID * GRID
 _SHA = re.compile(r"^[0-9a-f]{64}$")
+_SLUG = re.compile(r"^s(?P<size>\d+)-n(?P<steps>\d+)-lr(?P<lr>[^-]+)-seed(?P<seed>\d+)"
+                   r"-fb(?P<fallback>preactivation|none)(?P<rest>(?:-[A-Za-z0-9._]+)*)$")
 
 #: Per photo sha256: (layer, unit, rank, score) of each unit whose examples it is in.
 Tops = dict[str, list[tuple[str, int, int, float]]]
+
+
+def slug_fields(slug: str) -> dict[str, str] | None:
+    """The parameters written in a pattern folder's name (``PatternParams.slug``): size, steps,
+    lr, seed, fallback, precision, style and any further tokens (``extra``); ``None`` when the
+    name is not a slug."""
+    m = _SLUG.match(slug)
+    if m is None:
+        return None
+    out = {k: v for k, v in m.groupdict().items() if k != "rest"}
+    out.update(precision="float32", style=DEFAULT_STYLE, extra="")
+    extra = []
+    for token in m["rest"].split("-")[1:]:
+        if token == "bf16":
+            out["precision"] = "bfloat16"
+        elif token in STYLES:
+            out["style"] = token
+        else:
+            extra.append(token)
+    out["extra"] = "-".join(extra)
+    return out
+
+
+@dataclass
+class Variant:
+    """One set of pattern parameters computed for a layer: one result-key folder (its slug)."""
+
+    style: str
+    slug: str
+    prefix: str
+    default: bool  # the style's default parameters (``PatternParams(style=...)``)
+    fields: dict[str, str] = field(default_factory=dict)
+    units: set[int] = field(default_factory=set)  # units with a record under it
+    pages: dict[int, str] = field(default_factory=dict)  # grid page → results key
+
+    @property
+    def label(self) -> str:
+        """The parameters in words, e.g. ``48 px, 20 steps, step size 1, seed 0``."""
+        f = self.fields
+        if not f:
+            return self.slug
+        step = "learning rate" if self.style != DEFAULT_STYLE else "step size"
+        text = f"{f['size']} px, {f['steps']} steps, {step} {f['lr']}, seed {f['seed']}"
+        if f["fallback"] != "preactivation":
+            text += f", fallback {f['fallback']}"
+        if f["precision"] != "float32":
+            text += f", {f['precision']}"
+        if f["extra"]:
+            text += f", {f['extra']}"
+        return text + (" (default)" if self.default else "")
+
+
+@dataclass
+class PatternRef:
+    """One unit's pattern under one variant: its record and its image's results key."""
+
+    variant: Variant
+    record: dict[str, Any]
+    png: str
 
 
 @dataclass
 class Unit:
     layer: str
     index: int
-    book: dict[str, Any] | None = None  # the tile's record
-    lucid: dict[str, Any] | None = None
-    book_png: str = ""  # results keys of the pattern images
-    lucid_png: str = ""
+    #: style → the unit's patterns in that style, the layer's primary variant first
+    patterns: dict[str, list[PatternRef]] = field(default_factory=dict)
     examples: dict[str, Any] | None = None  # the unit's examples record
+
+    def shown(self, style: str) -> PatternRef | None:
+        """The pattern shown for ``style`` (cards, flags): the first of its variants."""
+        refs = self.patterns.get(style)
+        return refs[0] if refs else None
 
 
 @dataclass
@@ -44,16 +110,20 @@ class Layer:
     channels: int
     rf: int | None = None
     units: list[Unit] = field(default_factory=list)
-    book_pages: dict[int, str] = field(default_factory=dict)  # page → results key
+    #: every pattern variant computed for the layer, by style order, primary first within a style
+    variants: list[Variant] = field(default_factory=list)
     example_pages: dict[int, str] = field(default_factory=dict)
 
     @property
     def has_data(self) -> bool:
-        return any(u.book or u.lucid or u.examples for u in self.units)
+        return any(u.patterns or u.examples for u in self.units)
 
     @property
     def pages(self) -> int:
         return max(1, -(-self.channels // UNITS_PER_PAGE))
+
+    def variants_of(self, style: str) -> list[Variant]:
+        return [v for v in self.variants if v.style == style]
 
 
 @dataclass
@@ -97,34 +167,33 @@ def gather(results: Storage, model: str, settings: Any) -> Gathered:
         raise ValueError(f"{model}: no weights file here, so no results to show")
     wid = file_sha256(wfile)
     base = f"results/{keys.model_slug(model)}/{wid[:12]}/"
-    pattern_keys = set(results.list_keys(f"{base}patterns/"))
+    by_layer: dict[str, list[str]] = {}  # ".../patterns/v1/<layer>/" → its keys
+    for key in results.list_keys(f"{base}patterns/"):
+        by_layer.setdefault(key.rsplit("/", 2)[0] + "/", []).append(key)
     ex_listing = results.list_keys(f"{base}examples/")
     cfg = _examples_config(ex_listing, f"{base}examples/")
     ex_keys = {k for k in ex_listing if cfg and k.startswith(cfg + "/")}
     heatmaps = _heatmaps(results.list_keys(f"{base}gradcam/"))
-    book_slug, lucid_slug = PatternParams().slug(), PatternParams(style="lucid").slug()
 
     layers: list[Layer] = []
     for info in layer_table(model):
         layer = Layer(info.name, info.kind, info.channels)
-        bp = keys.pattern_prefix(model, wid, info.name, book_slug)
-        lp = keys.pattern_prefix(model, wid, info.name, lucid_slug)
+        lp = keys.pattern_prefix(model, wid, info.name, "x")[:-1]
+        layer.variants = _variants(by_layer.get(lp, []), lp)
         ep = keys.examples_layer_prefix(cfg, info.name) if cfg else None
         for p in range(layer.pages):
-            if keys.grid_key(bp, p) in pattern_keys:
-                layer.book_pages[p] = keys.grid_key(bp, p)
             if ep and f"{ep}/page{p:02d}.png" in ex_keys:
                 layer.example_pages[p] = f"{ep}/page{p:02d}.png"
 
-        def load(u: int, name: str = info.name, bp: str = bp, lp: str = lp,
+        def load(u: int, name: str = info.name, variants: list[Variant] = layer.variants,
                  ep: str | None = ep) -> Unit:
             unit = Unit(name, u)
-            if keys.pattern_key(bp, u, "json") in pattern_keys:
-                unit.book = _read(results, keys.pattern_key(bp, u, "json"))
-                unit.book_png = keys.pattern_key(bp, u, "png")
-            if keys.pattern_key(lp, u, "json") in pattern_keys:
-                unit.lucid = _read(results, keys.pattern_key(lp, u, "json"))
-                unit.lucid_png = keys.pattern_key(lp, u, "png")
+            for v in variants:
+                if u in v.units:
+                    rec = _read(results, keys.pattern_key(v.prefix, u, "json"))
+                    if rec is not None:
+                        unit.patterns.setdefault(v.style, []).append(
+                            PatternRef(v, rec, keys.pattern_key(v.prefix, u, "png")))
             if ep and f"{ep}/units/u{u:04d}.json" in ex_keys:
                 unit.examples = _read(results, f"{ep}/units/u{u:04d}.json")
             return unit
@@ -138,6 +207,31 @@ def gather(results: Storage, model: str, settings: Any) -> Gathered:
         g = fields_.get(layer.name)
         layer.rf = g.rf[0] if g is not None else None
     return Gathered(model, wid, cfg, layers, heatmaps)
+
+
+def _variants(layer_keys: list[str], layer_prefix: str) -> list[Variant]:
+    """The pattern folders in ``layer_keys`` (those under ``layer_prefix``,
+    ``.../patterns/v1/<layer>/``): each slug with its units and grid pages. Ordered by style (book, lucid, ...), then the style's default
+    parameters first, then the most units, then the slug."""
+    found: dict[str, Variant] = {}
+    for key in layer_keys:
+        parts = key[len(layer_prefix):].split("/")
+        if len(parts) != 2:
+            continue
+        slug, name = parts
+        fields_ = slug_fields(slug)
+        style = fields_["style"] if fields_ else DEFAULT_STYLE
+        if slug not in found:
+            default = style in STYLES and PatternParams(style=style).slug() == slug
+            found[slug] = Variant(style, slug, layer_prefix + slug, default, fields_ or {})
+        v = found[slug]
+        if m := re.fullmatch(r"f(\d{4,})\.json", name):
+            v.units.add(int(m[1]))
+        elif m := re.fullmatch(r"grid-page(\d+)\.png", name):
+            v.pages[int(m[1])] = key
+    order = {name: i for i, name in enumerate(STYLES)}
+    return sorted(found.values(), key=lambda v: (order.get(v.style, len(order)), not v.default,
+                                                  -len(v.units), v.slug))
 
 
 def _examples_config(listing: list[str], base: str) -> str | None:

@@ -12,7 +12,8 @@ from collections.abc import Callable
 from typing import Any
 
 from convatlas.shared import keys
-from convatlas.shared.atlas.gather import UNITS_PER_PAGE, Gathered, Layer, Tops, Unit
+from convatlas.shared.atlas.gather import UNITS_PER_PAGE, Gathered, Layer, PatternRef, Tops, Unit
+from convatlas.shared.engine.styles import STYLES
 from convatlas.shared.images.checks import ImageDecodeError
 from convatlas.shared.images.decode import decode_photo
 from convatlas.shared.images.encode import encode_image
@@ -103,7 +104,9 @@ def _num(v: Any, digits: int = 3) -> str:
 
 def _flags(u: Unit) -> str:
     out = []
-    for style, rec in (("book", u.book), ("lucid", u.lucid)):
+    for style in STYLES:
+        ref = u.shown(style)
+        rec = ref.record if ref else None
         if rec and rec.get("dead"):
             out.append(f"<span class='badge' title='zero gradient on the start image'>dead ({style})</span>")
         if rec and rec.get("fallback_used"):
@@ -126,17 +129,19 @@ def write_index(found: Gathered, put: Put) -> None:
     model, layers, shown, cfg = found.model, found.layers, found.shown, found.examples
     rows = []
     for layer in layers:
-        n_book = sum(u.book is not None for u in layer.units)
-        n_lucid = sum(u.lucid is not None for u in layer.units)
+        counts = "".join(
+            f"<td>{sum(style in u.patterns for u in layer.units)}"
+            f"{_variant_count(len(layer.variants_of(style)))}</td>" for style in STYLES)
         n_ex = sum(u.examples is not None for u in layer.units)
         name = (f"<a href='{esc(layer.name)}/index.html'>{esc(layer.name)}</a>" if layer.has_data
                 else f"<span class='dim'>{esc(layer.name)}</span>")
         rows.append(f"<tr><td>{name}</td><td>{esc(layer.kind)}</td><td>{layer.channels}</td>"
-                    f"<td>{_num(layer.rf)}</td><td>{n_book}</td><td>{n_lucid}</td><td>{n_ex}</td></tr>")
+                    f"<td>{_num(layer.rf)}</td>{counts}<td>{n_ex}</td></tr>")
+    heads = "".join(f"<th>units with {style} patterns</th>" for style in STYLES)
     body = (f"<h1>{esc(model)}</h1><p class='dim'>weights {found.weights_id[:12]} · {len(shown)} of "
             f"{len(layers)} layers with results · examples: {esc(cfg or 'none')}</p>"
             "<table><thead><tr><th>layer</th><th>kind</th><th>units</th><th>receptive field (px)"
-            "</th><th>book patterns</th><th>lucid patterns</th><th>units with examples</th></tr>"
+            f"</th>{heads}<th>units with examples</th></tr>"
             f"</thead><tbody>{''.join(rows)}</tbody></table>")
     first = shown[0].name + "/index.html" if shown else None
     nav = f"<a href='index.html' rel='home'>{esc(model)}</a>" + (
@@ -197,17 +202,21 @@ def write_layer(
     sections = []
     for p in range(layer.pages):
         figs = []
-        if p in layer.book_pages and copy(layer.book_pages[p], f"{d}/img/grid-book-{p:02d}.png"):
-            figs.append(f"<figure>{_img(f'img/grid-book-{p:02d}.png', f'pattern grid page {p}', side, side)}"
-                        f"<figcaption>patterns (book), page {p}</figcaption></figure>")
+        for k, v in enumerate(layer.variants):
+            dst = f"img/grid-{v.style}{_vtag(k)}-{p:02d}.png"
+            if p in v.pages and copy(v.pages[p], f"{d}/{dst}"):
+                figs.append(f"<figure>{_img(dst, f'{v.style} pattern grid page {p}', side, side)}"
+                            f"<figcaption>patterns ({esc(v.style)}: {esc(v.label)}), page {p}"
+                            "</figcaption></figure>")
         if p in layer.example_pages and copy(layer.example_pages[p], f"{d}/img/grid-ex-{p:02d}.png"):
             figs.append(f"<figure>{_img(f'img/grid-ex-{p:02d}.png', f'examples page {p}', side, side)}"
                         f"<figcaption>top-1 dataset examples, page {p}</figcaption></figure>")
         cards = []
         for u in layer.units[p * UNITS_PER_PAGE:(p + 1) * UNITS_PER_PAGE]:
             pics = []
-            if u.book is not None:
-                pics.append(_img(f"img/book-{u.index:04d}.png", "pattern", 64, 64))
+            card_style = next((style for style in STYLES if style in u.patterns), None)
+            if card_style is not None:
+                pics.append(_img(f"img/{card_style}-{u.index:04d}.png", f"{card_style} pattern", 64, 64))
             if u.examples is not None:
                 pics.append(_img(f"img/top1-{u.index:04d}.png", "top example", 64, 64))
             cards.append(f"<li><a href='u{u.index:04d}.html'><div class='pair'>{''.join(pics)}</div>"
@@ -220,8 +229,12 @@ def write_layer(
         nav += f" <a href='../{esc(prev_l)}/index.html' rel='prev'>← {esc(prev_l)}</a>"
     if next_l:
         nav += f" <a href='../{esc(next_l)}/index.html' rel='next'>{esc(next_l)} →</a>"
+    computed = "".join(f"<li>{esc(v.style)}: {esc(v.label)} — {len(v.units)} of {layer.channels} units"
+                       "</li>" for v in layer.variants)
     body = (f"<h1>{esc(layer.name)}</h1><p class='dim'>{esc(layer.kind)} · {layer.channels} units"
             f" · receptive field {_num(layer.rf)} px · tiles row-major: unit = page·64 + row·8 + col</p>"
+            + (f"<p>Patterns computed (cards show the first):</p><ul>{computed}</ul>" if computed
+               else "<p class='dim'>no patterns computed for this layer</p>")
             + "".join(sections))
     put(f"{d}/index.html", _page(f"{model} {layer.name}", "../", nav, body), "text/html; charset=utf-8")
 
@@ -234,19 +247,23 @@ def write_unit(
 
     d, i = layer.name, u.index
     figs, stats = [], []
-    for style, rec, src in (("book", u.book, u.book_png), ("lucid", u.lucid, u.lucid_png)):
-        if rec is None:
-            figs.append(f"<figure><p class='dim'>no {style}-style pattern computed</p></figure>")
+    for style in STYLES:
+        refs = u.patterns.get(style, [])
+        elsewhere = [v for v in layer.variants_of(style) if i not in v.units]
+        if not refs:
+            figs.append(f"<figure><p class='dim'>{_missing(style, d, i, elsewhere)}</p></figure>")
             continue
-        ok = copy(src, f"{d}/img/{style}-{i:04d}.png")
-        figs.append(f"<figure>{_img(f'img/{style}-{i:04d}.png', f'{style} pattern', 192, 192)}"
-                    f"<figcaption>pattern, {style} style</figcaption></figure>" if ok else
-                    f"<figure><p class='dim'>{style} pattern image missing</p></figure>")
-        stats.append(f"<tr><th colspan='2'>pattern ({style})</th></tr>"
-                     f"<tr><td>dead</td><td>{_num(bool(rec.get('dead')))}</td></tr>"
-                     f"<tr><td>fallback used</td><td>{_num(bool(rec.get('fallback_used')))}</td></tr>"
-                     f"<tr><td>start activation</td><td>{_num(rec.get('start_activation'))}</td></tr>"
-                     f"<tr><td>final activation</td><td>{_num(rec.get('final_activation'))}</td></tr>")
+        figs.append(_pattern_figure(refs[0], f"img/{style}-{i:04d}.png", d, copy, 192))
+        stats.append(_pattern_stats(refs[0]))
+        others = [_pattern_figure(r, f"img/{style}-{i:04d}{_vtag(k)}.png", d, copy, 128)
+                  for k, r in enumerate(refs[1:], start=1)]
+        absent = "".join(f"<li>{esc(v.label)}</li>" for v in elsewhere)
+        if others or absent:
+            figs.append(
+                f"<details><summary>{len(refs)} {style} pattern(s) of this unit; other parameters"
+                "</summary>" + "".join(others)
+                + (f"<p class='dim'>not computed for this unit:</p><ul class='dim'>{absent}</ul>"
+                   if absent else "") + "</details>")
     ex_html = "<p class='dim'>no dataset examples computed</p>"
     ex = u.examples
     if ex is not None:
@@ -271,7 +288,8 @@ def write_unit(
                      f"<tr><td>mean score</td><td>{_num(s.get('mean'))}</td></tr>"
                      f"<tr><td>std of score</td><td>{_num(s.get('std'))}</td></tr>"
                      f"<tr><td>peak score</td><td>{_num(s.get('peak'))}</td></tr>"
-                     f"<tr><td>fired (score &gt; 0)</td><td>{_num(s.get('fired'))}</td></tr>"
+                     "<tr><td>photos that fired (score &gt; 0)</td>"
+                     f"<td>{_fired(s.get('fired'), s.get('photos'))}</td></tr>"
                      f"<tr><td>receptive field</td><td>{ex['rf'][0]}×{ex['rf'][1]} px of {ex['input_side']}</td></tr>")
         ex_html = (f"<figure>{_img(f'img/ex-{i:04d}.png', 'examples mosaic', side, side)}"
                    f"<figcaption>top {len(ex['examples'])} patches (receptive field at the arg-max)"
@@ -286,6 +304,52 @@ def write_unit(
             f"<h2>Dataset examples</h2>{ex_html}<h2>Statistics</h2>"
             f"<table>{''.join(stats) or '<tr><td>none</td></tr>'}</table>")
     put(f"{d}/u{i:04d}.html", _page(f"{model} {d} #{i}", "../", nav, body), "text/html; charset=utf-8")
+
+
+def _vtag(k: int) -> str:
+    """Image-name tag of a unit's or layer's ``k``-th pattern variant (none for the first)."""
+    return f"-v{k}" if k else ""
+
+
+def _variant_count(n: int) -> str:
+    return f" <span class='dim'>({n} parameter sets)</span>" if n > 1 else ""
+
+
+def _missing(style: str, layer: str, unit: int, elsewhere: list[Any]) -> str:
+    """Why a unit has no ``style`` pattern, and the command that would make one."""
+    run = f"<code>convatlas grids --style {esc(style)} --layers {esc(layer)} --filters {unit}</code>"
+    if elsewhere:
+        labels = "; ".join(esc(v.label) for v in elsewhere)
+        return f"no {style}-style pattern of this unit (computed for other units only: {labels}); run {run}"
+    return f"no {style}-style pattern computed for this layer; run {run}"
+
+
+def _pattern_figure(ref: PatternRef, dst: str, d: str, copy: Copy, side: int) -> str:
+    """One pattern image with its style and parameters as caption."""
+    v = ref.variant
+    if not copy(ref.png, f"{d}/{dst}"):
+        return f"<figure><p class='dim'>{v.style} pattern image missing ({esc(v.label)})</p></figure>"
+    return (f"<figure>{_img(dst, f'{v.style} pattern', side, side)}"
+            f"<figcaption>pattern, {v.style} style<br><span class='dim'>{esc(v.label)}; final activation "
+            f"{_num(ref.record.get('final_activation'))}</span></figcaption></figure>")
+
+
+def _pattern_stats(ref: PatternRef) -> str:
+    rec, v = ref.record, ref.variant
+    return (f"<tr><th colspan='2'>pattern ({v.style}: {esc(v.label)})</th></tr>"
+            f"<tr><td>dead</td><td>{_num(bool(rec.get('dead')))}</td></tr>"
+            f"<tr><td>fallback used</td><td>{_num(bool(rec.get('fallback_used')))}</td></tr>"
+            f"<tr><td>start activation</td><td>{_num(rec.get('start_activation'))}</td></tr>"
+            f"<tr><td>final activation</td><td>{_num(rec.get('final_activation'))}</td></tr>")
+
+
+def _fired(fraction: Any, photos: Any) -> str:
+    """The examples' ``fired`` statistic (a fraction of the photos seen) as a percentage and count."""
+    if fraction is None:
+        return "–"
+    if not photos:
+        return f"{100 * fraction:.0f} % of photos"
+    return f"{100 * fraction:.0f} % of photos ({round(fraction * photos)} of {photos})"
 
 
 def _favicon() -> bytes:

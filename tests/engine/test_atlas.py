@@ -62,13 +62,12 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, objec
         (photos / f"photo {i}.png").write_bytes(encode_png(rng.integers(0, 256, (40, 52, 3), dtype=np.uint8)))
     out = root / "out"
     settings = Settings.from_env()
-    for params in (PatternParams(), PatternParams(style="lucid", steps=8)):
-        run_local(plan_grids(model, "all", "all", params, settings), out, progress=False)
-    # the lucid style's default keys: rename the 8-step run's folder to the default slug
-    lucid = next(out.glob(f"results/*/*/patterns/v1/*/{PatternParams(style='lucid', steps=8).slug()}"))
-    for d in out.glob(f"results/*/*/patterns/v1/*/{PatternParams(style='lucid', steps=8).slug()}"):
-        d.rename(d.parent / PatternParams(style="lucid").slug())
-    assert not lucid.exists()
+    # as a user would: non-default parameters (lucid in 8 steps on one layer only; a second book
+    # run at another size for two units), found by the atlas under their own keys
+    for layers, filters, params in (("all", "all", PatternParams()),
+                                    ("last_conv", "all", PatternParams(style="lucid", steps=8)),
+                                    ("last_conv", "0:2", PatternParams(size=16, steps=3))):
+        run_local(plan_grids(model, layers, filters, params, settings), out, progress=False)
     run_local(plan_heatmaps([str(photos / "photo 0.png"), str(photos / "photo 1.png")], model,
                             None, None, settings), out, progress=False)
     plan = plan_examples([str(photos)], model, "conv_a,last_conv", 4, settings, LocalStorage(out),
@@ -162,8 +161,32 @@ def test_every_page_and_image_resolves(site: tuple[Path, object], server: tuple[
     unit = (dest / "last_conv" / "u0000.html").read_text()
     assert "pattern, book style" in unit and "pattern, lucid style" in unit
     assert "ex-0000.png" in unit and "class='rf'" in unit and "final activation" in unit
+    assert "grid-book-v1-00.png" in (dest / "last_conv" / "index.html").read_text()
     photo_pages = [p.read_text() for p in (dest / "photos").glob("*.html")]
     assert any("Grad-CAM overlay" in p for p in photo_pages)  # a heatmap run exists for two photos
+
+
+def test_unit_pages_show_every_parameter_set_and_what_is_missing(site: tuple[Path, object]) -> None:
+    """Issue 27 item 4: patterns made with non-default parameters are shown, labelled with them;
+    several sets of one style give a choice; what is missing is said, with the command to make it."""
+    dest, _ = site
+    unit0 = (dest / "last_conv" / "u0000.html").read_text()
+    assert "no book-style pattern computed" not in unit0 and "no lucid-style" not in unit0
+    assert "pattern, lucid style<br><span class='dim'>64 px, 8 steps, learning rate 0.05, seed 0;" in unit0
+    assert "64 px, 40 steps, step size 1, seed 0 (default)" in unit0  # the book's first: default
+    assert "<details><summary>2 book pattern(s)" in unit0 and "16 px, 3 steps, step size 1" in unit0
+    assert (dest / "last_conv" / "img" / "book-0000-v1.png").is_file()
+    unit3 = (dest / "last_conv" / "u0003.html").read_text()
+    assert "not computed for this unit:" in unit3 and "16 px, 3 steps" in unit3
+    conv_a = (dest / "conv_a" / "u0001.html").read_text()
+    assert ("no lucid-style pattern computed for this layer; run <code>convatlas grids --style lucid "
+            "--layers conv_a --filters 1</code>") in conv_a
+    assert "photos that fired (score &gt; 0)" in conv_a and "% of photos (" in conv_a
+    layer = (dest / "last_conv" / "index.html").read_text()
+    assert "lucid: 64 px, 8 steps, learning rate 0.05, seed 0 — 6 of 6 units" in layer
+    assert "book: 16 px, 3 steps, step size 1, seed 0 — 2 of 6 units" in layer
+    index = (dest / "index.html").read_text()
+    assert "units with lucid patterns" in index and "(2 parameter sets)" in index
 
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
