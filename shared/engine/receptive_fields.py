@@ -17,7 +17,6 @@ class GeometryError(ValueError):
     """The layer graph has a layer whose receptive field this module cannot compute."""
 
 
-
 @dataclass(frozen=True)
 class Axis:
     """One spatial axis of a feature map in input-pixel terms.

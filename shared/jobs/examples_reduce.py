@@ -50,7 +50,6 @@ SCORE = ("the channel's maximum over positions of the layer's output, on the pho
          "the model's square input; position = its first arg-max in row-major order")
 
 
-
 @dataclass(frozen=True)
 class ExamplesReduceJob:
     """Merge one layer's new batches into its top-k; render the unit mosaics and pages."""
