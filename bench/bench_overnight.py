@@ -234,7 +234,7 @@ def main() -> None:
     out.update(machine_info(), minutes=(time.time() - t_start) / 60)
     part = "B" if args.crashes_only else "A-B"
     dump_raw(raw_path(f"overnight-{part}", args.quick), out)
-    print(report(out))
+    print(parts_table(out))
 
 
 @dataclass
@@ -402,7 +402,7 @@ def split_job(smoke: bool = False) -> None:
     print(layer_table(s.local_layers, s.fleet_layers))
 
 
-def report(out: dict[str, Any]) -> str:
+def parts_table(out: dict[str, Any]) -> str:
     """Part A's sampled pages (with the whole job extrapolated) and part B's runs, as tables."""
     rows, text = out["sample"], []
     if rows:
