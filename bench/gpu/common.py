@@ -68,7 +68,10 @@ def sizes(smoke: bool) -> Sizes:
 
 
 class PartLog:
-    """The rows of one part, rewritten to ``OUT/part-NAME.json`` after each addition."""
+    """The rows of one part, rewritten to ``OUT/part-NAME.json`` after each addition. A row
+    with an ``error`` (or failed jobs) marks the part failed: its process exits 1."""
+
+    failed = False  # any part log of this process had an error row
 
     def __init__(self, out: Path, name: str) -> None:
         self.path = out / f"part-{name}.json"
@@ -79,6 +82,8 @@ class PartLog:
         self._write()
 
     def row(self, **items: Any) -> None:
+        if items.get("error") or items.get("failed_jobs"):
+            PartLog.failed = True
         self.data["rows"].append(items)
         print(f"[{self.data['part']}] " + ", ".join(f"{k}={_short(v)}" for k, v in items.items()),
               flush=True)

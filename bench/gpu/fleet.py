@@ -203,9 +203,10 @@ def overnight(out: Path, sz: Sizes, budget: float) -> None:
                 log.set(batches=_batch_lines(work / "worker.log"))
                 return
             counts = _counts(report)
-            jobs = int(counts.get("done", 0)) + int(counts.get("failed", 0)) or None
+            done = int(counts.get("done", 0))
             log.row(run=run_id, finished=True, seconds=wall, submit_s=submit_s, counts=counts,
-                    jobs_per_s=(jobs / wall) if jobs else None, layers=sz.grid_layers,
+                    jobs_done=done, failed_jobs=int(counts.get("failed", 0)),
+                    jobs_per_s=done / wall, layers=sz.grid_layers,
                     filters=sz.grid_filters, size=sz.grid_size, steps=sz.grid_steps)
             log.set(batches=_batch_lines(work / "worker.log"))
 
@@ -242,7 +243,10 @@ def photos(out: Path, sz: Sizes, budget: float) -> None:
                         status=_status(env, run_id))
                 log.set(batches=_batch_lines(work / "worker.log"))
                 return
-            log.row(run=run_id, finished=True, photos=n, seconds=wall, submit_s=submit_s,
-                    photos_per_s=n / wall, photos_per_s_after_submit=n / max(1e-9, wall - submit_s),
-                    counts=_counts(report))
+            counts = _counts(report)
+            done = int(counts.get("done", 0))
+            log.row(run=run_id, finished=True, photos=n, done=done,
+                    failed_jobs=int(counts.get("failed", 0)), seconds=wall, submit_s=submit_s,
+                    photos_per_s=done / wall,
+                    photos_per_s_after_submit=done / max(1e-9, wall - submit_s), counts=counts)
             log.set(batches=_batch_lines(work / "worker.log"))

@@ -162,8 +162,10 @@ def main() -> int:
                     help="comma-separated subset, in order (or CONVATLAS_GPU_PARTS)")
     a = ap.parse_args()
     if a.part:
+        from common import PartLog
+
         run_part(a.part, a.out, a.smoke)
-        return 0
+        return 1 if PartLog.failed else 0
     return orchestrate(a.out.resolve(), a.smoke, [p for p in a.parts.split(",") if p])
 
 
