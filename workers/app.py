@@ -14,7 +14,12 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from celery.signals import worker_init, worker_process_init, worker_ready
+from celery.signals import (
+    celeryd_after_setup,
+    worker_init,
+    worker_process_init,
+    worker_ready,
+)
 
 from convatlas.shared.config import Settings, redact_url
 from convatlas.shared.jobs.kinds import TASK_NAMES
@@ -28,9 +33,8 @@ __all__ = ["QUEUE", "TASK_NAMES", "app", "make_app"]
 app = make_app()
 
 
-def _log_config(sender: Any = None, **_: Any) -> None:
-    """What this worker talks to, with the broker password redacted, and what it computes on."""
-    _log_backend(sender)
+def _log_config(**_: Any) -> None:
+    """What this worker talks to, with the broker password redacted."""
     s = Settings.from_env()
     log.info(
         "convatlas worker: broker %s, storage %s, batch window %d ms, max batch %d",
@@ -41,12 +45,13 @@ def _log_config(sender: Any = None, **_: Any) -> None:
     )
 
 
-def _log_backend(sender: Any) -> None:
+def _log_backend(instance: Any = None, **_: Any) -> None:
     """The backend, and its devices unless this is a prefork parent (no framework before a fork:
-    each child logs its devices in ``_init_tf``)."""
+    each child logs its devices in ``_init_tf``). At ``celeryd_after_setup``: logging is set up
+    by then (at ``worker_init`` an INFO line is dropped), the pool not yet started."""
     from convatlas.shared.backend_select import check_backend, describe
 
-    if "prefork" in str(getattr(sender, "pool_cls", "")).lower():
+    if "prefork" in str(getattr(instance, "pool_cls", "")).lower():
         log.info("convatlas worker: backend %s (each process logs its devices)", check_backend())
     else:
         log.info("convatlas worker: %s", describe())
@@ -65,6 +70,7 @@ def _init_tf(**_: Any) -> None:
 
 
 worker_init.connect(_log_config, weak=False)
+celeryd_after_setup.connect(_log_backend, weak=False)
 worker_process_init.connect(_init_tf, weak=False)
 
 
