@@ -30,3 +30,13 @@ def import_tf() -> Any:
         except RuntimeError:  # already initialised: nothing to do
             pass
     return tf
+
+
+def prepare_keras() -> None:
+    """Before building or loading a Keras model: TensorFlow's set-up (:func:`import_tf`) when
+    TensorFlow is the backend; nothing on JAX (``CONVATLAS_BACKEND=jax``), whose workers may have
+    no TensorFlow installed at all (a GPU host with ``jax[cuda]``)."""
+    # backend_select.requested_backend's rule, read here (that module imports this one)
+    name = os.environ.get("CONVATLAS_BACKEND", "").strip() or os.environ.get("KERAS_BACKEND", "")
+    if name.strip().lower() != "jax":
+        import_tf()

@@ -171,9 +171,9 @@ def _from_bucket(app: App, settings: Settings) -> Path | None:
 
 def _download(app: App) -> Path:
     """Keras's own download (into ~/.keras/models), checked against the published hash."""
-    from convatlas.shared.tf_env import import_tf
+    from convatlas.shared.tf_env import prepare_keras
 
-    import_tf()
+    prepare_keras()
     from keras.utils import get_file
 
     try:

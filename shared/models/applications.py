@@ -268,9 +268,9 @@ def weights_source(app: App, path: Path) -> Iterator[None]:
 def build(name: str, weights_path: Path | None = None) -> Any:
     """The classifier with pre-softmax outputs (Grad-CAM differentiates the logit): random
     weights, or the ImageNet weights in ``weights_path`` (a verified Keras weights file)."""
-    from convatlas.shared.tf_env import import_tf
+    from convatlas.shared.tf_env import prepare_keras
 
-    import_tf()
+    prepare_keras()
     import keras
 
     app = get_app(name)

@@ -191,9 +191,9 @@ def _file_spec(name: str) -> ModelSpec:
         raise UnknownModel(f"unknown preprocessing {prep!r}: choose from {', '.join(PREPROCESSORS)}")
 
     def load_file(settings: Settings) -> tuple[Any, str]:
-        from convatlas.shared.tf_env import import_tf
+        from convatlas.shared.tf_env import prepare_keras
 
-        import_tf()
+        prepare_keras()
         import keras
 
         return keras.models.load_model(str(path), compile=False), file_sha256(path)

@@ -13,7 +13,7 @@ from typing import Any
 from convatlas.shared.config import Settings
 from convatlas.shared.hashing import file_sha256
 from convatlas.shared.models import weights
-from convatlas.shared.tf_env import import_tf
+from convatlas.shared.tf_env import prepare_keras
 
 VGG16_WEIGHTS_NAME = "vgg16_weights_tf_dim_ordering_tf_kernels.h5"
 OFFLINE_MODELS = ("vgg16-hed", "efficientnet-lite0")
@@ -41,7 +41,7 @@ def hed_weights_path() -> Path:
 
 
 def vgg16_hed_architecture() -> Any:
-    import_tf()
+    prepare_keras()
     from keras.applications import VGG16
 
     return VGG16(weights=None, include_top=False)
@@ -74,21 +74,21 @@ efficientnet_lite0_weights_file = weights.efficientnet_lite0_weights_file
 
 
 def efficientnet_lite0_architecture() -> Any:
-    import_tf()
+    prepare_keras()
     from convatlas.shared.models.efficientnet_lite import build_efficientnet_lite0
 
     return build_efficientnet_lite0()
 
 
 def efficientnet_lite0_any_size() -> Any:
-    import_tf()
+    prepare_keras()
     from convatlas.shared.models.efficientnet_lite import build_efficientnet_lite0
 
     return build_efficientnet_lite0(input_size=None)
 
 
 def efficientnet_lite0_load(settings: Settings) -> tuple[Any, str]:
-    import_tf()
+    prepare_keras()
     from convatlas.shared.models.efficientnet_lite import load_efficientnet_lite0
 
     try:
