@@ -588,7 +588,8 @@ def bench_ideas(cfg: Config, lm: LoadedModel, rep: Report) -> None:
 
         def call(fn: Any, fs: list[int], steps: int = steps) -> Any:
             args = (tf.constant(fs, tf.int32), tf.constant(steps), tf.constant(1.0))
-            return fn(x0[: len(fs)], *args, tf.constant(True))[0].numpy()
+            uniforms = tf.zeros((len(fs), steps, 0))  # the book style draws no transforms
+            return fn(x0[: len(fs)], *args, tf.constant(True), uniforms)[0].numpy()
 
         # (the one-channel target conv and the single conv, measured here before, are now the
         # engine itself: shared/engine/objectives.selected_channels)
