@@ -106,6 +106,7 @@ def test_preprocessing_is_the_familys_preprocess_input(family: str) -> None:
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-4)
 
 
+@pytest.mark.slow  # ≈ 2.5 min: 40 models, NASNetLarge and EfficientNetV2L alone ≈ 15 s each
 def test_every_architecture_builds_with_the_stated_size_target_and_layers() -> None:
     """All of them, built once each in one process (random weights, no download)."""
     out = subprocess.run([sys.executable, "-c", _CHECK_ALL], capture_output=True, text=True, timeout=900)
@@ -122,7 +123,11 @@ def test_every_architecture_builds_with_the_stated_size_target_and_layers() -> N
         assert rows[name]["target"] == layer
 
 
-@pytest.mark.parametrize("name", sorted(FAMILY_TARGETS))
+HEAVY = {"nasnet-mobile", "convnext-tiny", "densenet121", "inception-v3"}  # 40–85 s each on 2 busy cores
+
+
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n in HEAVY else n
+                                  for n in sorted(FAMILY_TARGETS)])
 def test_each_family_runs_gradcam_patterns_and_examples(name: str) -> None:
     """Random weights are enough for the plumbing: one photo, four filters, two examples."""
     from convatlas.shared.engine.cam_runner import grad_cam
