@@ -108,23 +108,14 @@ def describe() -> str:
 def active_backend() -> str:
     """The backend this process computes with: what every record carries as ``backend``.
 
-    Not part of float32 result keys: there TensorFlow and JAX agree to float noise (CAM maps
-    ≤ 1e-4, pattern objectives ≤ 1 %, metrics ≤ 1e-3: ``tests/engine/test_jax_parity.py``), the
-    same order as two CPUs or two batch sizes on one backend, so a float32 result made on either
-    backend is reused by the other, and a fleet may mix TensorFlow and JAX workers. bfloat16
-    results are kept apart: see :func:`bfloat16_key_suffix`.
+    Not part of result keys. In float32 TensorFlow and JAX agree to float noise (CAM maps
+    ≤ 1e-4, pattern objectives ≤ 1 %, metrics ≤ 1e-3: ``tests/engine/test_jax_parity.py``),
+    the same order as two CPUs or two batch sizes on one backend, so a result made on either
+    backend is reused by the other and a fleet may mix TensorFlow and JAX workers. In bfloat16
+    they differ by bfloat16's own rounding (measured on this CPU: maps up to 0.035 apart,
+    pattern objectives up to 2.3 %, as far as bfloat16 from float32), and still share keys: a
+    key is derived from the job's parameters by the producer and again by the worker, so a key
+    that named the computing process's backend would strand a mixed fleet's jobs. Keeping
+    bfloat16 results apart by backend needs the backend as a job parameter (not done).
     """
     return check_backend()
-
-
-def bfloat16_key_suffix() -> str:
-    """What bfloat16 result keys add for the backend: nothing for TensorFlow (keys made before
-    JAX existed stay valid), ``-jax`` for JAX.
-
-    The backends' bfloat16 passes round differently (measured on this CPU: maps up to 0.035
-    apart, pattern objectives up to 2.3 %), as far apart as bfloat16 and float32 results, which
-    are kept apart. The key is made where the job is planned, so a bfloat16 run's workers must
-    use the producer's backend; every record carries the backend that computed it.
-    """
-    name = check_backend()
-    return "" if name == DEFAULT else f"-{name}"

@@ -25,12 +25,5 @@ def check_precision(precision: str) -> str:
 
 
 def key_suffix(precision: str) -> str:
-    """Text added to result keys: none for float32 (keys made before this option stay valid);
-    ``-bf16``, plus the backend when it is not TensorFlow (``-bf16-jax``), for bfloat16: the
-    two backends' bfloat16 passes differ by as much as bfloat16 and float32 do
-    (``backend_select.bfloat16_key_suffix``)."""
-    if check_precision(precision) == DEFAULT:
-        return ""
-    from convatlas.shared.backend_select import bfloat16_key_suffix
-
-    return "-bf16" + bfloat16_key_suffix()
+    """Text added to result keys: none for float32 (keys made before this option stay valid)."""
+    return "" if check_precision(precision) == DEFAULT else "-bf16"
