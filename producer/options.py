@@ -24,12 +24,13 @@ F = TypeVar("F", bound=Callable[..., Any])
 # steps/step_size by the style, precision by CONVATLAS_PRECISION.
 PATTERN_OPTIONS: dict[str, tuple[Any, Any, str]] = {
     "size": (int, 64, "Pattern size in pixels."),
-    "steps": (int | None, None, "Optimisation steps; default the style's (book 40, lucid 256)."),
-    "step_size": (float | None, None, "Step size: of the RMS-normalised gradient (book, default 1) or Adam's learning rate (lucid, default 0.05)."),
+    "steps": (int | None, None, "Optimisation steps; default the style's (book 40, lucid and maco 256)."),
+    "step_size": (float | None, None, "Step size: of the RMS-normalised gradient (book, default 1) or Adam's learning rate (lucid, default 0.05) or NAdam's (maco, default 1)."),
     "seed": (int, 0, "Seed of the start images (and of lucid's random transforms)."),
     "fallback": (str, "preactivation", "For dead filters: 'preactivation' or 'none'."),
     "precision": (str | None, None, "Network precision: float32, or bfloat16 (about 2x faster on CPUs with AVX512_BF16/AMX, slower elsewhere; results differ slightly). Default CONVATLAS_PRECISION, else float32."),
-    "style": (str, "book", "'book' (the book's raw-pixel gradient ascent) or 'lucid' (Fourier-space image, random transforms, Adam)."),
+    "style": (str, "book", "'book' (the book's raw-pixel gradient ascent), 'lucid' (Fourier-space image, random transforms, Adam) or 'maco' (MaCo: Fourier phase only on a natural-image magnitude, random crops and noise, NAdam; saves a transparency map)."),
+    "spectrum_from": (str, "", "maco only: a folder of photos whose mean magnitude spectrum replaces the one shipped (from samples/photos); its hash enters the result key."),
 }
 
 
@@ -80,4 +81,8 @@ def pattern_params(pattern: Mapping[str, Any], settings: Settings) -> Any:
 
     values = dict(pattern)
     values["precision"] = values.get("precision") or settings.precision
+    if values.get("spectrum_from"):
+        from convatlas.shared.engine.param.spectra import resolve_spectrum_from
+
+        values["spectrum_from"] = resolve_spectrum_from(values["spectrum_from"])
     return PatternParams(**values)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from convatlas.producer.plans.plan import Plan, run_id_of
+from convatlas.producer.plans.plan import InputFile, Plan, run_id_of
 from convatlas.producer.plans.validate import (
     model_weights_id,
     parse_filters,
@@ -32,5 +32,15 @@ def plan_grids(
             grids.append(grid)
             jobs.extend(grid.tile_jobs())
     plan = Plan("grids", model, jobs, grids)
+    if params.spectrum_from:  # maco --spectrum-from: the spectrum travels as a run input
+        plan.inputs.append(spectrum_input(params.spectrum_from))
     plan.run_id = run_id_of("grids", jobs)
     return plan
+
+
+def spectrum_input(sha: str) -> InputFile:
+    """A maco spectrum computed here (``--spectrum-from``) as a run input (``inputs/<sha256>``)."""
+    from convatlas.shared.engine.param.spectra import spectrum_path
+
+    path = spectrum_path(sha)
+    return InputFile(path, f"spectrum-{sha[:12]}.npy", sha, path.stat().st_size)

@@ -3,7 +3,9 @@
 Each sample of a batch is one filter's image; the objective, the parametrisation, the transforms
 and the optimiser step are per sample, so the batch is just many independent copies of one
 filter's loop run at once. ``PatternParams.style`` picks the loop (``styles``): ``book`` (the
-default, the book's raw-pixel ascent) or ``lucid`` (Fourier-space image, transforms, Adam).
+default, the book's raw-pixel ascent), ``lucid`` (Fourier-space image, transforms, Adam) or
+``maco`` (phase-only Fourier image on a natural spectrum, crops and noise, NAdam; with a
+transparency map, ``Pattern.alpha``).
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from convatlas.shared.engine.objectives import selected_channels
+from convatlas.shared.engine.param import Parametrisation
+from convatlas.shared.engine.param.spectra import is_spectrum_id, spectrum_id
 from convatlas.shared.engine.precision import check_precision, key_suffix
 from convatlas.shared.engine.styles import DEFAULT as DEFAULT_STYLE
 from convatlas.shared.engine.styles import Style, get_style
@@ -34,7 +38,10 @@ class PatternParams:
     seed: int = 0
     fallback: str = "preactivation"  # for dead filters; or "none"
     precision: str = "float32"  # of the network passes; or "bfloat16" (convatlas.shared.engine.precision)
-    style: str = DEFAULT_STYLE  # "book" or "lucid" (convatlas.shared.engine.styles)
+    style: str = DEFAULT_STYLE  # "book", "lucid" or "maco" (convatlas.shared.engine.styles)
+    #: maco: the magnitude spectrum's natural images: "" (the sample photos', shipped) or the
+    #: sha256 of one computed from a folder (``--spectrum-from DIR``; ``param.spectra``)
+    spectrum_from: str = ""
 
     def __post_init__(self) -> None:
         check_precision(self.precision)
@@ -49,6 +56,10 @@ class PatternParams:
             raise ValueError(f"steps must be 0..10000, got {steps}")
         if self.fallback not in ("preactivation", "none"):
             raise ValueError(f"fallback must be 'preactivation' or 'none', got {self.fallback!r}")
+        if self.spectrum_from and not style.spectrum:
+            raise ValueError(f"--spectrum-from is for the maco style, not {self.style!r}")
+        if self.spectrum_from and not is_spectrum_id(self.spectrum_from):
+            raise ValueError(f"spectrum_from must be a sha256 (resolve_spectrum_from), got {self.spectrum_from!r}")
 
     @property
     def style_spec(self) -> Style:
@@ -56,11 +67,16 @@ class PatternParams:
 
     def slug(self) -> str:
         """Stable text of every parameter that changes the result (used in result keys); the
-        book style adds nothing, so keys made before styles existed stay valid."""
+        book style adds nothing, so keys made before styles existed stay valid; a style with a
+        spectrum adds its hash (``-sp`` and 12 hex digits)."""
+        spectrum = f"-sp{spectrum_id(self.spectrum_from)[:12]}" if self.style_spec.spectrum else ""
         return (
             f"s{self.size}-n{self.steps}-lr{self.step_size:g}-seed{self.seed}-fb{self.fallback}"
-            f"{key_suffix(self.precision)}{self.style_spec.key_suffix()}"
+            f"{key_suffix(self.precision)}{self.style_spec.key_suffix()}{spectrum}"
         )
+
+    def parametrisation(self) -> Parametrisation:
+        return self.style_spec.make_parametrisation(self.size, self.spectrum_from)
 
 
 @dataclass
@@ -72,13 +88,14 @@ class Pattern:
     fallback_used: bool  # optimised on the pre-activation instead
     start_activation: float
     final_activation: float
+    alpha: np.ndarray | None = None  # size×size float32: maco's accumulated |∂objective/∂pixels|
 
 
 def _ascent_fn(lm: LoadedModel, layer: str, params: PatternParams):  # noqa: ANN202
     style = params.style_spec
     key: tuple = ("ascent", layer, params.precision)
     if style.name != DEFAULT_STYLE:
-        key += (style.name, params.size if style.size_bound else None)
+        key += (style.name, params.size if style.size_bound else None, params.spectrum_from)
     if key not in lm.compiled:
         from convatlas.shared.engine.backend import build_ascent
 
@@ -86,12 +103,14 @@ def _ascent_fn(lm: LoadedModel, layer: str, params: PatternParams):  # noqa: ANN
         if style.name == DEFAULT_STYLE:
             lm.compiled[key] = build_ascent(features, lm.preprocess)
         else:
+            extra = {"alpha": True} if style.alpha else {}
             lm.compiled[key] = build_ascent(
                 features,
                 lm.preprocess,
-                parametrisation=style.parametrisation(params.size),
+                parametrisation=params.parametrisation(),
                 transforms=style.transforms(params.size),
                 optimiser=style.optimiser,
+                **extra,
             )
     return lm.compiled[key]
 
@@ -107,7 +126,7 @@ def filter_patterns(
     from convatlas.shared.engine.backend import constant, to_numpy
 
     style = params.style_spec
-    param = style.parametrisation(params.size)
+    param = params.parametrisation()
     transforms = style.transforms(params.size)
     ascend = _ascent_fn(lm, layer, params)
     steps = int(params.steps or 0)
@@ -119,7 +138,7 @@ def filter_patterns(
             uniforms = np.stack([draw_uniforms(transforms, f, steps, params.seed) for f in chunk])
         else:
             uniforms = np.zeros((len(chunk), steps, 0), np.float32)
-        x, dead, start, final = (to_numpy(t) for t in ascend(
+        x, dead, start, final, *alpha = (to_numpy(t) for t in ascend(
             constant(v0),
             constant(chunk, "int32"),
             constant(steps, "int32"),
@@ -137,6 +156,7 @@ def filter_patterns(
                     fallback_used=bool(dead[j]) and params.fallback == "preactivation",
                     start_activation=float(start[j]),
                     final_activation=float(final[j]),
+                    alpha=alpha[0][j].astype(np.float32) if alpha else None,
                 )
             )
     return out

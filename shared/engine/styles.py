@@ -6,6 +6,12 @@
   decorrelated Fourier-space image with a sigmoid to RGB (``param.fourier``), Lucid's standard
   transforms sampled per sample and per step then cropped back (``transforms``), Adam with
   learning rate 0.05, 256 steps; the image is the rendered pixels themselves (already in 0–255).
+- ``maco`` (Fel et al., *MAgnitude Constrained Optimization*, NeurIPS 2023; Xplique's ``maco``):
+  only the Fourier phase is optimised, the magnitude fixed to a natural-image spectrum
+  (``param.maco``, ``param.spectra``: the sample photos', or ``--spectrum-from DIR``), under
+  MaCo's random crops and noise (``transforms.maco_transforms``), NAdam with learning rate 1.0,
+  256 steps (the paper's values). It also gives a transparency (alpha) map: the accumulated
+  |gradient| of the objective with respect to the image's pixels (``alpha``).
 
 Dead filters, in every style: a filter is *dead* when the gradient of its activation objective
 with respect to the optimised variable is exactly zero on the untransformed start image, i.e. its
@@ -28,11 +34,12 @@ from dataclasses import dataclass
 import numpy as np
 
 from convatlas.shared.engine.objectives import deprocess
-from convatlas.shared.engine.optimisers import Adam, Optimiser, RmsStep
+from convatlas.shared.engine.optimisers import Adam, Nadam, Optimiser, RmsStep
 from convatlas.shared.engine.param import Parametrisation
 from convatlas.shared.engine.param.fourier import FourierImage
+from convatlas.shared.engine.param.maco import PhaseImage
 from convatlas.shared.engine.param.pixels import Pixels
-from convatlas.shared.engine.transforms import Transform, lucid_transforms
+from convatlas.shared.engine.transforms import Transform, lucid_transforms, maco_transforms
 
 
 def rendered(x: np.ndarray) -> np.ndarray:
@@ -45,11 +52,22 @@ class Style:
     name: str
     default_steps: int
     default_step_size: float
-    parametrisation: Callable[[int], Parametrisation]  # tile size → parametrisation
+    parametrisation: Callable[..., Parametrisation]  # (tile size[, spectrum]) → parametrisation
     transforms: Callable[[int], tuple[Transform, ...]]  # tile size → transforms
     optimiser: Optimiser
     to_image: Callable[[np.ndarray], np.ndarray]  # the optimised pixels → uint8 image
     size_bound: bool  # compiled per tile size (its parametrisation or transforms depend on it)
+    spectrum: bool = False  # its parametrisation takes a magnitude spectrum (``spectrum_from``)
+    alpha: bool = False  # its ascent accumulates a transparency map
+
+    def make_parametrisation(self, size: int, spectrum_from: str = "") -> Parametrisation:
+        """The parametrisation of one tile size (with the spectrum named by ``spectrum_from``,
+        "" = the shipped one, for a style that takes one)."""
+        if not self.spectrum:
+            return self.parametrisation(size)
+        from convatlas.shared.engine.param.spectra import magnitude
+
+        return self.parametrisation(size, magnitude(spectrum_from, size))
 
     def key_suffix(self) -> str:
         """What this style adds to a result key: nothing for the book (keys made before styles
@@ -83,6 +101,18 @@ STYLES: dict[str, Style] = {
         optimiser=Adam(),
         to_image=rendered,
         size_bound=True,
+    ),
+    "maco": Style(
+        name="maco",
+        default_steps=256,
+        default_step_size=1.0,
+        parametrisation=PhaseImage,
+        transforms=maco_transforms,
+        optimiser=Nadam(),
+        to_image=rendered,
+        size_bound=True,
+        spectrum=True,
+        alpha=True,
     ),
 }
 

@@ -8,6 +8,7 @@ from typing import Any
 
 from convatlas.shared import keys
 from convatlas.shared.backend_select import active_backend
+from convatlas.shared.engine.param.spectra import spectrum_id
 from convatlas.shared.engine.patterns import Pattern, PatternParams
 from convatlas.shared.images.encode import encode_png
 from convatlas.shared.jobs.common import JobResult, existing_result, json_bytes, npy_bytes
@@ -50,11 +51,17 @@ class FilterJob:
         return keys.pattern_key(self.prefix, self.filter, "error.json")
 
     def outputs(self) -> dict[str, str]:
-        return {
+        out = {
             "png": keys.pattern_key(self.prefix, self.filter, "png"),
             "npy": keys.pattern_key(self.prefix, self.filter, "npy"),
-            "record": self.marker,
         }
+        if self.params.style_spec.alpha:  # maco: the transparency map, and the pattern with it
+            out.update({
+                "alpha_npy": keys.pattern_key(self.prefix, self.filter, "alpha.npy"),
+                "alpha_png": keys.pattern_key(self.prefix, self.filter, "alpha.png"),
+                "rgba_png": keys.pattern_key(self.prefix, self.filter, "rgba.png"),
+            })
+        return {**out, "record": self.marker}
 
     def outcome_folders(self) -> tuple[str, str]:
         """(folder of its markers, the wider folder its siblings share): the layer's folder."""
@@ -87,17 +94,41 @@ def _write_pattern(job: FilterJob, prepared: None, p: Pattern, storage: Storage,
         "backend": active_backend(),  # not in the key (backend_select.active_backend)
         "style": job.params.style,
         "steps": job.params.steps,
+        "size": job.params.size,
+        "step_size": job.params.step_size,
+        "seed": job.params.seed,
         **info,  # seconds (model, per job), batch, input_wait_seconds
     }
     storage.put_bytes(out["png"], encode_png(p.image), "image/png")
     storage.put_bytes(out["npy"], npy_bytes(p.raw), "application/octet-stream")
+    if "alpha_npy" in out and p.alpha is not None:
+        from convatlas.shared.engine.alpha import alpha_image, with_alpha
+
+        record["spectrum"] = spectrum_id(job.params.spectrum_from)
+        record["alpha"] = {"sum": float(p.alpha.sum()), "max": float(p.alpha.max())}
+        storage.put_bytes(out["alpha_npy"], npy_bytes(p.alpha), "application/octet-stream")
+        storage.put_bytes(out["alpha_png"], encode_png(alpha_image(p.alpha)), "image/png")
+        storage.put_bytes(out["rgba_png"], encode_png(with_alpha(p.image, p.alpha)), "image/png")
     storage.put_bytes(out["record"], json_bytes(record), "application/json")
     return JobResult("done", out, None, record)
 
 
 def _prepare(job: FilterJob, storage: Storage) -> JobResult | None:
-    """The recorded outcome, or None (a pattern needs nothing loaded)."""
-    return existing_result(job, storage)
+    """The recorded outcome, or None. A pattern needs nothing loaded, except a user's spectrum
+    (maco ``--spectrum-from``): a run input, fetched once into this process (``param.spectra``)."""
+    done = existing_result(job, storage)
+    if done is None and job.params.spectrum_from:
+        _fetch_spectrum(job.params.spectrum_from, storage)
+    return done
+
+
+def _fetch_spectrum(sha: str, storage: Storage) -> None:
+    from convatlas.shared.engine.param import spectra
+
+    if not spectra.spectrum_path(sha).is_file():
+        got = spectra.remember(storage.get_bytes(keys.input_key(sha)))
+        if got != sha:
+            raise ValueError(f"spectrum input {sha} has the hash {got}")
 
 
 def _compute(jobs: list[FilterJob], prepared: list[None], batch_size: int) -> list[Pattern]:

@@ -175,7 +175,7 @@ def test_adam_is_tf1_adam_ascending() -> None:
 
 
 def test_styles_are_validated_and_defaulted() -> None:
-    assert set(STYLES) == {"book", "lucid"}
+    assert set(STYLES) == {"book", "lucid", "maco"}
     book = PatternParams()
     assert book == PatternParams(64, 40, 1.0, 0, "preactivation", "float32")
     assert book.style == "book" and book.steps == 40 and book.step_size == 1.0

@@ -36,11 +36,16 @@ def build_ascent(
     parametrisation: Any = None,
     transforms: Any = (),
     optimiser: Any = None,
+    alpha: bool = False,
 ) -> Callable[..., Any]:
     """The compiled gradient-ascent loop of one (model, layer): the variable becomes pixels by
     ``parametrisation`` (default: raw pixels), goes through ``transforms`` (default none) and is
-    moved by ``optimiser`` (default the book's RMS step); see ``tf_ascent.build_ascent``."""
-    return _builders("ascent").build_ascent(features, preprocess, parametrisation, transforms, optimiser)
+    moved by ``optimiser`` (default the book's RMS step); with ``alpha`` it also returns MaCo's
+    transparency map; see ``tf_ascent.build_ascent``."""
+    builders = _builders("ascent")
+    if alpha:
+        return builders.build_ascent(features, preprocess, parametrisation, transforms, optimiser, alpha=True)
+    return builders.build_ascent(features, preprocess, parametrisation, transforms, optimiser)
 
 
 def build_channel_maxima(

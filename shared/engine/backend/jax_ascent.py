@@ -30,13 +30,16 @@ def build_ascent(
     parametrisation: Parametrisation | None = None,
     transforms: Sequence[Transform] = (),
     optimiser: Optimiser | None = None,
+    alpha: bool = False,
 ) -> Callable[..., Any]:
     """Compile the whole gradient-ascent loop for one (model, layer[, style and size]).
 
     Same interface and semantics as ``tf_ascent.build_ascent``: returns ``ascend(v0, filters,
     steps, step_size, fallback, uniforms) -> (x, dead, start, final)``. ``steps`` may vary
     between calls without recompiling (the loop's bound is an argument); a new batch or image
-    size compiles once more.
+    size compiles once more. With ``alpha`` it also returns MaCo's transparency map (the summed
+    |∂objective/∂pixels| before the transforms, averaged over colours): the gradient is taken
+    with respect to the pixels and pulled back through ``to_pixels`` (``jax.vjp``).
     """
     import jax
     import jax.numpy as jnp
@@ -61,6 +64,14 @@ def build_ascent(
 
     grad = jax.grad(total, has_aux=True)
 
+    def total_of_pixels(pixels: Any, filters: Any, use_pre: Any, u: Any, values: Any) -> Any:
+        with bound(variables, values):
+            x = apply_transforms(transforms, pixels, u) if u is not None else pixels
+            pre, post = features(preprocess(x), filters)
+            return jnp.sum(objective(pre, post, use_pre))
+
+    grad_pixels = jax.grad(total_of_pixels)
+
     @jax.jit
     def compiled(v: Any, filters: Any, steps: Any, step_size: Any, fallback: Any, uniforms: Any,
                  values: Any) -> Any:
@@ -70,16 +81,25 @@ def build_ascent(
         use_pre = jnp.logical_and(dead, fallback)
 
         def body(t: Any, carry: Any) -> Any:
-            v, state = carry
+            v, state, acc = carry
             u = uniforms[:, t] if transforms else None
-            g, _ = grad(v, filters, use_pre, u, values)
-            return step.update(v, g, state, t, step_size)
+            if alpha:
+                pixels, pull_back = jax.vjp(to_pixels, v)
+                g_pixels = grad_pixels(pixels, filters, use_pre, u, values)
+                (g,) = pull_back(g_pixels)
+                acc = acc + jnp.mean(jnp.abs(g_pixels), axis=-1)
+            else:
+                g, _ = grad(v, filters, use_pre, u, values)
+            v, state = step.update(v, g, state, t, step_size)
+            return v, state, acc
 
-        v, _ = lax.fori_loop(0, steps, body, (v, step.init(v)))
+        x0 = to_pixels(v)
+        acc0 = jnp.zeros(x0.shape[:3], x0.dtype) if alpha else jnp.zeros(())
+        v, _, acc = lax.fori_loop(0, steps, body, (v, step.init(v), acc0))
         with bound(variables, values):
             x = to_pixels(v)
             _, final = objectives(v, filters, no_pre, None)  # the result: forward only
-        return x, dead, start, final
+        return (x, dead, start, final, acc) if alpha else (x, dead, start, final)
 
     def ascend(v: Any, filters: Any, steps: Any, step_size: Any, fallback: Any, uniforms: Any) -> Any:
         return compiled(v, filters, steps, step_size, fallback, uniforms,
