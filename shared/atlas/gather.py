@@ -75,18 +75,20 @@ class Variant:
             text += f", fallback {f['fallback']}"
         if f["precision"] != "float32":
             text += f", {f['precision']}"
-        if f["extra"]:
-            text += f", {f['extra']}"
+        for token in filter(None, f["extra"].split("-")):
+            text += f", spectrum {token[2:]}" if re.fullmatch(r"sp[0-9a-f]{12}", token) else f", {token}"
         return text + (" (default)" if self.default else "")
 
 
 @dataclass
 class PatternRef:
-    """One unit's pattern under one variant: its record and its image's results key."""
+    """One unit's pattern under one variant: its record and its images' results keys (maco:
+    also the pattern with its transparency map as alpha)."""
 
     variant: Variant
     record: dict[str, Any]
     png: str
+    rgba_png: str = ""
 
 
 @dataclass
@@ -158,14 +160,14 @@ class Gathered:
 def gather(results: Storage, model: str, settings: Any) -> Gathered:
     """Read what ``results`` holds for ``model`` (``ValueError`` without its weights file: the
     results are keyed by the weights' hash)."""
-    from convatlas.shared.hashing import file_sha256
     from convatlas.shared.models.registry import get_spec, layer_table
+    from convatlas.shared.models.zoo import WeightsUnavailable
 
     spec = get_spec(model)
-    wfile = spec.weights_file(settings)
-    if wfile is None:
-        raise ValueError(f"{model}: no weights file here, so no results to show")
-    wid = file_sha256(wfile)
+    try:  # keras.applications models: from the bucket's record when the file is not here
+        wid = spec.weights_id(settings)
+    except WeightsUnavailable as exc:
+        raise ValueError(f"{model}: no weights here, so no results to show ({exc})") from exc
     base = f"results/{keys.model_slug(model)}/{wid[:12]}/"
     by_layer: dict[str, list[str]] = {}  # ".../patterns/v1/<layer>/" → its keys
     for key in results.list_keys(f"{base}patterns/"):
@@ -192,8 +194,9 @@ def gather(results: Storage, model: str, settings: Any) -> Gathered:
                 if u in v.units:
                     rec = _read(results, keys.pattern_key(v.prefix, u, "json"))
                     if rec is not None:
+                        rgba = keys.pattern_key(v.prefix, u, "rgba.png") if rec.get("alpha") else ""
                         unit.patterns.setdefault(v.style, []).append(
-                            PatternRef(v, rec, keys.pattern_key(v.prefix, u, "png")))
+                            PatternRef(v, rec, keys.pattern_key(v.prefix, u, "png"), rgba))
             if ep and f"{ep}/units/u{u:04d}.json" in ex_keys:
                 unit.examples = _read(results, f"{ep}/units/u{u:04d}.json")
             return unit
