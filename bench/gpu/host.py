@@ -56,10 +56,10 @@ def gpu_decode(files: list[str], log: PartLog) -> None:
         import torch
         from torchvision.io import decode_jpeg
     except ImportError as exc:
-        log.row(what="torchvision decode_jpeg on the GPU", error=f"not available: {exc}")
+        log.row(what="torchvision decode_jpeg on the GPU", skipped=f"not available: {exc}")
         return
     if not torch.cuda.is_available():
-        log.row(what="torchvision decode_jpeg on the GPU", error="no CUDA device for torch")
+        log.row(what="torchvision decode_jpeg on the GPU", skipped="no CUDA device for torch")
         return
     datas = [torch.frombuffer(bytearray(Path(f).read_bytes()), dtype=torch.uint8) for f in files]
     try:
