@@ -27,7 +27,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-ModelOpt = Annotated[str, typer.Option("--model", "-m", help="Model name (see `convatlas models`) or a .keras/.h5 file[#preprocessing].")]
+ModelOpt = Annotated[str, typer.Option("--model", "-m", help="Model name: vgg16-hed, efficientnet-lite0, any keras.applications ImageNet CNN (resnet50, mobilenetv2, efficientnet-b0, convnext-tiny, …; `convatlas models` lists them all), or a .keras/.h5 file[#preprocessing].")]
 WeightsOpt = Annotated[Path | None, typer.Option("--weights", help="vgg16 only: ImageNet weights .h5 (same as CONVATLAS_VGG16_WEIGHTS).")]
 OutOpt = Annotated[Path, typer.Option("--out", "-o", help="Output folder (results, runs/<id>/report.json, index.html).")]
 PrecisionOpt = Annotated[str | None, typer.Option(help="Network precision: float32, or bfloat16 (about 2x faster on CPUs with AVX512_BF16/AMX, slower elsewhere; results differ slightly). Default CONVATLAS_PRECISION, else float32.")]
@@ -84,21 +84,29 @@ def warn_if_slow(precision: str) -> None:
 
 @app.command()
 def models(
+    names: Annotated[list[str] | None, typer.Argument(help="Models to list (all when none), or `fetch NAME…`: put their ImageNet weights in the bucket for the fleet.")] = None,
     classes: Annotated[bool, typer.Option(help="Also list the 1000 ImageNet class names.")] = False,
     layers: Annotated[bool, typer.Option(help="List every conv layer with its filter count.")] = True,
+    from_file: Annotated[Path | None, typer.Option("--from", help="fetch: take this weights file instead of downloading (checked against the hash Keras publishes).")] = None,
 ) -> None:
     """List the models: offline availability, what each can do, conv layers and filter counts."""
     from convatlas.shared.config import Settings
-    from convatlas.shared.models.registry import BUILTIN, layer_table
+    from convatlas.shared.models import listing
+    from convatlas.shared.models.registry import UnknownModel
+    from convatlas.shared.models.zoo import WeightsUnavailable
+    from convatlas.shared.storage import StorageError
 
     settings = Settings.from_env()
-    for spec in BUILTIN.values():
-        avail = "available offline" if spec.available_offline(settings) else "NOT available offline (weights missing)"
-        can = ", ".join(x for x, ok in (("patterns", spec.can_patterns), ("grad-cam", spec.can_gradcam)) if ok)
-        typer.echo(f"{spec.name}: {spec.description}\n  {avail}; can do: {can}; preprocessing: {spec.preprocessing}")
-        if layers:
-            convs = [i for i in layer_table(spec.name) if i.kind == "Conv2D"]
-            typer.echo(f"  {len(convs)} conv layers: " + ", ".join(f"{i.name}({i.channels})" for i in convs))
+    names = names or []
+    try:
+        if names[:1] == ["fetch"]:
+            for line in listing.fetch(names[1:], settings, from_file):
+                typer.echo(line)
+            return
+        for line in listing.listing(names, settings, layers=layers):
+            typer.echo(line)
+    except (UnknownModel, WeightsUnavailable, ValueError, StorageError) as exc:
+        fail(str(exc), 1)
     typer.echo(f"precision: default {settings.precision}; {bf16_note()}")
     from convatlas.shared.backend_select import describe
 

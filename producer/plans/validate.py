@@ -8,7 +8,6 @@ from typing import Any
 from convatlas.producer.plans.plan import PlanError
 from convatlas.shared.config import Settings
 from convatlas.shared.engine.precision import check_precision
-from convatlas.shared.hashing import file_sha256
 
 __all__ = ["checked_precision", "model_weights_id", "parse_filters", "parse_layers",
            "resolve_class", "resolve_model"]
@@ -19,14 +18,10 @@ def model_weights_id(model: str, settings: Settings) -> str:
     from convatlas.shared.models import zoo
 
     spec = resolve_model(model)
-    path = spec.weights_file(settings)
-    if path is None:
-        raise PlanError(
-            f"{model} has no ImageNet weights on this machine (set CONVATLAS_VGG16_WEIGHTS or "
-            f"put {zoo.VGG16_WEIGHTS_NAME} in ~/.keras/models). Offline models: "
-            f"{', '.join(zoo.OFFLINE_MODELS)}"
-        )
-    return file_sha256(path)
+    try:  # keras.applications models: the local cache, the bucket's record, or a download
+        return str(spec.weights_id(settings))
+    except zoo.WeightsUnavailable as exc:
+        raise PlanError(f"{exc}. Offline models: {', '.join(zoo.OFFLINE_MODELS)}") from exc
 
 
 def resolve_model(model: str) -> Any:
