@@ -4,7 +4,8 @@
 dataset-examples grid) and a card per unit; each unit's page shows its pattern in every style
 computed, whatever the parameters (every result folder of the layer is found; each is labelled
 with its parameters, the style's defaults first, the others under a choice), says which style or
-parameter set is missing for the unit and the command that makes it, then its dataset examples (mosaic, then each photo with the
+parameter set is missing for the unit and the command that makes it (a maco pattern is shown
+also with its transparency map as alpha), then its dataset examples (mosaic, then each photo with the
 receptive field drawn on it), its dead/fallback flags and statistics (the pattern records'
 start/final activations; the examples' score over the photos seen). Example photos link to a
 page per photo with its Grad-CAM overlay where a heatmap run exists for the same model, and the

@@ -55,6 +55,7 @@ img{max-width:100%;height:auto;background:#000}
 .badge.fb{background:#553;color:#ffc}.badge.off{background:#333;color:#bbb}
 table{border-collapse:collapse}td,th{padding:2px 8px;text-align:left;border-bottom:1px solid #333}
 .dim{color:var(--dim)}
+img.alpha{background:repeating-conic-gradient(#777 0 25%,#bbb 0 50%) 0 0/16px 16px}
 @media (max-width:600px){main{padding:6px}.cards{grid-template-columns:repeat(auto-fill,minmax(110px,1fr))}}
 """
 
@@ -329,9 +330,15 @@ def _pattern_figure(ref: PatternRef, dst: str, d: str, copy: Copy, side: int) ->
     v = ref.variant
     if not copy(ref.png, f"{d}/{dst}"):
         return f"<figure><p class='dim'>{v.style} pattern image missing ({esc(v.label)})</p></figure>"
-    return (f"<figure>{_img(dst, f'{v.style} pattern', side, side)}"
-            f"<figcaption>pattern, {v.style} style<br><span class='dim'>{esc(v.label)}; final activation "
-            f"{_num(ref.record.get('final_activation'))}</span></figcaption></figure>")
+    pics = _img(dst, f"{v.style} pattern", side, side)
+    with_alpha = ""
+    rgba = dst.removesuffix(".png") + "-alpha.png"
+    if ref.rgba_png and copy(ref.rgba_png, f"{d}/{rgba}"):
+        pics += _img(rgba, f"{v.style} pattern with its transparency map", side, side, "alpha")
+        with_alpha = " and with its transparency (the accumulated gradient) as alpha"
+    return (f"<figure>{pics}"
+            f"<figcaption>pattern, {v.style} style{with_alpha}<br><span class='dim'>{esc(v.label)}; "
+            f"final activation {_num(ref.record.get('final_activation'))}</span></figcaption></figure>")
 
 
 def _pattern_stats(ref: PatternRef) -> str:

@@ -66,7 +66,8 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, objec
     # run at another size for two units), found by the atlas under their own keys
     for layers, filters, params in (("all", "all", PatternParams()),
                                     ("last_conv", "all", PatternParams(style="lucid", steps=8)),
-                                    ("last_conv", "0:2", PatternParams(size=16, steps=3))):
+                                    ("last_conv", "0:2", PatternParams(size=16, steps=3)),
+                                    ("last_conv", "0:2", PatternParams(style="maco", steps=3))):
         run_local(plan_grids(model, layers, filters, params, settings), out, progress=False)
     run_local(plan_heatmaps([str(photos / "photo 0.png"), str(photos / "photo 1.png")], model,
                             None, None, settings), out, progress=False)
@@ -187,6 +188,19 @@ def test_unit_pages_show_every_parameter_set_and_what_is_missing(site: tuple[Pat
     assert "book: 16 px, 3 steps, step size 1, seed 0 — 2 of 6 units" in layer
     index = (dest / "index.html").read_text()
     assert "units with lucid patterns" in index and "(2 parameter sets)" in index
+
+
+def test_maco_patterns_are_shown_with_their_transparency(site: tuple[Path, object]) -> None:
+    from convatlas.shared.engine.param.spectra import shipped_id
+
+    dest, _ = site
+    unit0 = (dest / "last_conv" / "u0000.html").read_text()
+    assert "pattern, maco style and with its transparency" in unit0
+    assert f"64 px, 3 steps, learning rate 1, seed 0, spectrum {shipped_id()[:12]}" in unit0
+    assert (dest / "last_conv" / "img" / "maco-0000.png").is_file()
+    assert (dest / "last_conv" / "img" / "maco-0000-alpha.png").read_bytes()[25] == 6  # RGBA PNG
+    assert "no maco-style pattern of this unit" in (dest / "last_conv" / "u0004.html").read_text()
+    assert "no maco-style pattern computed for this layer" in (dest / "conv_a" / "u0000.html").read_text()
 
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
