@@ -54,7 +54,7 @@ FULL = Sizes(
 )
 SMOKE = Sizes(
     smoke=True, matmul_n=256,
-    ascent_layers=("block3_conv1", "block1_conv1"), ascent_size=16, ascent_steps=3,
+    ascent_layers=("block2_conv1", "block1_conv1"), ascent_size=16, ascent_steps=3,
     ascent_batches=(None, 4), cam_batches=(2,), photos=6, photo_side=(640, 480),
     grid_layers="block1_conv1,block2_conv1", grid_filters="0:4", grid_size=16, grid_steps=2,
     max_batch=8,
