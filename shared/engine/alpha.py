@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["alpha_image", "normalised_alpha", "with_alpha"]
+__all__ = ["alpha_image", "encode_rgba_png", "normalised_alpha", "with_alpha"]
 
 
 def normalised_alpha(alpha: np.ndarray) -> np.ndarray:
@@ -24,3 +24,14 @@ def with_alpha(image: np.ndarray, alpha: np.ndarray) -> np.ndarray:
     """(H, W, 4) uint8: the pattern with the transparency map as its alpha channel."""
     a = np.rint(255 * normalised_alpha(alpha)).astype(np.uint8)
     return np.concatenate([image[..., :3], a[..., None]], axis=-1)
+
+
+def encode_rgba_png(rgba: np.ndarray) -> bytes:
+    """PNG bytes of an (H, W, 4) uint8 image (Pillow; ``encode_png`` writes RGB and grey only)."""
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(rgba, np.uint8), "RGBA").save(buf, "PNG")
+    return buf.getvalue()

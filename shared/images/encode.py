@@ -54,8 +54,6 @@ def encode_png(rgb: np.ndarray) -> bytes:
         color_type, channels = 0, 1
     elif arr.ndim == 3 and arr.shape[2] == 3:
         color_type, channels = 2, 3
-    elif arr.ndim == 3 and arr.shape[2] == 4:  # RGBA (maco's pattern with its alpha map)
-        color_type, channels = 6, 4
     else:
         raise ValueError(f"encode_png needs an H×W×3 or H×W array, got shape {arr.shape}")
     height, width = arr.shape[:2]

@@ -102,13 +102,13 @@ def _write_pattern(job: FilterJob, prepared: None, p: Pattern, storage: Storage,
     storage.put_bytes(out["png"], encode_png(p.image), "image/png")
     storage.put_bytes(out["npy"], npy_bytes(p.raw), "application/octet-stream")
     if "alpha_npy" in out and p.alpha is not None:
-        from convatlas.shared.engine.alpha import alpha_image, with_alpha
+        from convatlas.shared.engine.alpha import alpha_image, encode_rgba_png, with_alpha
 
         record["spectrum"] = spectrum_id(job.params.spectrum_from)
         record["alpha"] = {"sum": float(p.alpha.sum()), "max": float(p.alpha.max())}
         storage.put_bytes(out["alpha_npy"], npy_bytes(p.alpha), "application/octet-stream")
         storage.put_bytes(out["alpha_png"], encode_png(alpha_image(p.alpha)), "image/png")
-        storage.put_bytes(out["rgba_png"], encode_png(with_alpha(p.image, p.alpha)), "image/png")
+        storage.put_bytes(out["rgba_png"], encode_rgba_png(with_alpha(p.image, p.alpha)), "image/png")
     storage.put_bytes(out["record"], json_bytes(record), "application/json")
     return JobResult("done", out, None, record)
 
