@@ -34,7 +34,7 @@ from convatlas.shared.manifest import (
     write_header,
     write_shard,
 )
-from convatlas.shared.progress import RunProgress, progress_client
+from convatlas.shared.progress import RunProgress, Snapshot, progress_client
 from convatlas.shared.report import (
     active_key,
     build_report,
@@ -191,6 +191,17 @@ def read_report(storage: Storage, run_id: str) -> dict[str, Any] | None:
         return None
 
 
+def _counted(counter: RunProgress) -> Snapshot | None:
+    """The run's counters, or None while their Redis is away (a restart): the waiter then
+    counts from storage listings until Redis answers again."""
+    import redis
+
+    try:
+        return counter.snapshot()
+    except redis.RedisError:
+        return None
+
+
 def wait_for_run(
     storage: Storage,
     run_id: str,
@@ -216,7 +227,7 @@ def wait_for_run(
         while True:
             try:
                 report = read_report(storage, run_id)
-                snap = counter.snapshot() if counter is not None and report is None else None
+                snap = _counted(counter) if counter is not None and report is None else None
                 if snap is not None:
                     done, total = snap.done, job_count(manifest)
                     if snap.requeued or snap.duplicates:

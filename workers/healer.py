@@ -48,6 +48,19 @@ def heal_interval(requeue_after: float) -> float:
     return max(1.0, min(30.0, requeue_after / 4))
 
 
+def index_ranges(indices: list[int], most: int = 20) -> str:
+    """Sorted job indices as ranges, ``"0-5, 9, 12-63"``: a whole run queued again after a
+    restart without persistence stays one short log line; past ``most`` ranges, ``…``."""
+    spans: list[list[int]] = []
+    for i in sorted(indices):
+        if spans and i == spans[-1][1] + 1:
+            spans[-1][1] = i
+        else:
+            spans.append([i, i])
+    text = ", ".join(str(a) if a == b else f"{a}-{b}" for a, b in spans[:most])
+    return text + (", …" if len(spans) > most else "")
+
+
 def held_jobs(app: Any, timeout: float = 1.0) -> set[tuple[str, int]] | None:
     """``(run id, job index)`` of every job a live worker is running or holds prefetched;
     ``None`` when no worker answered (then nothing is known to be held)."""
@@ -125,11 +138,9 @@ def heal_run(app: Any, storage: Storage, client: Any, run_id: str, requeue_after
             requeued.append(i)
     if requeued:
         progress.add_requeued(len(requeued))
-        # the job indices say which messages were lost (an operator can match them to the
-        # worker logs); at most 20, a restart without persistence can requeue a whole run
-        log.warning("run %s: no progress for %.0f s; queued %d jobs again (job %s%s)", run_id,
-                    now - snap.last, len(requeued), ", ".join(map(str, requeued[:20])),
-                    " …" if len(requeued) > 20 else "")
+        # which jobs: an operator can match them to the worker logs (lost messages)
+        log.warning("run %s: no progress for %.0f s; queued %d jobs again (jobs %s)", run_id,
+                    now - snap.last, len(requeued), index_ranges(requeued))
     if held_back:
         log.info("run %s: no progress for %.0f s; %d jobs are still held by live workers",
                  run_id, now - snap.last, held_back)

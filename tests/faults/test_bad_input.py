@@ -18,7 +18,7 @@ from PIL import Image
 from convatlas.producer.plans.heatmaps import plan_heatmaps
 from convatlas.shared.images.decode import decode_image
 from convatlas.shared.report import gallery_key, report_key
-from tests.faults.conftest import WAIT_S, check_report
+from tests.faults.conftest import check_report
 from tests.unit.test_images import bomb_png, encode, photo
 
 MODEL = "efficientnet-lite0"
@@ -80,8 +80,9 @@ def test_bad_files_fail_alone_and_the_rest_completes(make_rig, tmp_path: Path) -
     rig = make_rig(visibility_timeout=120, concurrency=16)
     folder = bad_folder(tmp_path)
     keys_before = rig.bucket_keys()
+    wait = rig.run_deadline(len(GOOD) + len(FAILS))  # at most one job per batch
     r = rig.cli("submit", "heatmaps", str(folder), "--model", MODEL, "--wait", "--timeout",
-                str(WAIT_S))
+                f"{wait:.0f}", timeout=wait + rig.batch_bound())  # + the CLI's own start
     assert r.returncode == 1, r.stdout + r.stderr  # some files failed: exit 1, not a crash
     assert "outside-link.png: refused: symlink points outside" in r.stderr
     run_id = re.search(r"run (\S+):", r.stdout).group(1)

@@ -9,10 +9,10 @@ import json
 from pathlib import Path
 
 from convatlas.producer.plans.heatmaps import plan_heatmaps
-from convatlas.producer.submit import submit_plan, wait_for_run
+from convatlas.producer.submit import submit_plan
 from convatlas.shared.jobs import existing_result
-from convatlas.workers.tasks import POISON_RETRIES
-from tests.faults.conftest import WAIT_S, check_report, received
+from convatlas.workers.tasks import POISON_RETRIES, RETRY_BASE_S
+from tests.faults.conftest import check_report, received
 from tests.faults.test_bad_input import _png
 from tests.unit.test_images import photo
 
@@ -42,11 +42,16 @@ def test_poison_jobs_fail_alone(make_rig, tmp_path: Path) -> None:  # noqa: ANN0
     sent = {name: rig.app.send_task("convatlas.gradcam", args=[arg])
             for name, arg in poison.items()}
     submit_plan(plan, rig.storage, rig.app)
-    report = wait_for_run(rig.storage, plan.run_id, WAIT_S, progress=False)
+    # a poison job's retries run beside the run's batches, never blocking them
+    report = rig.follow(plan, rig.batch_bound()).report("behind poison jobs")
     check_report(rig.storage, plan, report, failed={"always-bad.jpg"})
     assert report["counts"]["done"] == GOOD and report["counts"]["failed"] == 1
 
-    outcomes = {name: r.get(timeout=30) for name, r in sent.items()}
+    # each poison message: 1 + POISON_RETRIES attempts of one batch each, with the backoffs
+    # between them (2, 4 … s, +25 % jitter)
+    attempts = 1 + POISON_RETRIES
+    bound = attempts * rig.batch_bound() + 1.25 * RETRY_BASE_S * (2 ** POISON_RETRIES - 1)
+    outcomes = {name: r.get(timeout=bound) for name, r in sent.items()}
     for name in ("unknown-kind", "not-a-dict", "missing-fields"):
         # not even a job: reported as an error (Celery SUCCESS), not retried, nothing to record
         assert outcomes[name]["status"] == "error" and outcomes[name]["error"], (name, outcomes)

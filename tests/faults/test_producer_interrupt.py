@@ -12,7 +12,7 @@ import pytest
 from convatlas.producer.plans.heatmaps import plan_heatmaps
 from convatlas.producer.submit import read_report, submit_plan
 from convatlas.shared.report import manifest_key
-from tests.faults.conftest import WAIT_S, check_report, received
+from tests.faults.conftest import check_report, received
 from tests.faults.test_bad_input import _png
 from tests.unit.test_images import photo
 
@@ -51,7 +51,9 @@ def test_interrupted_submission_resumes_without_duplicates(make_rig, tmp_path: P
     assert not rig.storage.exists(manifest_key(plan.run_id))
     assert rig.queued() == 0  # nothing queued by the broken attempt
 
-    r = rig.cli("submit", "heatmaps", str(folder), "--wait", "--timeout", str(WAIT_S))
+    wait = rig.run_deadline(PHOTOS)  # at most one job per batch
+    r = rig.cli("submit", "heatmaps", str(folder), "--wait", "--timeout", f"{wait:.0f}",
+                timeout=wait + rig.batch_bound())  # + the CLI's own start
     assert r.returncode == 0, r.stdout + r.stderr
     assert f"{PHOTOS - uploaded} photos uploaded" in r.stdout, r.stdout
     assert re.search(rf"run {plan.run_id}: {PHOTOS} jobs queued", r.stdout), r.stdout

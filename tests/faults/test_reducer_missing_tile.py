@@ -8,13 +8,13 @@ import json
 import numpy as np
 
 from convatlas.producer.plans.grids import plan_grids
-from convatlas.producer.submit import submit_plan, wait_for_run
+from convatlas.producer.submit import submit_plan
 from convatlas.shared.engine.patterns import PatternParams
 from convatlas.shared.images.decode import decode_image
 from convatlas.shared.jobs import reduce_grid
 from convatlas.shared.render import tile_origin
 from convatlas.shared.report import build_report, load_manifest
-from tests.faults.conftest import WAIT_S, check_report
+from tests.faults.conftest import check_report
 
 TILES, SIZE, LOST = 8, 32, 5
 
@@ -25,7 +25,7 @@ def test_reducer_records_missing_tile_then_completes(make_rig) -> None:  # noqa:
     plan = plan_grids("vgg16-hed", "block2_conv1", f"0:{TILES}", PatternParams(SIZE, 3),
                       rig.settings)
     submit_plan(plan, st, rig.app)
-    check_report(st, plan, wait_for_run(st, plan.run_id, WAIT_S, progress=False))
+    check_report(st, plan, rig.follow(plan, rig.batch_bound()).report())  # a healthy run
     (grid,) = plan.grids
     lost = grid.tile_jobs()[LOST]
     lost_png = st.get_bytes(lost.outputs()["png"])
@@ -48,7 +48,7 @@ def test_reducer_records_missing_tile_then_completes(make_rig) -> None:  # noqa:
     # the tile is computed again and the page rebuilt
     again = submit_plan(plan, st, rig.app)
     assert again.queued_jobs == 1
-    report = wait_for_run(st, plan.run_id, WAIT_S, progress=False)
+    report = rig.follow(plan, rig.batch_bound()).report("the re-submission")
     check_report(st, plan, report)
     assert report["grids"][0]["status"] == "done"
     assert json.loads(st.get_bytes(grid.marker))["missing"] == []

@@ -19,7 +19,7 @@ from celery import Celery
 
 from convatlas.shared.report import gallery_key, manifest_key, report_key
 from convatlas.workers.config import QUEUE
-from tests.faults.conftest import WAIT_S, wait_until
+from tests.faults.conftest import wait_until
 
 pytestmark = pytest.mark.redis_broker  # about the Redis transport itself
 
@@ -43,7 +43,9 @@ def test_pickle_message_is_refused_and_never_runs(make_rig, tmp_path: Path) -> N
     evil.conf.update(task_serializer="pickle", accept_content=["pickle"])
     evil.send_task("convatlas.gradcam", args=[Payload(marker)], queue=QUEUE)
     evil.close()
-    wait_until(lambda: "untrusted content" in rig.logs(), 30, "the worker to refuse the message")
+    # a ready worker takes a queued message at its next poll, well within one batch bound
+    wait_until(lambda: "untrusted content" in rig.logs(), rig.batch_bound(),
+               "the worker to refuse the message")
     log = rig.logs()
     assert re.search(r"[Rr]efusing to deserialize untrusted content of type pickle", log)
     assert not marker.exists()  # ...and the worker never unpickled it
@@ -92,7 +94,9 @@ def test_secrets_never_leak(make_rig, tmp_path: Path) -> None:  # noqa: ANN001
     for i in range(3):
         (photos / f"p{i}.png").write_bytes(_png(photo(48, 64, i)))
     (photos / "bad.jpg").write_bytes(b"not a jpeg at all" * 5)
-    r = rig.cli("submit", "heatmaps", str(photos), "--wait", "--timeout", str(WAIT_S))
+    wait = rig.run_deadline(4)  # 4 photos, at most one job per batch
+    r = rig.cli("submit", "heatmaps", str(photos), "--wait", "--timeout", f"{wait:.0f}",
+                timeout=wait + rig.batch_bound())  # + the CLI's own start
     assert r.returncode == 1 and "3 done, 1 failed" in r.stdout, r.stdout + r.stderr
     run_id = re.search(r"run (\S+):", r.stdout).group(1)
     st = rig.storage
