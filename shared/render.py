@@ -3,7 +3,7 @@
 Overlays are the users' keepsakes from bulk runs of 2-12 MP photos, so they are drawn at the
 photo's original size by default (as the book does), encoded as JPEG quality 90 by default
 (:func:`render_overlay`), and blended in uint8 with OpenCV: a 12-MP overlay costs ≈ 85 ms CPU and
-≈ 87 MB at peak instead of ≈ 400 ms and ≈ 440 MB (bench/probe_decode.py). ``heatmap.png`` is the colour map alone at the
+≈ 87 MB at peak instead of ≈ 400 ms and ≈ 440 MB (bench/probes/probe_decode.py). ``heatmap.png`` is the colour map alone at the
 model's input size (:func:`heatmap_png`). Grids, tiles and heatmaps stay PNG (``encode_png``).
 """
 
