@@ -207,6 +207,19 @@ _TRANSIENT = {
 }
 
 
+# An S3 endpoint that stops answering without refusing (packets dropped, a hung proxy) must
+# not hold a thread for boto3's defaults (60 s per read, several attempts). Set on purpose: a
+# connect gives up after S3_CONNECT_TIMEOUT_S, a read that gets no byte after
+# S3_READ_TIMEOUT_S (well above a slow endpoint's seconds per request), and each call makes at
+# most S3_MAX_ATTEMPTS attempts (botocore's standard mode: ≤ 1 + 2 s of backoff between them).
+# So a call returns or raises ``StorageUnavailable`` within ``S3_CALL_BOUND_S``; the tasks then
+# retry with their own backoff (``convatlas.workers.tasks``).
+S3_CONNECT_TIMEOUT_S = 5.0
+S3_READ_TIMEOUT_S = 15.0
+S3_MAX_ATTEMPTS = 3
+S3_CALL_BOUND_S = S3_MAX_ATTEMPTS * (S3_CONNECT_TIMEOUT_S + S3_READ_TIMEOUT_S) + 3.0
+
+
 class S3Storage:
     """Objects in ``bucket`` under ``prefix`` on S3, MinIO or SeaweedFS.
 
@@ -227,10 +240,10 @@ class S3Storage:
         create_bucket: bool = False,
         *,
         page_size: int = 1000,
-        max_attempts: int = 5,
+        max_attempts: int = S3_MAX_ATTEMPTS,
         retry_mode: str = "standard",
-        connect_timeout: float = 5.0,
-        read_timeout: float = 60.0,
+        connect_timeout: float = S3_CONNECT_TIMEOUT_S,
+        read_timeout: float = S3_READ_TIMEOUT_S,
         max_pool_connections: int = 64,
     ) -> None:
         if len(bucket) < 3:

@@ -22,16 +22,40 @@ def is_amqp(url: str) -> bool:
     return url.startswith(("amqp://", "amqps://", "pyamqp://"))
 
 
+# A broker that stops answering without closing the connection (packets dropped: a half-open
+# connection) must not hang a worker. Set on purpose, and the bound they give: a synchronous
+# broker or result-backend command (publish, ack, store a result) gives up after
+# BROKER_SOCKET_TIMEOUT_S; a connect after BROKER_CONNECT_TIMEOUT_S; Redis: kombu drops a BRPOP
+# whose reply is overdue by HEALTH_CHECK_S (so a dead consumer connection is seen within
+# 1 + 2 × HEALTH_CHECK_S s); RabbitMQ: AMQP heartbeats every BROKER_HEARTBEAT_S (a silent
+# connection is dead after 2 of them); TCP keepalive on both. Then the worker reconnects with
+# Celery's schedule (2, 4, 6 … s, at most 30 s apart, forever: ``broker_connection_retry``),
+# so it consumes again within ≈ 30 s + BROKER_CONNECT_TIMEOUT_S of the network's return,
+# without a restart. Outcomes it could not count meanwhile are counted then
+# (``convatlas.workers.completion.Recounter``).
+BROKER_SOCKET_TIMEOUT_S = 10.0
+BROKER_CONNECT_TIMEOUT_S = 5.0
+HEALTH_CHECK_S = 10
+BROKER_HEARTBEAT_S = 10
+
+
 def _transport_options(settings: Settings) -> dict[str, Any]:
     """Redis transport: messages unacked longer than the visibility timeout are redelivered.
     RabbitMQ: publisher confirms (a sent task is on the broker's disk when send returns).
+    Both: the socket timeouts and keepalive above.
 
     ``CONVATLAS_UNACKED_RESTORE_INTERVAL`` (seconds) makes the restore scan run that often
     (kombu's default is every ~100 s), which tests with a small visibility timeout need.
     """
     if is_amqp(settings.broker_url):
         return {"confirm_publish": True}
-    opts: dict[str, Any] = {"visibility_timeout": settings.visibility_timeout}
+    opts: dict[str, Any] = {
+        "visibility_timeout": settings.visibility_timeout,
+        "socket_timeout": BROKER_SOCKET_TIMEOUT_S,
+        "socket_connect_timeout": BROKER_CONNECT_TIMEOUT_S,
+        "socket_keepalive": True,
+        "health_check_interval": HEALTH_CHECK_S,
+    }
     interval = os.environ.get("CONVATLAS_UNACKED_RESTORE_INTERVAL")
     if interval:
         opts["unacked_restore_interval"] = int(interval)
@@ -69,6 +93,14 @@ def make_app(settings: Settings | None = None) -> Celery:
         task_send_sent_event=True,
         task_track_started=True,
         broker_connection_retry_on_startup=True,
+        # a silent broker (see BROKER_SOCKET_TIMEOUT_S): retried forever, never a restart
+        broker_connection_retry=True,
+        broker_connection_max_retries=None,
+        broker_connection_timeout=BROKER_CONNECT_TIMEOUT_S,
+        broker_heartbeat=BROKER_HEARTBEAT_S,
+        redis_socket_timeout=BROKER_SOCKET_TIMEOUT_S,
+        redis_socket_connect_timeout=BROKER_CONNECT_TIMEOUT_S,
+        redis_socket_keepalive=True,
         worker_cancel_long_running_tasks_on_connection_loss=True,
         # Each thread holds one task: a worker reserves exactly as many tasks as it has
         # threads (= the largest batch it can form) and leaves the rest to other workers.

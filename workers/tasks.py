@@ -41,7 +41,7 @@ from convatlas.shared.jobs.kinds import KINDS, JobKind, RunStep, post_run_step
 from convatlas.shared.storage import StorageUnavailable
 from convatlas.workers.app import TASK_NAMES, app
 from convatlas.workers.batcher import Batcher, process_batcher
-from convatlas.workers.completion import count_outcome, run_progress
+from convatlas.workers.completion import count_or_defer, run_progress
 from convatlas.workers.resources import worker_storage
 
 log = logging.getLogger(__name__)
@@ -121,10 +121,7 @@ def run_job(task: FleetTask, job_dict: dict[str, Any], run: dict[str, Any] | Non
     """The job's outcome, counted for its run (``completion``) once it is in storage."""
     out = _outcome(task, job_dict)
     if out["status"] in ("done", "skipped", "failed"):
-        try:
-            count_outcome(app, run)
-        except Exception as exc:  # Redis away: the healer recounts from storage later
-            log.warning("could not count the outcome for run %s: %s", (run or {}).get("id"), exc)
+        count_or_defer(app, run)  # Redis away: counted once it answers again
     return out
 
 
