@@ -55,6 +55,7 @@ img{max-width:100%;height:auto;background:#000}
 .badge.fb{background:#553;color:#ffc}.badge.off{background:#333;color:#bbb}
 table{border-collapse:collapse}td,th{padding:2px 8px;text-align:left;border-bottom:1px solid #333}
 .dim{color:var(--dim)}
+table.sortable th{cursor:pointer}th[aria-sort=descending]::after{content:" ▼"}th[aria-sort=ascending]::after{content:" ▲"}
 img.alpha{background:repeating-conic-gradient(#777 0 25%,#bbb 0 50%) 0 0/16px 16px}
 @media (max-width:600px){main{padding:6px}.cards{grid-template-columns:repeat(auto-fill,minmax(110px,1fr))}}
 """
@@ -70,6 +71,25 @@ document.addEventListener('keydown', function (e) {
   if (!rel) return;
   var a = document.querySelector('a[rel~="' + rel + '"]');
   if (a) { e.preventDefault(); window.location.href = a.href; }
+});
+// Sortable tables: a click (or Enter) on a header sorts by that column (numbers by data-v).
+document.addEventListener('DOMContentLoaded', function () {
+  Array.prototype.forEach.call(document.querySelectorAll('table.sortable'), function (table) {
+    Array.prototype.forEach.call(table.querySelectorAll('th'), function (th, col) {
+      th.tabIndex = 0;
+      var sort = function () {
+        var body = table.tBodies[0], rows = Array.prototype.slice.call(body.rows);
+        var desc = th.getAttribute('aria-sort') !== 'descending';
+        var key = function (r) { var v = r.cells[col].getAttribute('data-v'); return v === null ? -Infinity : +v; };
+        rows.sort(function (a, b) { return desc ? key(b) - key(a) : key(a) - key(b); });
+        rows.forEach(function (r) { body.appendChild(r); });
+        Array.prototype.forEach.call(table.querySelectorAll('th'), function (h) { h.removeAttribute('aria-sort'); });
+        th.setAttribute('aria-sort', desc ? 'descending' : 'ascending');
+      };
+      th.addEventListener('click', sort);
+      th.addEventListener('keydown', function (e) { if (e.key === 'Enter') sort(); });
+    });
+  });
 });
 """
 
@@ -232,11 +252,12 @@ def write_layer(
         nav += f" <a href='../{esc(next_l)}/index.html' rel='next'>{esc(next_l)} →</a>"
     computed = "".join(f"<li>{esc(v.style)}: {esc(v.label)} — {len(v.units)} of {layer.channels} units"
                        "</li>" for v in layer.variants)
+    scores = _score_table(layer)
     body = (f"<h1>{esc(layer.name)}</h1><p class='dim'>{esc(layer.kind)} · {layer.channels} units"
             f" · receptive field {_num(layer.rf)} px · tiles row-major: unit = page·64 + row·8 + col</p>"
             + (f"<p>Patterns computed (cards show the first):</p><ul>{computed}</ul>" if computed
                else "<p class='dim'>no patterns computed for this layer</p>")
-            + "".join(sections))
+            + "".join(sections) + scores)
     put(f"{d}/index.html", _page(f"{model} {layer.name}", "../", nav, body), "text/html; charset=utf-8")
 
 
@@ -255,7 +276,7 @@ def write_unit(
             figs.append(f"<figure><p class='dim'>{_missing(style, d, i, elsewhere)}</p></figure>")
             continue
         figs.append(_pattern_figure(refs[0], f"img/{style}-{i:04d}.png", d, copy, 192))
-        stats.append(_pattern_stats(refs[0]))
+        stats.append(_pattern_stats(refs[0], u.examples))
         others = [_pattern_figure(r, f"img/{style}-{i:04d}{_vtag(k)}.png", d, copy, 128)
                   for k, r in enumerate(refs[1:], start=1)]
         absent = "".join(f"<li>{esc(v.label)}</li>" for v in elsewhere)
@@ -307,6 +328,34 @@ def write_unit(
     put(f"{d}/u{i:04d}.html", _page(f"{model} {d} #{i}", "../", nav, body), "text/html; charset=utf-8")
 
 
+def _score_table(layer: Layer) -> str:
+    """The layer's units with their quality scores per style shown (the first parameter set),
+    sortable by any column."""
+    styles = [st for st in STYLES if layer.variants_of(st)]
+    if not styles:
+        return ""
+
+    def cell(v: float | None) -> str:
+        return f"<td data-v='{v:.6g}'>{_num(v)}</td>" if v is not None else "<td>–</td>"
+
+    rows = []
+    for u in layer.units:
+        cells = [f"<td data-v='{u.index}'><a href='u{u.index:04d}.html'>#{u.index}</a></td>"]
+        for st in styles:
+            ref = u.shown(st)
+            rec = ref.record if ref else {}
+            cells += [cell(rec.get("robustness")), cell(_reached(rec, u.examples) if ref else None)]
+        peak = ((u.examples or {}).get("stats") or {}).get("peak")
+        cells.append(cell(float(peak) if peak is not None else None))
+        rows.append(f"<tr>{''.join(cells)}</tr>")
+    heads = "".join(f"<th>{st} robustness</th><th>{st} activation reached</th>" for st in styles)
+    return ("<h2>Quality scores</h2><p class='dim'>robustness: activation kept under random jitter, "
+            "scale and rotation (0–1); activation reached: the pattern's peak over the best "
+            "dataset example's. Click a header to sort.</p>"
+            f"<table class='sortable'><thead><tr><th>unit</th>{heads}<th>best example score</th></tr>"
+            f"</thead><tbody>{''.join(rows)}</tbody></table>")
+
+
 def _vtag(k: int) -> str:
     """Image-name tag of a unit's or layer's ``k``-th pattern variant (none for the first)."""
     return f"-v{k}" if k else ""
@@ -341,13 +390,28 @@ def _pattern_figure(ref: PatternRef, dst: str, d: str, copy: Copy, side: int) ->
             f"final activation {_num(ref.record.get('final_activation'))}</span></figcaption></figure>")
 
 
-def _pattern_stats(ref: PatternRef) -> str:
+def _pattern_stats(ref: PatternRef, examples: dict[str, Any] | None) -> str:
     rec, v = ref.record, ref.variant
     return (f"<tr><th colspan='2'>pattern ({v.style}: {esc(v.label)})</th></tr>"
             f"<tr><td>dead</td><td>{_num(bool(rec.get('dead')))}</td></tr>"
             f"<tr><td>fallback used</td><td>{_num(bool(rec.get('fallback_used')))}</td></tr>"
             f"<tr><td>start activation</td><td>{_num(rec.get('start_activation'))}</td></tr>"
-            f"<tr><td>final activation</td><td>{_num(rec.get('final_activation'))}</td></tr>")
+            f"<tr><td>final activation</td><td>{_num(rec.get('final_activation'))}</td></tr>"
+            "<tr><td>transform robustness (activation kept under jitter, scale, rotation; 0–1)</td>"
+            f"<td>{_num(rec.get('robustness'))}</td></tr>"
+            "<tr><td>activation reached (peak, × the best example's)</td>"
+            f"<td>{_num(_reached(rec, examples))}</td></tr>"
+            "<tr><td>seed stability, path similarity</td><td class='dim'>not computed yet</td></tr>")
+
+
+def _reached(rec: dict[str, Any], examples: dict[str, Any] | None) -> float | None:
+    """The pattern's peak activation over its unit's best dataset example's (both max over
+    positions), when both exist."""
+    best = ((examples or {}).get("stats") or {}).get("peak")
+    peak = rec.get("peak_activation")
+    if peak is None or not best:
+        return None
+    return float(peak) / float(best)
 
 
 def _fired(fraction: Any, photos: Any) -> str:

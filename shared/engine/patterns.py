@@ -18,6 +18,7 @@ from convatlas.shared.engine.objectives import selected_channels
 from convatlas.shared.engine.param import Parametrisation
 from convatlas.shared.engine.param.spectra import is_spectrum_id, spectrum_id
 from convatlas.shared.engine.precision import check_precision, key_suffix
+from convatlas.shared.engine.quality import pattern_scores
 from convatlas.shared.engine.styles import DEFAULT as DEFAULT_STYLE
 from convatlas.shared.engine.styles import Style, get_style
 from convatlas.shared.engine.transforms import draw_uniforms, n_random
@@ -89,6 +90,8 @@ class Pattern:
     start_activation: float
     final_activation: float
     alpha: np.ndarray | None = None  # size×size float32: maco's accumulated |∂objective/∂pixels|
+    robustness: float | None = None  # activation kept under random transforms (``quality``)
+    peak_activation: float | None = None  # max over positions on the pattern (``quality``)
 
 
 def _ascent_fn(lm: LoadedModel, layer: str, params: PatternParams):  # noqa: ANN202
@@ -129,6 +132,7 @@ def filter_patterns(
     param = params.parametrisation()
     transforms = style.transforms(params.size)
     ascend = _ascent_fn(lm, layer, params)
+    features = selected_channels(lm.any_size_model(params.precision), layer)
     steps = int(params.steps or 0)
     out: list[Pattern] = []
     for i in range(0, len(filters), batch_size):
@@ -146,6 +150,7 @@ def filter_patterns(
             constant(params.fallback == "preactivation"),
             constant(uniforms),
         ))
+        robust, peak = pattern_scores(features, lm.preprocess, x, chunk)
         for j, f in enumerate(chunk):
             out.append(
                 Pattern(
@@ -157,6 +162,8 @@ def filter_patterns(
                     start_activation=float(start[j]),
                     final_activation=float(final[j]),
                     alpha=alpha[0][j].astype(np.float32) if alpha else None,
+                    robustness=float(robust[j]),
+                    peak_activation=float(peak[j]),
                 )
             )
     return out

@@ -95,6 +95,8 @@ def _write_pattern(job: FilterJob, prepared: None, p: Pattern, storage: Storage,
         "style": job.params.style,
         "steps": job.params.steps,
         "size": job.params.size,
+        "robustness": p.robustness,  # quality scores (convatlas.shared.engine.quality)
+        "peak_activation": p.peak_activation,
         "step_size": job.params.step_size,
         "seed": job.params.seed,
         **info,  # seconds (model, per job), batch, input_wait_seconds

@@ -203,6 +203,23 @@ def test_maco_patterns_are_shown_with_their_transparency(site: tuple[Path, objec
     assert "no maco-style pattern computed for this layer" in (dest / "conv_a" / "u0000.html").read_text()
 
 
+def test_quality_scores_on_unit_pages_and_sortable_on_layer_pages(site: tuple[Path, object]) -> None:
+    """Issue 27 item 2 (in part): the records' robustness and the activation reached relative to
+    the best example are shown per unit, and sortable on the layer page."""
+    import re
+
+    dest, _ = site
+    unit = (dest / "last_conv" / "u0000.html").read_text()
+    assert "transform robustness" in unit and "activation reached" in unit
+    layer = (dest / "last_conv" / "index.html").read_text()
+    assert "<table class='sortable'>" in layer
+    assert "<th>book robustness</th><th>book activation reached</th>" in layer
+    assert "<th>maco robustness</th>" in layer
+    values = [float(v) for v in re.findall(r"<td data-v='([^']+)'>", layer)]
+    assert len(values) >= 6 * 3 and all(np.isfinite(values))
+    assert "table.sortable" in (dest / "nav.js").read_text()
+
+
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 HARNESS = """<!doctype html><meta charset="utf-8"><link rel="icon" href="site/favicon.png"><body><pre id="out">pending</pre>
