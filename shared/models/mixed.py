@@ -19,7 +19,8 @@ def with_precision(model: Any, precision: str) -> Any:
 
     def as_mixed(layer: Any) -> Any:
         config = layer.get_config()
-        if type(layer).__name__ != "InputLayer":
+        # bare ops in the graph (ConvNeXt's ``x + y``) take no dtype: they follow their inputs
+        if isinstance(layer, keras.layers.Layer) and type(layer).__name__ != "InputLayer":
             config["dtype"] = "mixed_bfloat16"
         return layer.__class__.from_config(config)
 

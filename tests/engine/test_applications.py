@@ -153,3 +153,23 @@ def test_each_family_runs_gradcam_patterns_and_examples(name: str) -> None:
     photos = [(f"{i:064x}", rng.integers(0, 256, (spec.input_size,) * 2 + (3,), dtype=np.uint8)) for i in range(2)]
     got = top_examples(lm, photos, [layer.name], k=1, side=spec.input_size, batch=2)
     assert got[layer.name].units == layer.channels
+
+
+@pytest.mark.slow  # ≈ 1 min: a ConvNeXt build, every CAM method, a bfloat16 clone
+def test_convnext_named_map_takes_every_cam_method_and_bfloat16() -> None:
+    """ConvNeXt's target is the Identity on its last bare add; its bfloat16 clone must rebuild
+    the bare ops too (they take no dtype)."""
+    from convatlas.shared.engine.cam_runner import cams
+    from convatlas.shared.engine.cams import METHODS
+    from convatlas.shared.engine.patterns import PatternParams, filter_patterns
+    from convatlas.shared.models import applications
+    from convatlas.shared.models.registry import LoadedModel
+
+    name = "convnext-tiny"
+    lm = LoadedModel(get_spec(name), applications.build(name), "0" * 64, 0.0)
+    photo = np.random.default_rng(0).integers(0, 256, (300, 280, 3), dtype=np.uint8)
+    got = cams(lm, [photo], methods=tuple(METHODS), scorecam_channels=8)[0]
+    assert set(got) == set(METHODS)
+    assert all(c.layer == FAMILY_TARGETS[name] and np.isfinite(c.heatmap).all() for c in got.values())
+    assert cams(lm, [photo], precision="bfloat16")[0]["gradcam"].layer == FAMILY_TARGETS[name]
+    assert len(filter_patterns(lm, FAMILY_TARGETS[name], [0, 1], PatternParams(size=64, steps=2, precision="bfloat16"))) == 2
