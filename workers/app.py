@@ -24,12 +24,14 @@ from celery.signals import (
 from convatlas.shared.config import Settings, redact_url
 from convatlas.shared.jobs.kinds import TASK_NAMES
 from convatlas.workers.config import QUEUE, make_app
+from convatlas.workers.kombu_fixes import close_despite_a_lost_reply
 
 log = logging.getLogger(__name__)
 
 __all__ = ["QUEUE", "TASK_NAMES", "app", "make_app"]
 
 
+close_despite_a_lost_reply()  # before any broker connection (workers.kombu_fixes)
 app = make_app()
 
 
