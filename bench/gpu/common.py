@@ -1,7 +1,7 @@
 """What every part of the GPU measurement shares: its sizes (full or smoke), its output file,
 and a median timer that waits for the device.
 
-A part runs in a process of its own (``measure.py --part NAME``) and writes its rows to
+A part runs in a process of its own (``h200.py --part NAME``) and writes its rows to
 ``OUT/part-NAME.json`` after each one, so a part stopped by its time box keeps what it measured.
 """
 
@@ -18,8 +18,9 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[2]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
+for _path in (REPO, REPO / "bench"):  # convatlas, and bench/measure.py (conv_flops)
+    if str(_path) not in sys.path:
+        sys.path.insert(0, str(_path))
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 from common import PartLog, Sizes, median_seconds, read_part
+from measure import conv_flops
 from prep import VGG_NOTOP, VGG_TOP, model_name
 
 
@@ -57,25 +58,6 @@ def peak(out: Path, sz: Sizes) -> None:
         log.row(dtype=name, n=n, seconds=secs, reps=reps, tflops=2 * n**3 / secs / 1e12)
 
 
-def conv_flops(model: Any, layer: str, size: int) -> float:
-    """Forward multiply-adds ×2 of every convolution up to and including ``layer`` for one
-    ``size``² image (VGG16: 'same' 3×3 convolutions, 2×2 pooling)."""
-    import keras
-
-    h = w = size
-    total = 0.0
-    for lyr in model.layers:
-        if isinstance(lyr, keras.layers.MaxPooling2D):
-            h, w = h // 2, w // 2
-        elif isinstance(lyr, keras.layers.Conv2D):
-            kh, kw = lyr.kernel_size
-            cin = lyr.kernel.shape[2]
-            total += 2.0 * h * w * kh * kw * cin * lyr.filters
-        if lyr.name == layer:
-            return total
-    raise KeyError(layer)
-
-
 def ascent(out: Path, sz: Sizes) -> None:
     """Whole-layer bf16 first (the target's figure), so a time box cuts the least useful rows."""
     from convatlas.shared.engine.patterns import PatternParams, filter_patterns
@@ -107,7 +89,7 @@ def ascent(out: Path, sz: Sizes) -> None:
         except Exception as exc:  # one shape failing (memory) must not stop the others
             log.row(layer=layer, filters=n, precision=precision, error=repr(exc)[:300])
             continue
-        fwd = conv_flops(model, layer, sz.ascent_size)
+        fwd = conv_flops(model, layer, sz.ascent_size)  # bench/measure.py
         flops = n * fwd * (2 * (sz.ascent_steps + 1) + 1)
         tflops = flops / secs / 1e12
         ref = peaks.get(precision)
@@ -135,12 +117,8 @@ def _forward_fn(lm: Any, precision: str) -> Any:
 
 
 def cams(out: Path, sz: Sizes) -> None:
-    try:
-        from convatlas.shared.engine.cam_runner import cams as run_cams
-        from convatlas.shared.engine.cam_runner import input_size
-    except ImportError:  # the module's earlier name
-        from convatlas.shared.engine.gradcam import cams as run_cams  # type: ignore
-        from convatlas.shared.engine.gradcam import input_size
+    from convatlas.shared.engine.cam_runner import cams as run_cams
+    from convatlas.shared.engine.cam_runner import input_size
     from convatlas.shared.models.registry import get_model
 
     log = PartLog(out, "cams")

@@ -10,7 +10,7 @@
 # the call carries. They are installed into a --target folder put first on PYTHONPATH, so the
 # image's own jax and numpy are used. convatlas runs from the working tree (PYTHONPATH).
 # Everything is written under $OUT (or bench/gpu/out when OUT is unset): results.json, one
-# part-NAME.json and part-NAME.log per part, measure.log.
+# part-NAME.json and part-NAME.log per part, h200.log.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 SMOKE=""
@@ -46,8 +46,8 @@ CONVATLAS_BACKEND=jax JAX_PLATFORMS=cpu "$PY" -c "import convatlas.workers.app, 
 "$PY" -m convatlas.producer.fleet_cli --help > "$OUT/cli-help.txt" 2>&1 || { echo "the CLI does not start:"; tail -5 "$OUT/cli-help.txt"; }
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>/dev/null || true
 LIMIT=470; [ -n "$SMOKE" ] && LIMIT=1500
-timeout ${CONVATLAS_GPU_TIMEOUT:-$LIMIT} "$PY" bench/gpu/measure.py --out "$OUT" $SMOKE 2>&1 | tee "$OUT/measure.log"
+timeout ${CONVATLAS_GPU_TIMEOUT:-$LIMIT} "$PY" bench/gpu/h200.py --out "$OUT" $SMOKE 2>&1 | tee "$OUT/h200.log"
 rc=${PIPESTATUS[0]}
 rm -rf "$OUT"/fleet-*/store "$OUT"/photos "$OUT"/models "$OUT"/fleet-*/jax-cache  # keep what comes back small
-echo "measure.py exit $rc; results in $OUT/results.json"
+echo "h200.py exit $rc; results in $OUT/results.json"
 exit "$rc"

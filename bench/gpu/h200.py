@@ -2,8 +2,8 @@
 """The H200 measurement of issue 24, in one call: every part in a process of its own, each
 time-boxed, none stopping the others; the whole within 8 minutes on the H200.
 
-    python bench/gpu/measure.py --out DIR            # the H200 (bench/gpu/run.sh calls this)
-    python bench/gpu/measure.py --out DIR --smoke    # the same path on a CPU, tiny sizes
+    python bench/gpu/h200.py --out DIR            # the H200 (bench/gpu/run.sh calls this)
+    python bench/gpu/h200.py --out DIR --smoke    # the same path on a CPU, tiny sizes
 
 Parts, in order: prep (models with random weights, 2-MP photos), peak (matmul), engine (ascent
 pages), cams (Grad-CAM and forward rates), codec (the host's CPU limit for photos), overnight
