@@ -24,6 +24,8 @@ from convatlas.shared.models.applications import App, get_app
 from convatlas.shared.models.zoo import WeightsUnavailable
 
 BUCKET_DIR = "models/weights"
+NO_BUCKET = ("no bucket configured: set CONVATLAS_S3_ENDPOINT (and AWS_ACCESS_KEY_ID / "
+             "AWS_SECRET_ACCESS_KEY) or CONVATLAS_STORAGE_DIR, as the fleet's workers have")
 _published_override: dict[str, str] = {}  # tests only: name → hash (see override_published_hash)
 
 
@@ -132,10 +134,7 @@ def put_in_bucket(name: str, path: Path, settings: Settings) -> tuple[str, str]:
     app = get_app(name)
     store = bucket(settings)
     if store is None:
-        raise WeightsUnavailable(
-            "no bucket configured: set CONVATLAS_S3_ENDPOINT (and AWS_ACCESS_KEY_ID / "
-            "AWS_SECRET_ACCESS_KEY) or CONVATLAS_STORAGE_DIR, as the fleet's workers have"
-        )
+        raise WeightsUnavailable(NO_BUCKET)
     sha = verify(app, path)
     key = blob_key(sha)
     if not store.exists(key):

@@ -67,6 +67,8 @@ def fetch(names: list[str], settings: Settings, source: Path | None = None) -> I
     for name in names:
         if name not in APPS:
             raise UnknownModel(f"{name} is not a keras.applications model: choose from {', '.join(APPS)}")
+    if app_weights.bucket(settings) is None:  # before any download
+        raise app_weights.WeightsUnavailable(app_weights.NO_BUCKET)
     for name in names:
         path = source if source is not None else app_weights.resolve(name, settings)[0]
         key, sha = app_weights.put_in_bucket(name, path, settings)
