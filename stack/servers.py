@@ -22,6 +22,7 @@ import time
 import urllib.error
 import urllib.request
 import weakref
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import quote
@@ -287,10 +288,14 @@ class RedisServer(_Managed):
         port: int | None = None,
         password: str | None = None,
         persistent: bool = False,
+        users: Mapping[str, str] | None = None,
     ) -> None:
         super().__init__(dir)
         self.port = port or free_port()
         self.password = password
+        # role -> password: ACL users with only what that role needs (``redis_acl``); the
+        # ``default`` user (``password``) stays the operator's
+        self.users = dict(users or {})
         # persistent: an append-only file in ``dir`` keeps queued tasks across a restart, as a
         # production Redis must; throwaway test servers keep nothing.
         self.persistent = persistent
@@ -303,6 +308,13 @@ class RedisServer(_Managed):
     @property
     def redacted_url(self) -> str:
         return redact_url(self.url)
+
+    def role_url(self, role: str, db: int = 0) -> str:
+        """The URL of ``role``'s ACL user (the operator's URL when no users are set)."""
+        if not self.users:
+            return self.url.rsplit("/", 1)[0] + f"/{db}"
+        auth = f"{role}:{quote(self.users[role], safe='')}@"
+        return f"redis://{auth}{LOOPBACK}:{self.port}/{db}"
 
     def _client(self, password: str | None = None, timeout: float = 1.0) -> Any:
         import redis
@@ -347,6 +359,10 @@ class RedisServer(_Managed):
             if any(c in self.password for c in "\"'\n\r \\"):
                 raise ServerError("redis password must not contain quotes, spaces or newlines")
             lines.append(f"requirepass {self.password}")
+        if self.users:
+            from convatlas.stack.redis_acl import acl_lines
+
+            lines += acl_lines(self.users)
         _write_private(conf, "\n".join(lines) + "\n")
         self._spawn([find_redis_server(), str(conf)])
         deadline = time.monotonic() + timeout
@@ -391,8 +407,14 @@ class SeaweedS3Server(_Managed):
         access_key: str | None = None,
         secret_key: str | None = None,
         ports: dict[str, int] | None = None,
+        roles: Mapping[str, list[str]] | None = None,
     ) -> None:
         super().__init__(dir)
+        # role -> SeaweedFS actions (``s3_identities.role_actions``): one identity each, with
+        # random keys in ``role_keys``; the operator identity (``access_key``) stays Admin
+        self.role_keys = {role: ("AK" + secrets.token_hex(8).upper(), secrets.token_urlsafe(30))
+                          for role in roles or {}}
+        self.role_actions = dict(roles or {})
         self.access_key = access_key or "AK" + secrets.token_hex(8).upper()
         self.secret_key = secret_key or secrets.token_urlsafe(30)
         self.ports = dict(ports or {})
@@ -444,12 +466,13 @@ class SeaweedS3Server(_Managed):
         tmp = self.dir / "tmp"  # glog's weed.INFO files land in TMPDIR
         tmp.mkdir(exist_ok=True)
         s3_config = self.dir / "s3.json"
-        identity = {
-            "name": "app",
-            "credentials": [{"accessKey": self.access_key, "secretKey": self.secret_key}],
-            "actions": ["Admin", "Read", "List", "Tagging", "Write"],
-        }
-        _write_private(s3_config, json.dumps({"identities": [identity]}))
+        from convatlas.stack.s3_identities import identity
+
+        identities = [identity("app", self.access_key, self.secret_key,
+                               ["Admin", "Read", "List", "Tagging", "Write"])]
+        identities += [identity(role, *self.role_keys[role], actions)
+                       for role, actions in self.role_actions.items()]
+        _write_private(s3_config, json.dumps({"identities": identities}))
         for role in ("s3", "filer"):
             with contextlib.suppress(FileNotFoundError):
                 (self.dir / f"{role}.sock").unlink()

@@ -29,6 +29,9 @@ from pathlib import Path
 from typing import Any
 
 from convatlas.shared.config import Settings, redact_url
+from convatlas.stack.redis_acl import ROLES as REDIS_ROLES
+from convatlas.stack.s3_identities import ROLES as S3_IDENTITY_ROLES
+from convatlas.stack.s3_identities import role_actions
 from convatlas.stack.servers import (
     LOOPBACK,
     RedisServer,
@@ -44,6 +47,7 @@ from convatlas.workers.config import worker_argv
 
 STATE_FILE = "stack.json"
 ENV_FILE = "stack.env"
+ROLES_FILE = "roles.json"  # the worker's and Flower's own credentials (0600)
 BUCKET = "convatlas"
 PREFIX = "convatlas"
 REGION = "us-east-1"
@@ -201,6 +205,7 @@ class LocalStack:
         redis_password: str | None = None,
         s3_access_key: str | None = None,
         s3_secret_key: str | None = None,
+        role_secrets: Mapping[str, Any] | None = None,
         worker_stop_timeout: float = 30.0,
         ready_timeout: float = 90.0,
     ) -> None:
@@ -225,14 +230,22 @@ class LocalStack:
         self.ready_timeout = ready_timeout
         self.host = socket.gethostname()
 
+        # least privilege: the producer (``env()``), the workers and Flower each get their
+        # own Redis ACL user and S3 identity (``redis_acl``, ``s3_identities``); the operator's
+        # password and Admin key stay with the stack
+        known = dict(role_secrets or {})
         self.redis = _Redis(
             self.dir / "redis",
             port=ports.get("redis"),
             password=redis_password or secrets.token_urlsafe(24),
             persistent=True,
+            users=known.get("redis") or {r: secrets.token_urlsafe(24) for r in REDIS_ROLES},
         )
         s3_ports = {k: v for k, v in ports.items() if k in S3_ROLES}
-        self.s3 = _S3(self.dir / "s3", s3_access_key, s3_secret_key, ports=s3_ports)
+        self.s3 = _S3(self.dir / "s3", s3_access_key, s3_secret_key, ports=s3_ports,
+                      roles={r: role_actions(r, BUCKET, PREFIX) for r in S3_IDENTITY_ROLES})
+        if known.get("s3"):
+            self.s3.role_keys = {r: (k[0], k[1]) for r, k in known["s3"].items()}
         self.flower_port = ports.get("flower") or free_port()
         self.flower = _Celery(self.dir / "flower", "flower", self._celery_argv(
             "flower", f"--address={LOOPBACK}", f"--port={self.flower_port}"
@@ -275,17 +288,16 @@ class LocalStack:
     # --- what clients need
 
     def env(self) -> dict[str, str]:
-        """Client settings (broker URL with password, S3 endpoint, bucket and keys, cache dir)
-        and Flower's login; also written to ``dir/stack.env`` (0600) for ``source``."""
+        """Client (producer) settings: broker URL with the producer's ACL user, S3 endpoint,
+        bucket and the producer's keys, cache dir, and Flower's login; also written to
+        ``dir/stack.env`` (0600) for ``source``. The workers' and Flower's credentials are
+        in ``dir/roles.json`` (0600)."""
         env = {
-            "CONVATLAS_BROKER_URL": self.redis.url,
-            "CONVATLAS_RESULT_BACKEND": self.redis.url,
+            **self._role_env("producer"),
             "CONVATLAS_S3_ENDPOINT": self.s3.endpoint_url,
             "CONVATLAS_S3_BUCKET": BUCKET,
             "CONVATLAS_S3_PREFIX": PREFIX,
             "CONVATLAS_S3_REGION": REGION,
-            "AWS_ACCESS_KEY_ID": self.s3.access_key,
-            "AWS_SECRET_ACCESS_KEY": self.s3.secret_key,
             "CONVATLAS_CACHE_DIR": str(self.cache_dir),
             "CONVATLAS_FLOWER_URL": self.urls()["flower"],
             "CONVATLAS_FLOWER_USER": self.flower_user,
@@ -293,6 +305,18 @@ class LocalStack:
         }
         self.dir.mkdir(parents=True, exist_ok=True)
         _write_private(self.dir / ENV_FILE, format_env(env))
+        operator = {"redis_password": self.redis.password, "s3_access_key": self.s3.access_key,
+                    "s3_secret_key": self.s3.secret_key}
+        _write_private(self.dir / ROLES_FILE, json.dumps(
+            {"operator": operator, "redis": self.redis.users, "s3": self.s3.role_keys}))
+        return env
+
+    def _role_env(self, role: str) -> dict[str, str]:
+        """Broker, result backend and S3 keys of ``role`` (Flower: no S3 keys)."""
+        url = self.redis.role_url(role)
+        env = {"CONVATLAS_BROKER_URL": url, "CONVATLAS_RESULT_BACKEND": url}
+        if role in self.s3.role_keys:
+            env["AWS_ACCESS_KEY_ID"], env["AWS_SECRET_ACCESS_KEY"] = self.s3.role_keys[role]
         return env
 
     def urls(self) -> dict[str, str]:
@@ -312,7 +336,7 @@ class LocalStack:
 
     def _worker_env(self) -> dict[str, str]:
         client = {k: v for k, v in self.env().items() if not k.startswith("CONVATLAS_FLOWER_")}
-        env = self._child_env({**client, **self.worker_env})
+        env = self._child_env({**client, **self._role_env("worker"), **self.worker_env})
         if self.worker_count > 1 and not env.get("CONVATLAS_TF_THREADS"):
             # N workers on this host: each its share of the cores, or their threads fight
             env["CONVATLAS_TF_THREADS"] = str(max(1, (os.cpu_count() or 1) // self.worker_count))
@@ -320,8 +344,7 @@ class LocalStack:
 
     def _flower_env(self) -> dict[str, str]:
         env = self._child_env({
-            "CONVATLAS_BROKER_URL": self.redis.url,
-            "CONVATLAS_RESULT_BACKEND": self.redis.url,
+            **self._role_env("flower"),
             "FLOWER_BASIC_AUTH": f"{self.flower_user}:{self.flower_password}",
         })
         for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
@@ -430,7 +453,7 @@ class LocalStack:
             with contextlib.suppress(Exception):
                 self._control_app.close()
             self._control_app = None
-        for name in (STATE_FILE, ENV_FILE):
+        for name in (STATE_FILE, ENV_FILE, ROLES_FILE):
             with contextlib.suppress(FileNotFoundError):
                 (self.dir / name).unlink()
         atexit.unregister(self._stop_at_exit)
@@ -526,6 +549,11 @@ class LocalStack:
         except FileNotFoundError:
             raise StackError(f"no stack in {dir} ({STATE_FILE} missing)") from None
         env = read_env(dir / ENV_FILE)
+        try:
+            roles = json.loads((dir / ROLES_FILE).read_text())
+        except (OSError, ValueError):
+            roles = {}
+        operator = roles.get("operator", {})
         stack = cls(
             dir,
             workers=state["workers"],
@@ -536,9 +564,10 @@ class LocalStack:
             celery_app=state["celery_app"],
             cache_dir=state["cache_dir"],
             pythonpath=state.get("pythonpath", ()),
-            redis_password=_password_of(env.get("CONVATLAS_BROKER_URL", "")),
-            s3_access_key=env.get("AWS_ACCESS_KEY_ID"),
-            s3_secret_key=env.get("AWS_SECRET_ACCESS_KEY"),
+            redis_password=operator.get("redis_password"),
+            s3_access_key=operator.get("s3_access_key"),
+            s3_secret_key=operator.get("s3_secret_key"),
+            role_secrets=roles,
         )
         for part in stack._parts():
             rec = state["pids"].get(part.name)
@@ -570,10 +599,3 @@ def read_env(path: Path) -> dict[str, str]:
             k, v = words[1].split("=", 1)
             out[k] = v
     return out
-
-
-def _password_of(url: str) -> str | None:
-    from urllib.parse import unquote, urlsplit
-
-    password = urlsplit(url).password if url else None
-    return unquote(password) if password else None
