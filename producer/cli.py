@@ -157,7 +157,7 @@ def heatmaps(
     paths: Annotated[list[str], typer.Argument(help="Image files and/or folders (scanned recursively).")],
     model: ModelOpt = "efficientnet-lite0",
     class_: Annotated[str | None, typer.Option("--class", "-c", help="Class index, WordNet id or name; default top-1.")] = None,
-    layer: Annotated[str | None, typer.Option(help="Target conv layer; default the last 4-D feature map.")] = None,
+    layer: Annotated[str | None, typer.Option(help="Target conv layer; default the last 4-D feature map; 'auto': the report card's recommendation (see report-card).")] = None,
     out: OutOpt = Path("out"),
     batch_size: Annotated[int, typer.Option(help="Images per model call.")] = 16,
     precision: PrecisionOpt = None,
@@ -172,12 +172,101 @@ def heatmaps(
     use_weights(weights)
     settings = Settings.from_env()
     precision = precision or settings.precision
+    cam = dict(cam)
     try:
-        plan = plan_heatmaps(paths, model, class_, layer, settings, precision, dict(cam))
+        if "auto" in (cam.get("method"), layer):  # the report card's recommendation
+            cam["method"], layer = _auto_method_layer(model, cam.get("method"), layer, out, settings)
+        plan = plan_heatmaps(paths, model, class_, layer, settings, precision, cam)
     except PlanError as exc:
         fail(str(exc))
     warn_if_slow(precision)
     _run_and_report(plan, out, batch_size, quiet)
+
+
+def _auto_method_layer(model: str, method: str | None, layer: str | None, out: Path,
+                       settings: Any) -> tuple[str | None, str | None]:
+    """``auto`` method / layer → the (method, layer) the model's report card in OUT recommends."""
+    from convatlas.producer.plans.validate import model_weights_id
+    from convatlas.shared.engine.report_card.store import (
+        NoReportCard,
+        load_recommendation,
+        resolve_auto,
+    )
+
+    try:
+        rec = load_recommendation(out, model, model_weights_id(model, settings))
+    except NoReportCard as exc:
+        fail(str(exc))
+    return resolve_auto(method, layer, rec)
+
+
+@app.command("report-card")
+def report_card(
+    paths: Annotated[list[str], typer.Argument(help="Photo files and/or folders (scanned recursively).")],
+    model: ModelOpt = "efficientnet-lite0",
+    sample: Annotated[int, typer.Option(help="Photos in the sample (the same photos on every run: the smallest sha256s).")] = 16,
+    methods: Annotated[str, typer.Option(help="CAM methods, comma-separated, or 'all'.")] = "all",
+    layers: Annotated[str, typer.Option(help="Candidate layers, comma-separated, or 'auto': the default Grad-CAM layer and the ends of the two stages before it.")] = "auto",
+    steps: Annotated[int, typer.Option(help="Deletion / insertion steps.")] = 20,
+    road_percentiles: Annotated[str, typer.Option(help="ROAD's percentiles, comma-separated.")] = "10,20,30,40,50,60,70,80,90",
+    randomise_layers: Annotated[int, typer.Option(help="Randomisation check: how many top weighted layers are re-drawn.")] = 3,
+    out: OutOpt = Path("out"),
+    batch_size: Annotated[int, typer.Option(help="Images per model call.")] = 16,
+    precision: PrecisionOpt = None,
+    weights: WeightsOpt = None,
+) -> None:
+    """A CAM report card: every method at a few layers, scored by deletion, insertion and ROAD
+    against random and Sobel baselines, with a model-randomisation check; ranked table, plots
+    and the recommended (method, layer) that `heatmaps --method auto --layer auto` uses.
+
+    Rule: score = ((insertion AUC − deletion AUC) + ROAD) / 2, averaged over the sample; the
+    recommendation is the best real method not flagged by the randomisation check that beats
+    both baselines. Re-running the same request reuses the stored card."""
+    from convatlas.producer.plans.inputs import hash_inputs
+    from convatlas.producer.plans.plan import PlanError
+    from convatlas.producer.plans.validate import checked_precision, parse_layers, resolve_model
+    from convatlas.shared.config import Settings
+    from convatlas.shared.engine.cams import METHODS, check_methods
+    from convatlas.shared.engine.faithfulness import Protocol
+
+    use_weights(weights)
+    settings = Settings.from_env()
+    precision = precision or settings.precision
+    try:
+        spec = resolve_model(model)
+        if not spec.can_gradcam:
+            raise PlanError(spec.grad_cam_hint or f"{model} has no classifier for CAMs")
+        checked_precision(precision)
+        names = tuple(METHODS) if methods.strip() == "all" else check_methods(methods)
+        chosen = None if layers.strip() == "auto" else [n for n, _ in parse_layers(model, layers)]
+        protocol = Protocol(steps=steps, road_percentiles=tuple(
+            int(q) for q in road_percentiles.split(",") if q.strip()))
+        if sample < 1 or randomise_layers < 1:
+            raise PlanError("--sample and --randomise-layers must be ≥ 1")
+        inputs, _ = hash_inputs(paths)
+        if not inputs:
+            raise PlanError("no images found")
+    except (PlanError, ValueError) as exc:
+        fail(str(exc))
+    from convatlas.shared.engine.report_card.job import run_card
+    from convatlas.shared.engine.report_card.randomisation import Randomisation
+    from convatlas.shared.models.registry import get_model
+
+    warn_if_slow(precision)
+    lm = get_model(model, settings)
+    result = run_card(lm, [(f.path, f.name, f.sha256) for f in inputs], out, names, chosen,
+                      sample, protocol, Randomisation(layers=randomise_layers),
+                      precision=precision, batch_size=batch_size)
+    card = result.card
+    typer.echo(f"report card {result.key} ({model}, {len(card['photos'])} photos"
+               f"{', reused' if result.reused else ''}) → {result.folder / 'index.html'}")
+    for row in card["rows"]:
+        flag = "  FLAGGED: maps unchanged by randomised weights" if row["flagged"] else ""
+        typer.echo(f"  {row['rank']:>2}. {row['method']:<10} @ {row['layer']:<24} "
+                   f"score {row['score']:+.4f}{flag}")
+    rec = card["recommended"]
+    typer.echo(f"recommended: {rec['method']} @ {rec['layer']} ({rec['reason']}); "
+               f"saved as {result.recommendation}")
 
 
 @app.command()

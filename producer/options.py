@@ -37,7 +37,7 @@ PATTERN_OPTIONS: dict[str, tuple[Any, Any, str]] = {
 # Grad-CAM options of ``heatmaps`` and ``submit heatmaps``; ``None`` = the environment's default.
 # The methods and their default come from the CAM registry (``shared.engine.cams``).
 HEATMAP_OPTIONS: dict[str, tuple[Any, Any, str]] = {
-    "method": (str, ",".join(cams.DEFAULT), f"CAM methods, comma-separated: {', '.join(cams.METHODS)} (all computed from the same passes, shown side by side)."),
+    "method": (str, ",".join(cams.DEFAULT), f"CAM methods, comma-separated: {', '.join(cams.METHODS)} (all computed from the same passes, shown side by side), or 'auto': the one the model's report card (`convatlas report-card`) in --out recommends."),
     "overlay_format": (str | None, None, "Overlay file format: jpeg (quality 90), png or webp. Default CONVATLAS_OVERLAY_FORMAT, else jpeg."),
     "overlay_max_side": (int | None, None, "Longest side of the overlay in pixels; 0 = the photo's original size. Default CONVATLAS_OVERLAY_MAX_SIDE, else 0."),
     "metrics": (str, "", "Faithfulness metrics per method, comma-separated (default none): deletion, insertion (AUCs of the curves), road (ROAD, MoRF/LeRF 10..90 %), avgdrop (Average Drop / Increase in Confidence). In each record, report.json (mean ± sd per method), the summary and the gallery."),

@@ -34,6 +34,9 @@ def cam_settings(cam: dict[str, Any] | None, settings: Settings) -> dict[str, An
     from convatlas.shared.metrics_summary import check_metrics
 
     cam = dict(cam or {})
+    if "auto" in str(cam.get("methods") or cam.get("method") or "").split(","):
+        raise PlanError("--method auto reads a local report card (`convatlas report-card`): use it "
+                        "with local `heatmaps`, or name the method")
     try:
         side = int(settings.overlay_max_side if cam.get("overlay_max_side") is None
                    else cam["overlay_max_side"])

@@ -1,0 +1,133 @@
+"""The report card's job: every CAM method at each candidate layer on a photo sample, scored by
+deletion, insertion and ROAD, checked against the sanity baselines and by model randomisation,
+then ranked (``ranking``). Local mode calls :func:`compute_card` in-process.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from convatlas.shared.engine.cam_runner import cams, model_input, target_layer
+from convatlas.shared.engine.cams import DEFAULT_MAX_CHANNELS, check_methods
+from convatlas.shared.engine.faithfulness import PROTOCOL, Protocol, faithfulness
+from convatlas.shared.engine.report_card.baselines import BASELINES, ImageMethod
+from convatlas.shared.engine.report_card.randomisation import (
+    RANDOMISATION,
+    Randomisation,
+    randomised_model,
+    rank_correlation,
+)
+from convatlas.shared.engine.report_card.ranking import RULE, ranked, recommend
+from convatlas.shared.models.registry import LoadedModel
+
+CARD_METRICS = ("deletion", "insertion", "road")
+INPUT_LAYER = "input"  # the "layer" of the baselines: they are made from the photo itself
+Photo = tuple[str, str, np.ndarray]  # (name, sha256, RGB uint8 image)
+
+
+def candidate_layers(lm: LoadedModel, earlier: int = 2) -> list[str]:
+    """The default Grad-CAM layer, then the ends of the ``earlier`` stages before it.
+
+    A stage is a run of 4-D feature maps at one spatial resolution; its end is the last such
+    layer (pooling layers left out) in the graph's order. Stages at the default layer's
+    resolution or coarser are skipped; the finer ones are taken from the coarsest up."""
+    default = target_layer(lm, None)
+    ends: dict[int, str] = {}
+    for layer in lm.model.layers:
+        shape = getattr(getattr(layer, "output", None), "shape", None)
+        kind = type(layer).__name__
+        if shape is None or len(shape) != 4 or kind == "InputLayer" or "Pooling" in kind:
+            continue
+        if shape[1] is not None:
+            ends[int(shape[1])] = layer.name
+    side = lm.model.get_layer(default).output.shape[1]
+    finer = sorted(r for r in ends if side is not None and r > side)
+    return [default] + [ends[r] for r in finer[:earlier] if ends[r] != default]
+
+
+def _mean(values: Sequence[Any]) -> Any:
+    return np.mean(np.asarray(values, np.float64), axis=0)
+
+
+def _row(method: str, layer: str, baseline: bool, figures: list[dict[str, Any]],
+         correlations: list[float], threshold: float) -> dict[str, Any]:
+    rho = float(np.mean(correlations))
+    return {
+        "method": method, "layer": layer, "baseline": baseline, "photos": len(figures),
+        "deletion_auc": float(_mean([f["deletion_auc"] for f in figures])),
+        "insertion_auc": float(_mean([f["insertion_auc"] for f in figures])),
+        "road": float(_mean([f["road"] for f in figures])),
+        "deletion_curve": [float(v) for v in _mean([f["deletion_curve"] for f in figures])],
+        "insertion_curve": [float(v) for v in _mean([f["insertion_curve"] for f in figures])],
+        "randomised_spearman": rho,
+        "flagged": rho > threshold,
+    }
+
+
+def compute_card(
+    lm: LoadedModel,
+    photos: Sequence[Photo],
+    methods: str | Sequence[str],
+    layers: Sequence[str] | None = None,
+    protocol: Protocol = PROTOCOL,
+    randomisation: Randomisation = RANDOMISATION,
+    baselines: Sequence[ImageMethod] = tuple(BASELINES.values()),
+    precision: str = "float32",
+    batch_size: int = 16,
+    pass_batch: int = 32,
+    scorecam_channels: int | None = DEFAULT_MAX_CHANNELS,
+) -> dict[str, Any]:
+    """The report card of ``lm`` on ``photos`` (JSON-ready; see ``ranking`` for the rule).
+
+    Every method in ``methods`` runs at every layer of ``layers`` (default
+    :func:`candidate_layers`); each of ``baselines`` (maps made from the photo alone) is scored
+    once. All maps explain the photo's top-1 class on the original model."""
+    names = check_methods(methods)
+    layers = list(layers or candidate_layers(lm))
+    images = [p[2] for p in photos]
+    if not images:
+        raise ValueError("the report card needs at least one photo")
+    rlm, randomised = randomised_model(lm, randomisation)
+    maps: dict[tuple[str, str, bool], list[np.ndarray]] = {}
+    rho: dict[tuple[str, str, bool], list[float]] = {}
+    classes: list[int] = []
+    for layer in layers:
+        kw = {"layer": layer, "methods": names, "batch_size": batch_size, "precision": precision,
+              "scorecam_channels": scorecam_channels}
+        real = cams(lm, images, classes or None, **kw)  # type: ignore[arg-type]
+        classes = classes or [r[names[0]].class_index for r in real]
+        rand = cams(rlm, images, classes, **kw)  # type: ignore[arg-type]
+        for m in names:
+            key = (m, layer, False)
+            maps[key] = [r[m].heatmap for r in real]
+            rho[key] = [rank_correlation(a[m].heatmap, b[m].heatmap)
+                        for a, b in zip(real, rand, strict=True)]
+    inputs = [model_input(lm, im) for im in images]
+    for b in baselines:
+        key = (b.name, INPUT_LAYER, True)
+        maps[key] = [b.map(x) for x in inputs]
+        again = [b.map(x) for x in inputs]  # the same photo: the randomised weights never enter
+        rho[key] = [rank_correlation(p, q) for p, q in zip(maps[key], again, strict=True)]
+    order = list(maps)
+    figures = faithfulness(
+        lm, [im for _ in order for im in images], [h for k in order for h in maps[k]],
+        [c for _ in order for c in classes], CARD_METRICS, precision=precision,
+        batch_size=batch_size, pass_batch=pass_batch, protocol=protocol)
+    n = len(images)
+    rows = [_row(m, layer, base, figures[i * n:(i + 1) * n], rho[(m, layer, base)],
+                 randomisation.threshold) for i, (m, layer, base) in enumerate(order)]
+    table = ranked(rows)
+    best, why = recommend(table)
+    return {
+        "model": lm.name, "weights_id": lm.weights_id,
+        "photos": [{"name": p[0], "sha256": p[1]} for p in photos],
+        "classes": classes, "methods": list(names), "layers": layers,
+        "baselines": [b.name for b in baselines],
+        "protocol": protocol.describe(), "metrics": list(CARD_METRICS),
+        "randomisation": {**randomisation.describe(), "randomised_layers": randomised},
+        "rule": RULE, "rows": table,
+        "recommended": {"method": best["method"], "layer": best["layer"], "reason": why},
+    }
