@@ -215,11 +215,11 @@ def report_card(
     precision: PrecisionOpt = None,
     weights: WeightsOpt = None,
 ) -> None:
-    """A CAM report card: every method at a few layers, scored by deletion, insertion and ROAD
-    against random and Sobel baselines, with a model-randomisation check; ranked table, plots
-    and the recommended (method, layer) that `heatmaps --method auto --layer auto` uses.
+    """A CAM report card: which CAM method and layer to trust for a model (used by `heatmaps --method auto --layer auto`).
 
-    Rule: score = ((insertion AUC − deletion AUC) + ROAD) / 2, averaged over the sample; the
+    Every method at a few layers, scored by deletion, insertion and ROAD against random and
+    Sobel baselines, with a model-randomisation check; a ranked table, plots (HTML, JSON) and
+    the recommended (method, layer). Rule: score = ((insertion AUC − deletion AUC) + ROAD) / 2, averaged over the sample; the
     recommendation is the best real method not flagged by the randomisation check that beats
     both baselines. Re-running the same request reuses the stored card."""
     from convatlas.producer.plans.inputs import hash_inputs
