@@ -10,6 +10,7 @@ import json
 import os
 import pickle
 import re
+import secrets
 from pathlib import Path
 from typing import Any
 
@@ -114,3 +115,109 @@ def test_secrets_never_leak(make_rig, tmp_path: Path) -> None:  # noqa: ANN001
         assert len(secret) >= 16
         leaked = [where for where, text in places.items() if secret in text]
         assert not leaked, f"a secret appears in {leaked}"
+
+
+# --- least privilege: one Redis ACL user and one S3 identity per role ------------------------
+
+
+@pytest.fixture
+def acl_redis(tmp_path: Path) -> Any:
+    from convatlas.stack.redis_acl import ROLES
+    from convatlas.stack.servers import RedisServer
+
+    server = RedisServer(tmp_path / "redis", password=secrets.token_urlsafe(18),
+                         users={r: secrets.token_urlsafe(18) for r in ROLES})
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def _as(server: Any, role: str) -> redis.Redis:
+    return redis.Redis.from_url(server.role_url(role), socket_timeout=5)
+
+
+def test_redis_roles_are_refused_what_they_do_not_need(acl_redis: Any) -> None:
+    admin = redis.Redis(port=acl_redis.port, password=acl_redis.password, socket_timeout=5)
+    admin.set("operator-only", "x")
+    worker, producer, flower = (_as(acl_redis, r) for r in ("worker", "producer", "flower"))
+    assert worker.ping() and producer.ping() and flower.ping()
+    for who in (worker, producer, flower):
+        for command in (("FLUSHALL",), ("FLUSHDB",), ("CONFIG", "GET", "*"), ("KEYS", "*"),
+                        ("MONITOR",), ("SHUTDOWN", "NOSAVE"), ("ACL", "LIST")):
+            with pytest.raises(redis.exceptions.NoPermissionError):
+                who.execute_command(*command)
+        with pytest.raises(redis.exceptions.NoPermissionError):
+            who.get("operator-only")  # a key outside the role's patterns
+    # the producer queues and counts, but never touches what the workers hold
+    producer.lpush(QUEUE, "m")
+    with pytest.raises(redis.exceptions.NoPermissionError):
+        producer.hgetall("unacked")
+    # Flower reads the queue's length, never its messages, and writes no result
+    assert flower.llen(QUEUE) == 1
+    for write in (lambda: flower.lpush(QUEUE, "x"), lambda: flower.rpop(QUEUE),
+                  lambda: flower.set("celery-task-meta-x", "{}")):
+        with pytest.raises(redis.exceptions.NoPermissionError):
+            write()
+    assert worker.rpop(QUEUE) == b"m"  # the worker consumes
+    assert admin.get("operator-only") == b"x" and admin.dbsize() >= 1  # nothing was flushed
+
+
+@pytest.fixture(scope="module")
+def role_s3(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    from convatlas.stack.s3_identities import ROLES, role_actions
+    from convatlas.stack.servers import SeaweedS3Server
+
+    server = SeaweedS3Server(tmp_path_factory.mktemp("s3roles"),
+                             roles={r: role_actions(r, ROLE_BUCKET, ROLE_PREFIX) for r in ROLES})
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+ROLE_BUCKET, ROLE_PREFIX = "convatlas-roles", "fleet"
+
+
+def _s3_as(server: Any, keys: tuple[str, str]) -> Any:
+    from convatlas.shared.storage import S3Storage
+
+    return S3Storage(ROLE_BUCKET, prefix=ROLE_PREFIX, endpoint_url=server.endpoint_url,
+                     access_key=keys[0], secret_key=keys[1])
+
+
+def test_s3_roles_write_only_their_own_prefixes(role_s3: Any) -> None:
+    from botocore.exceptions import ClientError
+
+    from convatlas.shared.storage import StorageError
+
+    admin = _s3_as(role_s3, (role_s3.access_key, role_s3.secret_key))
+    admin.ensure_bucket()
+    admin.put_bytes("inputs/ab/photo", b"photo")
+    producer = _s3_as(role_s3, role_s3.role_keys["producer"])
+    worker = _s3_as(role_s3, role_s3.role_keys["worker"])
+    assert "flower" not in role_s3.role_keys  # Flower gets no S3 identity at all
+
+    def refused(action: Any) -> None:
+        with pytest.raises((ClientError, StorageError), match="(?i)denied|403|forbidden"):
+            action()
+
+    # the producer writes inputs and manifests, reads results, never writes them
+    producer.put_bytes("inputs/cd/photo2", b"p2")
+    producer.put_bytes("runs/r1/manifest.json", b"{}")
+    refused(lambda: producer.put_bytes("results/m/x.png", b"forged"))
+    # the worker reads inputs and writes results; it cannot alter or delete inputs
+    assert worker.get_bytes("inputs/ab/photo") == b"photo"
+    worker.put_bytes("results/m/x.png", b"png")
+    refused(lambda: worker.put_bytes("inputs/ab/photo", b"swapped"))
+    refused(lambda: worker.client.delete_object(Bucket=ROLE_BUCKET, Key=f"{ROLE_PREFIX}/inputs/ab/photo"))
+    refused(lambda: producer.client.delete_object(Bucket=ROLE_BUCKET, Key=f"{ROLE_PREFIX}/results/m/x.png"))
+    # no Admin: neither creates nor deletes buckets, nor writes outside the fleet's prefix
+    for role in (producer, worker):
+        refused(lambda r=role: r.client.create_bucket(Bucket="convatlas-other"))
+        refused(lambda r=role: r.client.delete_bucket(Bucket=ROLE_BUCKET))
+        refused(lambda r=role: r.client.put_object(Bucket=ROLE_BUCKET, Key="elsewhere", Body=b"x"))
+    assert admin.get_bytes("inputs/ab/photo") == b"photo"
+    assert admin.get_bytes("results/m/x.png") == b"png"
