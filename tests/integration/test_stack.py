@@ -107,7 +107,9 @@ def test_s3_refuses_anonymous_and_accepts_the_keys(stack: LocalStack) -> None:
     assert _http(f"{endpoint}/convatlas?list-type=2")[0] == 403
     env = stack.env()
     store = S3Storage(
-        env["CONVATLAS_S3_BUCKET"], prefix="t", endpoint_url=env["CONVATLAS_S3_ENDPOINT"],
+        # the producer's keys write only its own prefixes (inputs/, runs/): least privilege
+        env["CONVATLAS_S3_BUCKET"], prefix=f"{env['CONVATLAS_S3_PREFIX']}/runs/t",
+        endpoint_url=env["CONVATLAS_S3_ENDPOINT"],
         access_key=env["AWS_ACCESS_KEY_ID"], secret_key=env["AWS_SECRET_ACCESS_KEY"],
     )
     store.put_bytes("hello.txt", b"hi")
