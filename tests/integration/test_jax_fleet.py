@@ -9,14 +9,13 @@ import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
+import jax  # noqa: F401  (a dev dependency: missing JAX fails, never skips)
 import pytest
 
 from convatlas.shared.samples import sample_photos
 from convatlas.stack.harness import Fleet
 from convatlas.stack.servers import RedisServer, SeaweedS3Server
 from tests.pipeline_fixtures import started_fleet
-
-pytest.importorskip("jax")
 
 REDIS_DB = 10  # this module's own database: other tests' workers must not take its tasks
 

@@ -78,7 +78,8 @@ def test_bucket(n: int, cap: int, want: int) -> None:
 
 def test_jax_runtime_configure_after_import(tmp_path: Path, clean_jax_env: pytest.MonkeyPatch) -> None:
     """A JAX imported before the setting was applied gets the cache through jax.config."""
-    jax = pytest.importorskip("jax")
+    import jax
+
     before = jax.config.jax_compilation_cache_dir
     clean_jax_env.setenv(jax_runtime.COMPILE_CACHE_ENV, str(tmp_path / "jc"))
     try:
