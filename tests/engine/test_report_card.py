@@ -59,7 +59,7 @@ def cam_model(tmp_path_factory: pytest.TempPathFactory) -> LoadedModel:
     k[:, :, 0, 0], k[:, :, 2, 0] = 1 / CELL**2, -1 / CELL**2  # red − blue
     k[:, :, 2, 1], k[:, :, 0, 1] = 10 / CELL**2, -10 / CELL**2  # 10 × (blue − red)
     conv.set_weights([k, np.zeros(2, np.float32)])
-    dense.set_weights([np.array([[8.0, 0.0], [0.0, 0.0]], np.float32), np.zeros(2, np.float32)])
+    dense.set_weights([np.array([[40.0, 0.0], [0.0, 0.0]], np.float32), np.zeros(2, np.float32)])
     path = Path(tmp_path_factory.mktemp("card")) / "cam.keras"
     model.save(path)
     return get_model(f"{path}#tf")
