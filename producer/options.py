@@ -16,7 +16,7 @@ from typing import Annotated, Any, TypeVar
 import typer
 
 from convatlas.shared.config import Settings
-from convatlas.shared.engine import cams
+from convatlas.shared.engine import cams, metrics
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -40,7 +40,9 @@ HEATMAP_OPTIONS: dict[str, tuple[Any, Any, str]] = {
     "method": (str, ",".join(cams.DEFAULT), f"CAM methods, comma-separated: {', '.join(cams.METHODS)} (all computed from the same passes, shown side by side), or 'auto': the one the model's report card (`convatlas report-card`) in --out recommends."),
     "overlay_format": (str | None, None, "Overlay file format: jpeg (quality 90), png or webp. Default CONVATLAS_OVERLAY_FORMAT, else jpeg."),
     "overlay_max_side": (int | None, None, "Longest side of the overlay in pixels; 0 = the photo's original size. Default CONVATLAS_OVERLAY_MAX_SIDE, else 0."),
-    "metrics": (str, "", "Faithfulness metrics per method, comma-separated (default none): deletion, insertion (AUCs of the curves), road (ROAD, MoRF/LeRF 10..90 %), avgdrop (Average Drop / Increase in Confidence). In each record, report.json (mean ± sd per method), the summary and the gallery."),
+    "metrics": (str, "", "Faithfulness metrics per method, comma-separated (default none): "
+                + ", ".join(f"{m.name} ({m.help})" for m in metrics.REGISTRY.values())
+                + ". In each record, report.json (mean ± sd per method), the summary and the gallery."),
 }
 
 

@@ -52,3 +52,13 @@ def test_a_blend_metric_reads_the_fields_it_declares() -> None:
     figures = deletion.read(0.9, probs)
     assert figures["deletion_curve"] == pytest.approx([0.9, 0.6, 0.3, 0.1])
     assert figures["deletion_auc"] == pytest.approx((0.9 + 2 * 0.6 + 2 * 0.3 + 0.1) / 6)
+
+
+def test_the_metrics_help_names_every_registered_metric() -> None:
+    """``--metrics``'s help is built from the registry: a new metric shows up there by itself."""
+    from convatlas.producer.options import HEATMAP_OPTIONS
+    from convatlas.shared.engine.metrics import REGISTRY
+
+    text = HEATMAP_OPTIONS["metrics"][2]
+    for m in REGISTRY.values():
+        assert m.help and f"{m.name} ({m.help})" in text

@@ -15,6 +15,7 @@ from convatlas.shared.engine.metrics.protocol import Protocol
 @dataclass(frozen=True)
 class AvgDrop(BlendMetric):
     name = "avgdrop"
+    help = "Average Drop / Increase in Confidence"
     reference = "Chattopadhay et al., Grad-CAM++, WACV 2018"
     summary = (SummaryField("avg_drop", "Average Drop"),
                SummaryField("conf_increase", "Increase in Confidence", per_photo=False))

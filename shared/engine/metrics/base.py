@@ -49,6 +49,7 @@ class FaithfulnessMetric:
     """One faithfulness metric. Instances are immutable: the registry holds one of each."""
 
     name: ClassVar[str]  # as given on the command line: "deletion", "avgdrop", ...
+    help: ClassVar[str]  # what it measures, in the command line's --metrics help
     reference: ClassVar[str]  # the paper
     summary: ClassVar[tuple[SummaryField, ...]]
     curve_colour: ClassVar[str | None] = None  # records ``<name>_curve``, drawn in this colour

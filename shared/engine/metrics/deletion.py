@@ -15,6 +15,7 @@ from convatlas.shared.engine.metrics.protocol import Protocol
 @dataclass(frozen=True)
 class Deletion(BlendMetric):
     name = "deletion"
+    help = "AUC of the deletion curve"
     reference = "Petsiuk et al., RISE, BMVC 2018"
     summary = (SummaryField("deletion_auc", "deletion AUC"),)
     curve_colour = "#e55"

@@ -15,6 +15,7 @@ from convatlas.shared.engine.metrics.protocol import Protocol
 @dataclass(frozen=True)
 class Insertion(BlendMetric):
     name = "insertion"
+    help = "AUC of the insertion curve"
     reference = "Petsiuk et al., RISE, BMVC 2018"
     summary = (SummaryField("insertion_auc", "insertion AUC"),)
     curve_colour = "#5c5"

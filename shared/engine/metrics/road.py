@@ -140,6 +140,7 @@ def _road_perturb(protocol: Protocol, size: int) -> Any:
 @dataclass(frozen=True)
 class Road(PassesMetric):
     name = "road"
+    help = "ROAD, MoRF/LeRF 10..90 %"
     reference = "Rong et al., ROAD, ICML 2022"
     summary = (SummaryField("road", "ROAD"),)
 
