@@ -7,6 +7,7 @@ from html import escape
 from typing import Any
 
 W, H, PAD = 420, 180, 30
+FLAG = '<span title="maps unchanged by the randomised weights">flagged</span>'
 COLOURS = ("#1f77b4", "#2ca02c", "#d62728", "#9467bd", "#ff7f0e", "#8c564b", "#17becf")
 
 
@@ -59,7 +60,7 @@ def card_html(card: dict[str, Any]) -> str:
         f"<td>{escape(r['method'])}</td><td>{escape(r['layer'])}</td><td>{r['score']:.4f}</td>"
         f"<td>{r['insertion_auc']:.4f}</td><td>{r['deletion_auc']:.4f}</td>"
         f"<td>{r['road']:.4f}</td><td>{r['randomised_spearman']:.3f}</td>"
-        f"<td>{'maps unchanged by randomised weights' if r['flagged'] else ''}</td></tr>"
+        f"<td>{FLAG if r['flagged'] else ''}</td></tr>"
         for r in rows)
     best = [r for r in rows if not r["baseline"]][:5] + [r for r in rows if r["baseline"]]
     rnd = card["randomisation"]
