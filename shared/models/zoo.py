@@ -77,8 +77,8 @@ def vgg16_hed_load(settings: Settings) -> tuple[Any, str]:
     """HED's 13 VGG16 conv layers in a plain VGG16, so layer names match the book."""
     path = hed_weights_path()
     model = vgg16_hed_architecture()
-    for name, weights in hed_conv_weights(path).items():
-        model.get_layer(name).set_weights(weights)
+    for name, arrays in hed_conv_weights(path).items():
+        model.get_layer(name).set_weights(arrays)
     return model, file_sha256(path)
 
 
