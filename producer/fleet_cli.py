@@ -73,7 +73,10 @@ def _submission_errors(settings: Settings) -> Iterator[None]:
     except StorageError as exc:
         fail(f"storage: {exc}", 1)
     except (OperationalError, RedisError) as exc:
-        fail(f"broker {redact_url(settings.broker_url)} unreachable: {redact_url(str(exc))}", 1)
+        from convatlas.producer.submit import broker_refused
+
+        what = "refused the request" if broker_refused(exc) else "unreachable"
+        fail(f"broker {redact_url(settings.broker_url)} {what}: {redact_url(str(exc))}", 1)
     except ValueError as exc:  # no Redis to count the run's progress in
         fail(str(exc))
 

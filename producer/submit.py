@@ -65,6 +65,16 @@ def check_broker(app: Celery) -> None:
         conn.ensure_connection(max_retries=1)
 
 
+REFUSALS = ("MISCONF", "OOM", "READONLY", "NOPERM")  # Redis's error codes for a refused write
+
+
+def broker_refused(exc: BaseException) -> bool:
+    """The broker answered but refused a command: disk full (``MISCONF``: a failed snapshot
+    stops writes), memory full (``OOM``: ``maxmemory`` with ``noeviction``), a read-only
+    replica, or this ACL user's rights. Nothing that waiting would fix: fail at once."""
+    return any(code in str(exc) for code in REFUSALS)
+
+
 def run_counter(app: Celery, settings: Settings | None, run_id: str) -> RunProgress:
     s = settings or Settings.from_env()
     client = progress_client(replace(s, broker_url=s.broker_url or str(app.conf.broker_url or ""),

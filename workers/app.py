@@ -23,6 +23,7 @@ from celery.signals import (
 
 from convatlas.shared.config import Settings, redact_url
 from convatlas.shared.jobs.kinds import TASK_NAMES
+from convatlas.workers.broker_refusals import refusals_as_connection_loss
 from convatlas.workers.config import QUEUE, make_app
 from convatlas.workers.kombu_fixes import close_despite_a_lost_reply
 
@@ -32,6 +33,7 @@ __all__ = ["QUEUE", "TASK_NAMES", "app", "make_app"]
 
 
 close_despite_a_lost_reply()  # before any broker connection (workers.kombu_fixes)
+refusals_as_connection_loss()  # a full disk is an outage, not a crash (workers.broker_refusals)
 app = make_app()
 
 
