@@ -10,6 +10,7 @@ from typing import Any
 
 from convatlas.shared.atlas import pages
 from convatlas.shared.atlas.gather import gather
+from convatlas.shared.atlas.scores import score_atlas
 from convatlas.shared.atlas.sinks import Sink, StorageSink, site_prefix, summary_key
 from convatlas.shared.storage import ObjectNotFound, Storage
 
@@ -36,6 +37,7 @@ def build_atlas(
 
     t0 = time.perf_counter()
     found = gather(results, model, settings or Settings.from_env())
+    score_atlas(results, found)  # seed stability, path similarity (issue 27 item 2)
     shown = found.shown
     files = 0
 

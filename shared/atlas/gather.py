@@ -89,6 +89,7 @@ class PatternRef:
     record: dict[str, Any]
     png: str
     rgba_png: str = ""
+    quality: dict[str, Any] | None = None  # seed stability, path similarity (``atlas.scores``)
 
 
 @dataclass

@@ -344,14 +344,19 @@ def _score_table(layer: Layer) -> str:
         for st in styles:
             ref = u.shown(st)
             rec = ref.record if ref else {}
-            cells += [cell(rec.get("robustness")), cell(_reached(rec, u.examples) if ref else None)]
+            q = (ref.quality if ref else None) or {}
+            cells += [cell(rec.get("robustness")), cell(_reached(rec, u.examples) if ref else None),
+                      cell(q.get("seed_stability")), cell(q.get("path_similarity"))]
         peak = ((u.examples or {}).get("stats") or {}).get("peak")
         cells.append(cell(float(peak) if peak is not None else None))
         rows.append(f"<tr>{''.join(cells)}</tr>")
-    heads = "".join(f"<th>{st} robustness</th><th>{st} activation reached</th>" for st in styles)
+    heads = "".join(f"<th>{st} robustness</th><th>{st} activation reached</th>"
+                    f"<th>{st} seed stability</th><th>{st} path similarity</th>" for st in styles)
     return ("<h2>Quality scores</h2><p class='dim'>robustness: activation kept under random jitter, "
             "scale and rotation (0–1); activation reached: the pattern's peak over the best "
-            "dataset example's. Click a header to sort.</p>"
+            "dataset example's; seed stability: agreement of seeds s, s+1, s+2 (1 = the same "
+            "feature); path similarity: cosine with the closest top example's activations at the "
+            "layers below (0–1, low = a path unlike natural images). Click a header to sort.</p>"
             f"<table class='sortable'><thead><tr><th>unit</th>{heads}<th>best example score</th></tr>"
             f"</thead><tbody>{''.join(rows)}</tbody></table>")
 
@@ -401,7 +406,27 @@ def _pattern_stats(ref: PatternRef, examples: dict[str, Any] | None) -> str:
             f"<td>{_num(rec.get('robustness'))}</td></tr>"
             "<tr><td>activation reached (peak, × the best example's)</td>"
             f"<td>{_num(_reached(rec, examples))}</td></tr>"
-            "<tr><td>seed stability, path similarity</td><td class='dim'>not computed yet</td></tr>")
+            + _quality_rows(ref.quality or {}))
+
+
+def _quality_rows(q: dict[str, Any]) -> str:
+    """Seed stability and path similarity rows (``atlas.scores``), saying why one is missing."""
+    seeds = (_num(q["seed_stability"]) if q.get("seed_stability") is not None else
+             "<span class='dim'>needs this unit's patterns for seeds s, s+1, s+2</span>")
+    path = q.get("path_similarity")
+    if path is None:
+        why = ("the first conv layer has no layer below" if q.get("path_layers") == [] else
+               "needs dataset examples and a conv layer below")
+        path_html = f"<span class='dim'>{why}</span>"
+    else:
+        path_html = (f"{_num(path)} (mean over the examples {_num(q.get('path_similarity_mean'))})"
+                     + (" <span class='badge fb' title='the pattern drives the unit through a path "
+                        f"unlike its natural examples (below {_num(q.get('path_flag_below'))})'>"
+                        "path unlike its examples</span>" if q.get("path_flagged") else ""))
+    return ("<tr><td>seed stability (response profiles of seeds s, s+1, s+2 correlated; 1 = the "
+            f"same feature)</td><td>{seeds}</td></tr>"
+            "<tr><td>path similarity (cosine with the closest top example at the layers below; "
+            f"0–1)</td><td>{path_html}</td></tr>")
 
 
 def _reached(rec: dict[str, Any], examples: dict[str, Any] | None) -> float | None:

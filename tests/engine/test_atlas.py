@@ -215,6 +215,9 @@ def test_quality_scores_on_unit_pages_and_sortable_on_layer_pages(site: tuple[Pa
     assert "<table class='sortable'>" in layer
     assert "<th>book robustness</th><th>book activation reached</th>" in layer
     assert "<th>maco robustness</th>" in layer
+    assert "<th>book seed stability</th><th>book path similarity</th>" in layer
+    assert "path similarity (cosine with the closest top example" in unit  # conv_a lies below
+    assert re.search(r"path similarity \(cosine[^<]*</td><td>[0-9.]+ \(mean over", unit)
     values = [float(v) for v in re.findall(r"<td data-v='([^']+)'>", layer)]
     assert len(values) >= 6 * 3 and all(np.isfinite(values))
     assert "table.sortable" in (dest / "nav.js").read_text()
