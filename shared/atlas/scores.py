@@ -57,8 +57,10 @@ def quality_key(ref: PatternRef, unit: Unit, siblings: list[Variant], examples_c
 
 
 def score_atlas(results: Storage, found: Gathered) -> None:
-    """Fill ``ref.quality`` of every pattern of every shown layer: read back, or scored (the
-    model loaded once, only when something is left to score)."""
+    """Fill ``ref.quality`` of the pattern shown per style (``Unit.shown``) of every unit of every
+    shown layer: read back, or scored (the model loaded once, only when something is left to
+    score). The first build of a large atlas pays a forward pass per pattern, seed sibling and
+    example patch (k + 3 per unit and style); later builds read the records back."""
     loaded: dict[str, Any] = {}
 
     def model() -> Any:
@@ -68,9 +70,10 @@ def score_atlas(results: Storage, found: Gathered) -> None:
             loaded["lm"] = get_model(found.model)
         return loaded["lm"]
 
-    conv = [layer.name for layer in found.layers if "Conv" in layer.kind]
+    order = [layer.name for layer in found.layers]  # the model's order
+    conv = {layer.name for layer in found.layers if "Conv" in layer.kind}
     for layer in found.shown:
-        below = conv[: conv.index(layer.name)] if layer.name in conv else []
+        below = [name for name in order[: order.index(layer.name)] if name in conv]
         _score_layer(results, found.examples, layer, below, model)
 
 
@@ -79,7 +82,7 @@ def _score_layer(results: Storage, cfg: str | None, layer: Layer, below: list[st
     todo: dict[str, list[tuple[Unit, PatternRef, list[Variant], str]]] = {}
     for u in layer.units:
         for refs in u.patterns.values():
-            for ref in refs:
+            for ref in refs[:1]:  # the pattern the pages show per style (its stats, the table)
                 sibs = seed_siblings(layer, ref.variant, u.index)
                 has_path = bool(below and (u.examples or {}).get("examples"))
                 if not sibs and not has_path:
