@@ -79,6 +79,9 @@ def _watch(stack: LocalStack) -> None:
     reported: set[str] = set()
     try:
         while True:
+            for name in stack.restart_workers():  # as compose's restart: unless-stopped
+                typer.secho(f"warning: {name} exited; started a fresh one",
+                            fg=typer.colors.YELLOW, err=True)
             for name in sorted(set(stack.dead()) - reported):
                 typer.secho(f"warning: {name} exited; see {stack.logs}/{name}.log",
                             fg=typer.colors.YELLOW, err=True)

@@ -488,6 +488,23 @@ class LocalStack:
         """Names of parts that were started and are not running now."""
         return [p.name for p in self._parts() if p.record() is not None and not p.alive()]
 
+    def restart_workers(self) -> list[str]:
+        """Start a fresh worker for each one this process started that has exited (compose's
+        ``restart: unless-stopped``): a worker past ``CONVATLAS_WORKER_MAX_RSS`` drains and
+        exits on purpose (``workers.memory_guard``), and a crashed one holds tasks that come
+        back. A worker stopped on purpose (exit code 0, SIGTERM, SIGINT: ``stack down``) stays
+        stopped. Returns the names restarted, each with the code it exited with."""
+        stopped = (0, -signal.SIGTERM, -signal.SIGINT)
+        restarted = []
+        for w in self.workers:
+            if w.proc is not None and w.proc.poll() not in (None, *stopped):
+                code = w.proc.returncode
+                w.launch(self._worker_env())
+                restarted.append(f"{w.name} (exit code {code})")
+        if restarted:
+            self._save_state()
+        return restarted
+
     def running_elsewhere(self) -> bool:
         """Whether ``dir/stack.json`` names a live process (another stack in this dir)."""
         try:

@@ -92,3 +92,13 @@ def _start_healer(**_: Any) -> None:
 
 
 worker_ready.connect(_start_healer, weak=False)
+
+
+def _start_memory_guard(sender: Any = None, **_: Any) -> None:
+    """Past ``CONVATLAS_WORKER_MAX_RSS``: drain and exit for a fresh worker (``memory_guard``)."""
+    from convatlas.workers.memory_guard import start_guard
+
+    start_guard(sender)
+
+
+worker_ready.connect(_start_memory_guard, weak=False)

@@ -41,7 +41,8 @@ from convatlas.shared.jobs.kinds import KINDS, JobKind, RunStep, post_run_step
 from convatlas.shared.storage import StorageUnavailable
 from convatlas.workers.app import TASK_NAMES, app
 from convatlas.workers.batcher import Batcher, process_batcher
-from convatlas.workers.completion import count_or_defer, run_progress
+from convatlas.workers.completion import client, count_or_defer, run_progress
+from convatlas.workers.memory_guard import attempt
 from convatlas.workers.resources import worker_storage
 
 log = logging.getLogger(__name__)
@@ -130,6 +131,21 @@ def _outcome(task: FleetTask, job_dict: dict[str, Any]) -> dict[str, Any]:
         job = job_from_dict(job_dict)
     except (TypeError, ValueError, KeyError) as exc:
         return _error(f"invalid job: {exc}")
+    with attempt(client(), job.marker) as lost:  # a job that keeps killing its worker
+        if lost is not None:
+            log.error("%s failed for good: %s", job.marker, lost)
+            return _recorded_failure(job, lost)
+        return _run(task, job)
+
+
+def _recorded_failure(job: Any, reason: str) -> dict[str, Any]:
+    try:
+        return _summary(record_failure(job, worker_storage(), reason))
+    except StorageUnavailable:
+        return _error(reason)
+
+
+def _run(task: FleetTask, job: Any) -> dict[str, Any]:
     try:
         # the batcher's prepare stage is the job's one "already done?" check
         res = batcher().run(job, timeout=Settings.from_env().task_time_limit)
@@ -143,11 +159,8 @@ def _outcome(task: FleetTask, job_dict: dict[str, Any]) -> dict[str, Any]:
         if task.request.retries < POISON_RETRIES:
             raise task.retry(exc=exc, countdown=backoff(task.request.retries),
                              max_retries=MAX_RETRIES) from exc
-        reason = f"{type(exc).__name__}: {exc} (after {POISON_RETRIES} retries)"
-        try:
-            return _summary(record_failure(job, worker_storage(), reason))
-        except StorageUnavailable:
-            return _error(reason)
+        return _recorded_failure(
+            job, f"{type(exc).__name__}: {exc} (after {POISON_RETRIES} retries)")
 
 
 def job_task(kind: JobKind) -> Any:
@@ -158,7 +171,8 @@ def job_task(kind: JobKind) -> Any:
                 run: dict[str, Any] | None = None) -> dict[str, Any]:
         return run_job(self, job_dict, run)
 
-    one_job.__name__ = one_job.__qualname__ = f"{kind.name}_job"
+    # a Python identifier: Celery compiles a signature under this name ("report-card" is not)
+    one_job.__name__ = one_job.__qualname__ = f"{kind.name}_job".replace("-", "_")
     one_job.__doc__ = f"One {kind.name} job (``{kind.job_class.__module__}``)."
     return task(kind.task)(one_job)
 
@@ -170,7 +184,7 @@ def step_task(kind: JobKind, step: RunStep) -> Any:
         summary = step.run(worker_storage(), run_id)
         return {"status": "done", "run_id": run_id, **step.task_result(summary)}
 
-    post_run.__name__ = post_run.__qualname__ = f"{kind.name}_{step.name}"
+    post_run.__name__ = post_run.__qualname__ = f"{kind.name}_{step.name}".replace("-", "_")
     post_run.__doc__ = f"The {step.name} of a {kind.name} run, once its every job has an outcome."
     return task(step.task)(post_run)
 
