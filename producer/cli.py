@@ -224,38 +224,27 @@ def report_card(
     both baselines. Re-running the same request reuses the stored card."""
     from convatlas.producer.plans.inputs import hash_inputs
     from convatlas.producer.plans.plan import PlanError
-    from convatlas.producer.plans.validate import checked_precision, parse_layers, resolve_model
+    from convatlas.producer.plans.report_card import card_request
     from convatlas.shared.config import Settings
-    from convatlas.shared.engine.cams import METHODS, check_methods
-    from convatlas.shared.engine.faithfulness import Protocol
 
     use_weights(weights)
     settings = Settings.from_env()
     precision = precision or settings.precision
     try:
-        spec = resolve_model(model)
-        if not spec.can_gradcam:
-            raise PlanError(spec.grad_cam_hint or f"{model} has no classifier for CAMs")
-        checked_precision(precision)
-        names = tuple(METHODS) if methods.strip() == "all" else check_methods(methods)
-        chosen = None if layers.strip() == "auto" else [n for n, _ in parse_layers(model, layers)]
-        protocol = Protocol(steps=steps, road_percentiles=tuple(
-            int(q) for q in road_percentiles.split(",") if q.strip()))
-        if sample < 1 or randomise_layers < 1:
-            raise PlanError("--sample and --randomise-layers must be ≥ 1")
+        request = card_request(model, methods, layers, sample, steps, road_percentiles,
+                               randomise_layers, precision)
         inputs, _ = hash_inputs(paths)
         if not inputs:
             raise PlanError("no images found")
     except (PlanError, ValueError) as exc:
         fail(str(exc))
     from convatlas.shared.engine.report_card.job import run_card
-    from convatlas.shared.engine.report_card.randomisation import Randomisation
     from convatlas.shared.models.registry import get_model
 
     warn_if_slow(precision)
     lm = get_model(model, settings)
-    result = run_card(lm, [(f.path, f.name, f.sha256) for f in inputs], out, names, chosen,
-                      sample, protocol, Randomisation(layers=randomise_layers),
+    result = run_card(lm, [(f.path, f.name, f.sha256) for f in inputs], out, request.methods,
+                      request.layers, sample, request.protocol, request.randomisation,
                       precision=precision, batch_size=batch_size)
     card = result.card
     typer.echo(f"report card {result.key} ({model}, {len(card['photos'])} photos"

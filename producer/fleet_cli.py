@@ -164,6 +164,50 @@ def submit_heatmaps(
         plan.close()
 
 
+@submit_app.command("report-card")
+def submit_report_card(
+    paths: Annotated[list[str], typer.Argument(help="Photo files and/or folders.")],
+    model: Annotated[str, typer.Option("--model", "-m", help="Model name or .keras/.h5 file.")] = "efficientnet-lite0",
+    sample: Annotated[int, typer.Option(help="Photos in the sample (the smallest sha256s).")] = 16,
+    methods: Annotated[str, typer.Option(help="CAM methods, comma-separated, or 'all'.")] = "all",
+    layers: Annotated[str, typer.Option(help="Candidate layers, comma-separated, or 'auto'.")] = "auto",
+    steps: Annotated[int, typer.Option(help="Deletion / insertion steps.")] = 20,
+    road_percentiles: Annotated[str, typer.Option(help="ROAD's percentiles, comma-separated.")] = "10,20,30,40,50,60,70,80,90",
+    randomise_layers: Annotated[int, typer.Option(help="Randomisation check: top weighted layers re-drawn.")] = 3,
+    precision: PrecisionOpt = None,
+    wait: WaitOpt = False,
+    timeout: TimeoutOpt = 3600.0,
+) -> None:
+    """Queue a CAM report card: one task per sampled photo, then one task that ranks them and
+    writes card.json, index.html and the recommendation (`convatlas fetch RUN OUT`, then
+    `heatmaps --method auto --layer auto --out OUT`). The same request is the same card."""
+    from convatlas.producer.plans.plan import PlanError
+    from convatlas.producer.plans.report_card import card_request, plan_report_card
+
+    settings = _settings()
+    try:
+        request = card_request(model, methods, layers, sample, steps, road_percentiles,
+                               randomise_layers, precision or settings.precision)
+        plan = plan_report_card(paths, request, settings)
+    except PlanError as exc:
+        fail(str(exc))
+    for name, reason in plan.rejected:
+        typer.echo(f"  not submitted: {name}: {reason}", err=True)
+    _submit(plan, settings, wait, timeout)
+    if wait:  # the jobs are done; the card is written by the run's post-run step
+        from convatlas.shared.jobs.report_card import wait_for_card
+
+        try:
+            card = wait_for_card(_storage(settings), plan.run_id, timeout)
+        except TimeoutError as exc:
+            fail(str(exc), 1)
+        if card["status"] != "done":
+            fail(f"report card: {card['status']}", 1)
+        rec = card["recommended"]
+        typer.echo(f"report card {card['key']}: recommended {rec['method']} @ {rec['layer']} "
+                   f"→ {card['index']} (convatlas fetch {plan.run_id} OUT)")
+
+
 @submit_app.command("examples")
 def submit_examples(
     paths: Annotated[list[str], typer.Argument(help="Photo files and/or folders.")],

@@ -287,6 +287,8 @@ def fetch_run(storage: Storage, run_id: str, dest: Path) -> tuple[int, dict[str,
     for g in report["grids"]:
         if g["status"] != "pending":
             wanted.extend([g["png"], g["png"][: -len(".png")] + ".json"])
+    if (step := post_run_step(str(manifest.get("kind")))) is not None:
+        wanted.extend(step.outputs(storage, run_id))  # what the run's post-run step wrote
     n = 0
     for key in dict.fromkeys(wanted):
         try:

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from convatlas.shared.jobs import examples_map, examples_reduce, heatmaps, patterns
+from convatlas.shared.jobs import examples_map, examples_reduce, heatmaps, patterns, report_card
 from convatlas.shared.jobs.common import Job, JobResult
 from convatlas.shared.jobs.stages import Stages
 from convatlas.shared.storage import Storage
@@ -26,6 +26,10 @@ Fields = Callable[[dict[str, Any]], dict[str, Any]]
 
 def _no_fields(summary: dict[str, Any]) -> dict[str, Any]:
     return {}
+
+
+def _no_outputs(storage: Storage, run_id: str) -> list[str]:
+    return []
 
 
 @dataclass(frozen=True)
@@ -40,6 +44,7 @@ class RunStep:
     run: Callable[[Storage, str], dict[str, Any]]  # (storage, run id) → its summary
     report_fields: Fields = _no_fields  # summary → fields added to a local run's report
     task_result: Fields = _no_fields  # summary → fields of the fleet task's result
+    outputs: Callable[[Storage, str], list[str]] = _no_outputs  # (storage, run id) → keys `fetch` copies
 
 
 @dataclass(frozen=True)
@@ -71,6 +76,12 @@ KINDS: dict[str, JobKind] = {
         JobKind("examples", examples_map.ExamplesJob, examples_map.run_examples_jobs,
                 examples_map.report_entry, "convatlas.examples", 32, examples_map.STAGES,
                 EXAMPLES_REDUCE),
+        JobKind("report-card", report_card.ReportCardJob, report_card.run_report_card_jobs,
+                report_card.report_entry, "convatlas.report_card", 16,
+                post_run=RunStep("card", "convatlas.report_card_finish", report_card.finish_card,
+                                 report_fields=lambda s: {"report_card": s},
+                                 task_result=lambda s: {"card": s["status"]},
+                                 outputs=report_card.card_outputs)),
     )
 }
 

@@ -17,6 +17,7 @@ from convatlas.shared.engine.report_card.baselines import BASELINES, ImageMethod
 from convatlas.shared.engine.report_card.randomisation import (
     RANDOMISATION,
     Randomisation,
+    randomised_layers,
     randomised_model,
     rank_correlation,
 )
@@ -67,11 +68,11 @@ def _row(method: str, layer: str, baseline: bool, figures: list[dict[str, Any]],
     }
 
 
-def compute_card(
+def photo_entries(
     lm: LoadedModel,
     photos: Sequence[Photo],
     methods: str | Sequence[str],
-    layers: Sequence[str] | None = None,
+    layers: Sequence[str],
     protocol: Protocol = PROTOCOL,
     randomisation: Randomisation = RANDOMISATION,
     baselines: Sequence[ImageMethod] = tuple(BASELINES.values()),
@@ -79,18 +80,15 @@ def compute_card(
     batch_size: int = 16,
     pass_batch: int = 32,
     scorecam_channels: int | None = DEFAULT_MAX_CHANNELS,
-) -> dict[str, Any]:
-    """The report card of ``lm`` on ``photos`` (JSON-ready; see ``ranking`` for the rule).
-
-    Every method in ``methods`` runs at every layer of ``layers`` (default
-    :func:`candidate_layers`); each of ``baselines`` (maps made from the photo alone) is scored
-    once. All maps explain the photo's top-1 class on the original model."""
+) -> list[dict[str, Any]]:
+    """The per-photo half of the card (what a fleet job computes for its photos): per photo its
+    class and, per (method, layer) and baseline, the faithfulness figures and the rank
+    correlation with the randomised model's map (JSON-ready). :func:`assemble_card` averages."""
     names = check_methods(methods)
-    layers = list(layers or candidate_layers(lm))
     images = [p[2] for p in photos]
     if not images:
         raise ValueError("the report card needs at least one photo")
-    rlm, randomised = randomised_model(lm, randomisation)
+    rlm, _ = randomised_model(lm, randomisation)
     maps: dict[tuple[str, str, bool], list[np.ndarray]] = {}
     rho: dict[tuple[str, str, bool], list[float]] = {}
     classes: list[int] = []
@@ -117,17 +115,79 @@ def compute_card(
         [c for _ in order for c in classes], CARD_METRICS, precision=precision,
         batch_size=batch_size, pass_batch=pass_batch, protocol=protocol)
     n = len(images)
-    rows = [_row(m, layer, base, figures[i * n:(i + 1) * n], rho[(m, layer, base)],
-                 randomisation.threshold) for i, (m, layer, base) in enumerate(order)]
+    wanted = ("deletion_auc", "insertion_auc", "road", "deletion_curve", "insertion_curve")
+    return [{
+        "name": photos[j][0], "sha256": photos[j][1], "class": int(classes[j]),
+        "entries": [{"method": m, "layer": layer, "baseline": base,
+                     "rho": float(rho[(m, layer, base)][j]),
+                     "figures": {k: _plain(figures[i * n + j][k]) for k in wanted}}
+                    for i, (m, layer, base) in enumerate(order)],
+    } for j in range(n)]
+
+
+def _plain(value: Any) -> Any:
+    """A figure as JSON keeps it (float, or a list of floats for a curve)."""
+    if isinstance(value, (list, tuple, np.ndarray)):
+        return [float(v) for v in value]
+    return float(value)
+
+
+def assemble_card(
+    model: str,
+    weights_id: str,
+    per_photo: Sequence[dict[str, Any]],
+    methods: Sequence[str],
+    layers: Sequence[str],
+    protocol: Protocol,
+    randomisation: Randomisation,
+    randomised: Sequence[str],
+    baselines: Sequence[str],
+) -> dict[str, Any]:
+    """The card from :func:`photo_entries`' per-photo results (in the sample's order): rows
+    averaged over the photos, ranked, and the recommendation. ``randomised``: the layers the
+    check re-drew (``randomised_layers``)."""
+    if not per_photo:
+        raise ValueError("the report card needs at least one photo")
+    order = [(e["method"], e["layer"], e["baseline"]) for e in per_photo[0]["entries"]]
+    rows = [_row(m, layer, base, [p["entries"][i]["figures"] for p in per_photo],
+                 [p["entries"][i]["rho"] for p in per_photo], randomisation.threshold)
+            for i, (m, layer, base) in enumerate(order)]
     table = ranked(rows)
     best, why = recommend(table)
     return {
-        "model": lm.name, "weights_id": lm.weights_id,
-        "photos": [{"name": p[0], "sha256": p[1]} for p in photos],
-        "classes": classes, "methods": list(names), "layers": layers,
-        "baselines": [b.name for b in baselines],
+        "model": model, "weights_id": weights_id,
+        "photos": [{"name": p["name"], "sha256": p["sha256"]} for p in per_photo],
+        "classes": [p["class"] for p in per_photo], "methods": list(methods),
+        "layers": list(layers), "baselines": list(baselines),
         "protocol": protocol.describe(), "metrics": list(CARD_METRICS),
-        "randomisation": {**randomisation.describe(), "randomised_layers": randomised},
+        "randomisation": {**randomisation.describe(), "randomised_layers": list(randomised)},
         "rule": RULE, "rows": table,
         "recommended": {"method": best["method"], "layer": best["layer"], "reason": why},
     }
+
+
+def compute_card(
+    lm: LoadedModel,
+    photos: Sequence[Photo],
+    methods: str | Sequence[str],
+    layers: Sequence[str] | None = None,
+    protocol: Protocol = PROTOCOL,
+    randomisation: Randomisation = RANDOMISATION,
+    baselines: Sequence[ImageMethod] = tuple(BASELINES.values()),
+    precision: str = "float32",
+    batch_size: int = 16,
+    pass_batch: int = 32,
+    scorecam_channels: int | None = DEFAULT_MAX_CHANNELS,
+) -> dict[str, Any]:
+    """The report card of ``lm`` on ``photos`` (JSON-ready; see ``ranking`` for the rule).
+
+    Every method in ``methods`` runs at every layer of ``layers`` (default
+    :func:`candidate_layers`); each of ``baselines`` (maps made from the photo alone) is scored
+    once. All maps explain the photo's top-1 class on the original model."""
+    names = check_methods(methods)
+    layers = list(layers or candidate_layers(lm))
+    per_photo = photo_entries(lm, photos, names, layers, protocol, randomisation, baselines,
+                              precision, batch_size, pass_batch, scorecam_channels)
+    return assemble_card(lm.name, lm.weights_id, per_photo, names, layers, protocol,
+                         randomisation, randomised_layers(lm.model, randomisation.layers),
+                         [b.name for b in baselines])

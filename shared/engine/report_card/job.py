@@ -45,9 +45,8 @@ def run_card(
 
     chosen = [photos[i] for i in store.sample([(p[1], p[2]) for p in photos], count)]
     layers = list(layers or candidate_layers(lm))
-    request = {"methods": list(methods), "layers": layers, "protocol": protocol.describe(),
-               "baselines": [b.name for b in baselines], "precision": precision,
-               "randomisation": randomisation.describe()}
+    request = store.card_request(methods, layers, protocol.describe(), [b.name for b in baselines],
+                                 precision, randomisation.describe())
     key = store.card_key(lm.name, lm.weights_id, [p[2] for p in chosen], request)
     card = store.load_card(out, lm.name, key)
     reused = card is not None

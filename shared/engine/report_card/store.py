@@ -19,6 +19,7 @@ from typing import Any
 from convatlas.shared.keys import model_slug
 
 ROOT = "report-cards"
+FLEET_ROOT = f"results/{ROOT}"  # in the bucket (workers write only under results/); fetched as is
 CARD_VERSION = 1
 
 
@@ -39,6 +40,14 @@ def sample(photos: Sequence[tuple[str, str]], count: int) -> list[int]:
             seen.add(photos[i][1])
             out.append(i)
     return out[:count]
+
+
+def card_request(methods: Sequence[str], layers: Sequence[str], protocol: dict[str, Any],
+                 baselines: Sequence[str], precision: str,
+                 randomisation: dict[str, Any]) -> dict[str, Any]:
+    """The settings a card's key covers besides the weights and the photos (``describe()`` forms)."""
+    return {"methods": list(methods), "layers": list(layers), "protocol": protocol,
+            "baselines": list(baselines), "precision": precision, "randomisation": randomisation}
 
 
 def card_key(model: str, weights_id: str, shas: Sequence[str], request: dict[str, Any]) -> str:
@@ -67,15 +76,32 @@ def save_card(out: Path, model: str, key: str, card: dict[str, Any]) -> Path:
     return path
 
 
+def card_folder_key(model: str, key: str, root: str = ROOT) -> str:
+    """The card's folder as a storage key (``root``: ``ROOT`` locally, ``FLEET_ROOT`` in a bucket)."""
+    return f"{root}/{model_slug(model)}/{key}"
+
+
+def recommendation_key(model: str, weights_id: str, root: str = ROOT) -> str:
+    return f"{root}/recommended/{model_slug(model)}-{weights_id[:16]}.json"
+
+
+def recommendation(model: str, card: dict[str, Any], card_json: str) -> dict[str, Any]:
+    """What the recommendation file holds; ``card_json``: the card's path relative to the folder."""
+    return {**card["recommended"], "model": model, "weights_id": card["weights_id"],
+            "card": card_json}
+
+
 def _recommendation_path(out: Path, model: str, weights_id: str) -> Path:
-    return out / ROOT / "recommended" / f"{model_slug(model)}-{weights_id[:16]}.json"
+    """A local card's recommendation, else a fetched fleet card's (``FLEET_ROOT``), else the
+    local path (absent)."""
+    paths = [out / recommendation_key(model, weights_id, r) for r in (ROOT, FLEET_ROOT)]
+    return next((p for p in paths if p.is_file()), paths[0])
 
 
 def save_recommendation(out: Path, model: str, card: dict[str, Any], key: str) -> Path:
-    path = _recommendation_path(out, model, card["weights_id"])
+    path = out / recommendation_key(model, card["weights_id"])
     path.parent.mkdir(parents=True, exist_ok=True)
-    rec = {**card["recommended"], "model": model, "weights_id": card["weights_id"],
-           "card": str(card_dir(out, model, key).relative_to(out) / "card.json")}
+    rec = recommendation(model, card, str(card_dir(out, model, key).relative_to(out) / "card.json"))
     path.write_text(json.dumps(rec, indent=1))
     return path
 
