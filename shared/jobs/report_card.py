@@ -157,14 +157,15 @@ def finish_card(storage: Storage, run_id: str) -> dict[str, Any]:
     records = [read_json(storage, j.marker) for j in jobs]
     summary: dict[str, Any] = {"run_id": run_id, "photos": len(jobs),
                                "computed": sum(r is not None for r in records)}
-    if not jobs or any(r is None for r in records):
+    parts = [r for r in records if r is not None]
+    if not jobs or len(parts) < len(jobs):
         summary["status"] = "incomplete: a photo failed, no card written"
     else:
         first = jobs[0]
         protocol, randomisation, baselines = first.settings()
-        card = assemble_card(first.model, first.weights_id, [r for r in records if r],
-                             first.methods, first.layers, protocol, randomisation,
-                             records[0]["randomised_layers"], [b.name for b in baselines])
+        card = assemble_card(first.model, first.weights_id, parts, first.methods, first.layers,
+                             protocol, randomisation, parts[0]["randomised_layers"],
+                             [b.name for b in baselines])
         card = {**card, "key": first.card_key}
         folder = first.folder
         storage.put_bytes(f"{folder}/card.json", json_bytes(card), "application/json")
