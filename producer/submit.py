@@ -65,7 +65,9 @@ def check_broker(app: Celery) -> None:
         conn.ensure_connection(max_retries=1)
 
 
-REFUSALS = ("MISCONF", "OOM", "READONLY", "NOPERM")  # Redis's error codes for a refused write
+# Redis's refused writes as redis-py words them (it drops the OOM and READONLY codes)
+REFUSALS = ("MISCONF", "unable to persist to disk", "OOM", "maxmemory", "READONLY",
+            "read only replica", "NOPERM")
 
 
 def broker_refused(exc: BaseException) -> bool:
