@@ -6,8 +6,9 @@ optionally limited to ``bucket`` or to a key prefix (``Write:bucket/prefix/*``; 
 
 - no role has ``Admin`` (bucket creation and deletion, all buckets) or ``Tagging``; the stack
   creates the bucket with its operator key, which no client gets;
-- each role writes only under its own prefixes: the producer ``inputs/`` (photos) and
-  ``runs/`` (manifests, shards, the report of a run that needs no job); the workers
+- each role writes only under its own prefixes: the producer ``inputs/`` (photos), ``runs/``
+  (manifests, shards, the report of a run that needs no job) and ``atlas/`` (``convatlas atlas``
+  builds a site from the bucket; ``submit atlas`` removes a stale summary); the workers
   ``results/`` (outputs and error records), ``runs/`` (reports, galleries, summaries) and
   ``atlas/`` (sites). The producer cannot write results, the workers cannot touch inputs;
 - SeaweedFS has no separate delete action: ``Write`` on a prefix includes DeleteObject there
@@ -24,7 +25,7 @@ from typing import Any
 
 ROLES = ("producer", "worker")
 WRITES: dict[str, tuple[str, ...]] = {
-    "producer": ("inputs", "runs"),
+    "producer": ("inputs", "runs", "atlas"),
     "worker": ("results", "runs", "atlas"),
 }
 
