@@ -91,10 +91,12 @@ class MemoryGuard(threading.Thread):
         from convatlas.workers.config import QUEUE
 
         try:
-            self.consumer.app.control.cancel_consumer(
+            replies = self.consumer.app.control.cancel_consumer(
                 QUEUE, destination=[self.consumer.hostname], reply=True, timeout=5)
         except Exception:  # noqa: BLE001 (the broker is away: cancel here)
-            log.warning("memory guard: remote cancel failed; cancelling the queue directly")
+            replies = None
+        if not replies:  # no answer: it may not have run, and the drain would never end
+            log.warning("memory guard: remote cancel unanswered; cancelling the queue directly")
             self.consumer.cancel_task_queue(QUEUE)
 
     def drain(self) -> None:

@@ -106,10 +106,11 @@ def test_guard_stops_consuming_drains_then_exits() -> None:
         class app:  # noqa: N801
             class control:  # noqa: N801
                 @staticmethod
-                def cancel_consumer(queue: str, **kw: Any) -> None:
+                def cancel_consumer(queue: str, **kw: Any) -> list[dict[str, Any]]:
                     events.append(("cancel", queue, kw["destination"]))
                     # the held task finishes a little later
                     threading.Timer(0.3, state.reserved_requests.discard, (held,)).start()
+                    return [{kw["destination"][0]: {"ok": f"no longer consuming from {queue}"}}]
 
     rss = iter([100, 200, 300])
     guard = MemoryGuard(Consumer(), 250, rss=lambda: next(rss), every=0.01,
