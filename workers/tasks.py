@@ -8,6 +8,8 @@ It returns a small JSON dict ``{"status", "outputs", "error", "batch"}`` where s
 * ``failed`` too for a job that keeps raising (a poison job: e.g. a class index its model does
   not have): after ``POISON_RETRIES`` retries the error is recorded as its ``error.json``, so
   the run completes and reports it instead of waiting for it forever;
+* ``failed`` too for a job whose worker died under it ``CONVATLAS_WORKER_LOST_ATTEMPTS`` times
+  (it exceeds memory alone: ``convatlas.workers.memory_guard``), instead of looping;
 * ``error``: not recorded (a job that cannot even be parsed, storage unreachable or the batch
   not done after every retry): the job stays pending in the run report and is queued again by
   the next submission.
@@ -36,7 +38,13 @@ from celery import Task
 from celery.exceptions import TaskPredicate
 
 from convatlas.shared.config import Settings
-from convatlas.shared.jobs import JobResult, grid_from_dict, job_from_dict, record_failure
+from convatlas.shared.jobs import (
+    JobResult,
+    existing_result,
+    grid_from_dict,
+    job_from_dict,
+    record_failure,
+)
 from convatlas.shared.jobs.kinds import KINDS, JobKind, RunStep, post_run_step
 from convatlas.shared.storage import StorageUnavailable
 from convatlas.workers.app import TASK_NAMES, app
@@ -133,6 +141,9 @@ def _outcome(task: FleetTask, job_dict: dict[str, Any]) -> dict[str, Any]:
         return _error(f"invalid job: {exc}")
     with attempt(client(), job.marker) as lost:  # a job that keeps killing its worker
         if lost is not None:
+            done = existing_result(job, worker_storage())  # it ended, its ack was lost
+            if done is not None:
+                return _summary(done)
             log.error("%s failed for good: %s", job.marker, lost)
             return _recorded_failure(job, lost)
         return _run(task, job)
