@@ -178,9 +178,11 @@ def submit_report_card(
     wait: WaitOpt = False,
     timeout: TimeoutOpt = 3600.0,
 ) -> None:
-    """Queue a CAM report card: one task per sampled photo, then one task that ranks them and
-    writes card.json, index.html and the recommendation (`convatlas fetch RUN OUT`, then
-    `heatmaps --method auto --layer auto --out OUT`). The same request is the same card."""
+    """Queue a CAM report card: one task per sampled photo, then one that ranks them.
+
+    The ranking task writes card.json, index.html and the recommendation (`convatlas fetch RUN
+    OUT`, then `heatmaps --method auto --layer auto --out OUT`). The same request is the same
+    card."""
     from convatlas.producer.plans.plan import PlanError
     from convatlas.producer.plans.report_card import card_request, plan_report_card
 

@@ -116,6 +116,12 @@ def start_guard(consumer: Any) -> MemoryGuard | None:
     limit = max_rss()
     if not limit:
         return None
+    at_start = rss_bytes()
+    if at_start >= limit:  # it would exit at once, every restart: a loop that serves nothing
+        log.error("memory guard off: CONVATLAS_WORKER_MAX_RSS=%d MB is below this worker's RSS "
+                  "at start (%d MB); raise it above what an idle worker takes", limit >> 20,
+                  at_start >> 20)
+        return None
     guard = MemoryGuard(consumer, limit)
     guard.start()
     log.info("memory guard: exits to be restarted past %d MB RSS", limit >> 20)

@@ -258,7 +258,7 @@ def make_rig(
     def make(visibility_timeout: int = 60, concurrency: int = 16,
              s3: SeaweedS3Server | None = None, worker: bool = True,
              requeue_after: int = 300, persistent: bool = True,
-             task_time_limit: int | None = None) -> Rig:
+             task_time_limit: int | None = None, env: dict[str, str] | None = None) -> Rig:
         tmp = tmp_path_factory.mktemp("rig")
         redis = RedisServer(tmp / "redis", password=secrets.token_urlsafe(18),
                             persistent=persistent)
@@ -269,7 +269,8 @@ def make_rig(
                             extra_env={"CONVATLAS_TASK_TIME_LIMIT": str(
                                 task_time_limit or min(visibility_timeout - 2, TASK_TIME_LIMIT_S)),
                                        "CONVATLAS_REQUEUE_AFTER": str(requeue_after),
-                                       **_rabbit_env(rabbit, redis, tmp.name)})
+                                       **_rabbit_env(rabbit, redis, tmp.name),
+                                       **(env or {})})
         rig = Rig(**{f.name: getattr(base, f.name) for f in dataclasses.fields(base)})
         rig.broker = broker
         made.append(rig)

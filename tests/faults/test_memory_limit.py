@@ -24,7 +24,7 @@ from convatlas.producer.plans.heatmaps import plan_heatmaps
 from convatlas.producer.submit import submit_plan
 from convatlas.shared.engine.patterns import PatternParams
 from convatlas.shared.jobs import existing_result
-from convatlas.stack.harness import wait_ready
+from convatlas.stack.harness import stop_worker, wait_ready
 from convatlas.workers.memory_guard import (
     ATTEMPTS_KEY,
     EXIT_MEMORY,
@@ -34,7 +34,7 @@ from convatlas.workers.memory_guard import (
     attempt,
     parse_size,
 )
-from tests.faults.conftest import Rig, check_report
+from tests.faults.conftest import Rig, check_report, wait_until
 from tests.faults.test_bad_input import _png
 from tests.unit.test_images import photo
 
@@ -130,7 +130,7 @@ def memory_cgroup() -> Iterator[Path]:
     try:
         path.mkdir()
     except OSError as exc:
-        pytest.skip(f"no writable memory cgroup v1 here ({exc})")
+        pytest.fail(f"no writable memory cgroup v1 here ({exc}): the test needs one")
     try:
         yield path
     finally:
@@ -176,13 +176,27 @@ def test_worker_past_max_rss_drains_and_is_replaced(make_rig) -> None:  # noqa: 
     """Every worker passes the limit once the model is loaded: each finishes the tasks it
     holds, exits with EXIT_MEMORY, and the next one carries on; every job is done once."""
     rig = make_rig(concurrency=8, worker=False)
-    rig.env[MAX_RSS_ENV] = "300M"  # a TensorFlow worker with a model loaded is far above it
+    # The limit lies between what a ready worker takes and what it takes once the model is
+    # loaded, both measured here on one worker (a limit below the first would turn the guard
+    # off: tested below); every worker then passes it with its first batch.
+    probe = rig.start_worker()
+    idle = _rss(probe.pid)
+    warm = plan_grids("vgg16-hed", "block1_conv1", "0:2", PatternParams(32, 3), rig.settings)
+    submit_plan(warm, rig.storage, rig.app)
+    rig.follow(warm, rig.batch_bound()).report("warm-up")
+    loaded = _rss(probe.pid)
+    assert loaded > idle + 20 * 2**20, (idle, loaded)
+    stop_worker(probe)
+    rig.env[MAX_RSS_ENV] = str((idle + loaded) // 2)
     sup = Supervisor(rig)
     try:
         plan = plan_grids("vgg16-hed", "block1_conv1", "0:24", PatternParams(32, 3), rig.settings)
         submit_plan(plan, rig.storage, rig.app)
         # each worker's stall: it drains its batch, exits, and a fresh one starts and loads
         report = rig.follow(plan, 2 * rig.batch_bound()).report("with memory restarts")
+        # the run can complete while the last worker is still draining what it held: its exit
+        # follows within one batch (it holds no new task; the guard checks every second)
+        wait_until(lambda: bool(sup.exits), rig.batch_bound() + 2, "a worker's memory exit")
     finally:
         sup.stop()
     check_report(rig.storage, plan, report)
@@ -190,6 +204,26 @@ def test_worker_past_max_rss_drains_and_is_replaced(make_rig) -> None:  # noqa: 
     assert sup.exits and set(sup.exits) == {EXIT_MEMORY}, sup.exits
     log = rig.logs()
     assert "no new tasks; draining" in log and "drained: exiting" in log
+
+
+def _rss(pid: int) -> int:
+    """A process's resident set in bytes (``/proc``)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError(f"no VmRSS for {pid}")
+
+
+def test_a_limit_below_an_idle_worker_turns_the_guard_off(make_rig) -> None:  # noqa: ANN001
+    """A limit an idle worker already passes would make it exit at every restart, serving
+    nothing: the worker says so and keeps serving, unguarded."""
+    rig = make_rig(concurrency=2, worker=False, env={MAX_RSS_ENV: "1M"})
+    rig.start_worker()
+    plan = plan_grids("vgg16-hed", "block1_conv1", "0:2", PatternParams(32, 3), rig.settings)
+    submit_plan(plan, rig.storage, rig.app)
+    report = rig.follow(plan, rig.batch_bound()).report("with the guard off")
+    assert report["counts"]["done"] == 2
+    assert "memory guard off" in rig.logs() and rig.worker is not None and rig.worker.poll() is None
 
 
 def _huge_photo(path: Path, side: int) -> None:

@@ -8,6 +8,7 @@ import time
 from convatlas.producer.plans.grids import plan_grids
 from convatlas.producer.submit import submit_plan
 from convatlas.shared.engine.patterns import PatternParams
+from convatlas.workers.memory_guard import LOST_ATTEMPTS_ENV
 from tests.faults.conftest import TASK_TIME_LIMIT_S, check_report, received, wait_until
 
 KILLS = 3
@@ -20,7 +21,11 @@ def test_worker_sigkilled_three_times_loses_nothing(make_rig) -> None:  # noqa: 
     # shorter than a restarted worker's first batch (the model load) on a busy machine, so a
     # task still waiting for that batch may be delivered again: a harmless duplicate, which
     # the time limit (above that batch) lets finish instead of timing out.
-    rig = make_rig(visibility_timeout=15, concurrency=4, task_time_limit=TASK_TIME_LIMIT_S)
+    # the same tasks can be held by each killed worker (RabbitMQ hands them straight back): a
+    # job whose worker died LOST_ATTEMPTS times would be failed as a memory hog
+    # (workers.memory_guard); these kills are not about memory
+    rig = make_rig(visibility_timeout=15, concurrency=4, task_time_limit=TASK_TIME_LIMIT_S,
+                   env={LOST_ATTEMPTS_ENV: str(KILLS + 1)})
     plan = plan_grids("vgg16-hed", "block1_conv1", f"0:{JOBS}", PatternParams(32, 3),
                       rig.settings)
     t0 = time.monotonic()
