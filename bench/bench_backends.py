@@ -33,7 +33,7 @@ from measure import dump_raw, machine_info, median, raw_path, say, table  # noqa
 LAYERS = ("block1_conv1", "block3_conv1", "block5_conv1")
 
 
-def side(quick: bool) -> dict[str, Any]:
+def side(quick: bool, sizes: tuple[int, int, int, int] | None = None) -> dict[str, Any]:
     """One backend's figures (this process's backend, from CONVATLAS_BACKEND)."""
     import numpy as np
 
@@ -44,7 +44,7 @@ def side(quick: bool) -> dict[str, Any]:
     from convatlas.shared.models.registry import get_model
     from convatlas.shared.samples import sample_photos
 
-    filters, steps, size, repeats = (8, 4, 32, 2) if quick else (64, 40, 64, 3)
+    filters, steps, size, repeats = sizes or ((8, 4, 32, 2) if quick else (64, 40, 64, 3))
     rows: dict[str, Any] = {"backend": active_backend()}
     hed = get_model("vgg16-hed")
     params = PatternParams(size=size, steps=steps)
@@ -92,18 +92,23 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="tiny sizes: a smoke check")
     ap.add_argument("--raw", type=Path, default=None, help="where the raw JSON goes")
+    ap.add_argument("--sizes", default="", help="filters,steps,size,repeats (overrides the mode)")
     ap.add_argument("--side", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.side:
-        print("RESULT " + json.dumps(side(args.quick)), flush=True)
+        sizes = tuple(int(v) for v in args.sizes.split(",")) if args.sizes else None
+        print("RESULT " + json.dumps(side(args.quick, sizes)), flush=True)  # type: ignore[arg-type]
         return 0
-    results: dict[str, Any] = {"machine": machine_info(), "quick": args.quick}
+    results: dict[str, Any] = {"machine": machine_info(), "quick": args.quick,
+                               "sizes": args.sizes}
     for backend in ("tensorflow", "jax"):
         env = {**os.environ, "CONVATLAS_BACKEND": backend, "JAX_PLATFORMS": "cpu"}
         env.pop("KERAS_BACKEND", None)
         cmd = [sys.executable, str(Path(__file__).resolve()), "--side"]
         if args.quick:
             cmd.append("--quick")
+        if args.sizes:
+            cmd += ["--sizes", args.sizes]
         res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=3600)
         lines = [ln for ln in res.stdout.splitlines() if ln.startswith("RESULT ")]
         if res.returncode != 0 or not lines:
