@@ -42,3 +42,20 @@ def select_scores(logits: Any, class_index: Any) -> tuple[Any, Any]:
     chosen = ops.where(class_index < 0, top1, class_index)
     score = ops.take_along_axis(logits, ops.expand_dims(chosen, 1), axis=1)[:, 0]
     return score, chosen
+
+
+def method_outputs(
+    logits: Any, chosen: Any, feats: Any, grads: Any, gradient_methods: Any,
+    activation_methods: Any, return_features: bool,
+) -> dict[str, Any]:
+    """What a compiled CAM pass returns, from its float32 activations (and their gradients):
+    per method ``(heat, peak)``, plus ``logits``, ``chosen`` and, when asked, ``features``.
+    The backends' passes (``tf_cam``, ``jax_cam``) differ only in how they get these inputs."""
+    out: dict[str, Any] = {"logits": logits, "chosen": chosen}
+    for m in gradient_methods:
+        out[m.name] = normalise(m.cam(feats, grads))
+    for m in activation_methods:
+        out[m.name] = normalise(m.cam(feats))
+    if return_features:
+        out["features"] = feats
+    return out

@@ -18,7 +18,7 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from convatlas.shared.engine.heatmap import normalise, select_scores
+from convatlas.shared.engine.heatmap import method_outputs, select_scores
 
 
 def _weights(model: Any) -> tuple[list[Any], list[Any]]:
@@ -64,15 +64,10 @@ def build_cam_pass(
             features, logits = probe(trainable, non_trainable, xp, None)
             logits = jnp.asarray(logits, jnp.float32)
             _, chosen = select_scores(logits, class_index)
-        out: dict[str, Any] = {"logits": logits, "chosen": chosen}
+            grads = None  # forward only
         feats = jnp.asarray(features, jnp.float32)
-        for m in gradient_methods:
-            out[m.name] = normalise(m.cam(feats, grads))
-        for m in activation_methods:
-            out[m.name] = normalise(m.cam(feats))
-        if return_features:
-            out["features"] = feats
-        return out
+        return method_outputs(logits, chosen, feats, grads, gradient_methods,
+                              activation_methods, return_features)
 
     def run(x: Any, class_index: Any) -> Any:
         return cam_pass(x, class_index, *_weights(grad_model))

@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from convatlas.shared.engine.heatmap import normalise, select_scores
+from convatlas.shared.engine.heatmap import method_outputs, select_scores
 from convatlas.shared.tf_env import import_tf
 
 
@@ -51,15 +51,10 @@ def build_cam_pass(
             features, logits = grad_model(preprocess(x), training=False)
             logits = tf.cast(logits, tf.float32)
             _, chosen = select_scores(logits, class_index)
-        out: dict[str, Any] = {"logits": logits, "chosen": chosen}
+            grads = None  # forward only
         feats = tf.cast(features, tf.float32)
-        for m in gradient_methods:
-            out[m.name] = normalise(m.cam(feats, grads))
-        for m in activation_methods:
-            out[m.name] = normalise(m.cam(feats))
-        if return_features:
-            out["features"] = feats
-        return out
+        return method_outputs(logits, chosen, feats, grads, gradient_methods,
+                              activation_methods, return_features)
 
     return cam_pass
 
