@@ -340,12 +340,13 @@ def status(
             return
         manifest = load_manifest(storage, run)
         client = progress_client(settings)
-        snap = RunProgress(client, run).snapshot() if client is not None else None
-        if snap is not None and not details:
+        progress = RunProgress(client, run) if client is not None else None
+        snap = progress.snapshot() if progress is not None else None
+        if progress is not None and snap is not None and not details:
             total = job_count(manifest)
             typer.echo(f"run {run} ({manifest['kind']}, {manifest['model']}): {snap.done} of "
                        f"{total} jobs have an outcome; requeued {snap.requeued}, duplicates "
-                       f"{snap.duplicates}; last outcome {time.time() - snap.last:.0f} s ago")
+                       f"{snap.duplicates}; last outcome {progress.now() - snap.last:.0f} s ago")
         else:
             typer.echo(summary(build_report(storage, manifest), storage.describe()))
     except ObjectNotFound:

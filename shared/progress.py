@@ -9,13 +9,15 @@ never counts twice, a page's reducer is fired by exactly one marker (the one tha
 page), and the run's report by exactly one (the one that completes the run). Keys expire after
 ``TTL`` seconds and are deleted when the run's report is written: nothing stays behind.
 
+Every time here is the Redis server's clock (``TIME``), never a worker's: a worker whose clock
+is off by minutes neither makes a run look stalled to the healer nor hides a stall from it.
+
 Storage stays the record of truth: this state is a fast index over it, and the healer
 (``convatlas.workers.healer``) rebuilds it from storage when Redis lost it.
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -25,6 +27,7 @@ TTL = 7 * 24 * 3600
 _MARK = """
 local bits, state, pages, totals = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local idx, page, now, ttl = ARGV[1], tonumber(ARGV[2]), ARGV[3], tonumber(ARGV[4])
+if now == '' then local t = redis.call('TIME'); now = t[1] .. '.' .. string.format('%06d', t[2]) end
 if redis.call('SETBIT', bits, idx, 1) == 1 then
   redis.call('HINCRBY', state, 'duplicates', 1)
   return {0, 0}
@@ -45,9 +48,10 @@ return {fire_page, fire_run}
 """
 
 _SEAL = """
-local state = KEYS[1]
+local state, now = KEYS[1], ARGV[2]
+if now == '' then local t = redis.call('TIME'); now = t[1] .. '.' .. string.format('%06d', t[2]) end
 redis.call('HSET', state, 'total', ARGV[1])
-redis.call('HSETNX', state, 'last', ARGV[2])
+redis.call('HSETNX', state, 'last', now)
 redis.call('EXPIRE', state, tonumber(ARGV[3]))
 local done = tonumber(redis.call('HGET', state, 'done') or '0')
 if done == tonumber(ARGV[1]) and redis.call('HSETNX', state, 'fired', 1) == 1 then return 1 end
@@ -98,11 +102,16 @@ class RunProgress:
     def keys(self) -> list[str]:
         return [self.bits, self.state, self.pages, self.totals]
 
+    def now(self) -> float:
+        """The Redis server's clock (the one every process here shares)."""
+        sec, usec = self.client.time()
+        return float(sec) + usec / 1e6
+
     def start(self, page_totals: dict[int, int] | None = None, now: float | None = None) -> None:
         """A fresh state (a re-submission starts counting again from storage)."""
         pipe = self.client.pipeline()
         pipe.delete(*self.keys)
-        pipe.hset(self.state, mapping={"done": 0, "last": now or time.time()})
+        pipe.hset(self.state, mapping={"done": 0, "last": now or self.now()})
         if page_totals:
             pipe.hset(self.totals, mapping={str(k): v for k, v in page_totals.items()})
         for k in self.keys:
@@ -111,16 +120,15 @@ class RunProgress:
 
     def mark(self, index: int, page: int | None = None, now: float | None = None) -> Fired:
         fp, fr = self._mark(keys=self.keys, args=[index, -1 if page is None else page,
-                                                  now or time.time(), TTL])
+                                                  now or "", TTL])
         return Fired(bool(fp), bool(fr))
 
     def mark_many(self, items: Iterable[tuple[int, int | None]]) -> list[Fired]:
         """Several marks in one round trip (the producer's already-done jobs)."""
         pipe = self.client.pipeline()
-        now = time.time()
         n = 0
         for index, page in items:
-            self._mark(keys=self.keys, args=[index, -1 if page is None else page, now, TTL],
+            self._mark(keys=self.keys, args=[index, -1 if page is None else page, "", TTL],
                        client=pipe)
             n += 1
         return [Fired(bool(a), bool(b)) for a, b in pipe.execute()] if n else []
@@ -128,7 +136,7 @@ class RunProgress:
     def seal(self, total: int, now: float | None = None) -> bool:
         """Everything is sent: the run has ``total`` jobs. True if it is already complete (the
         caller then writes the report: no marker will)."""
-        return bool(self._seal(keys=[self.state], args=[total, now or time.time(), TTL]))
+        return bool(self._seal(keys=[self.state], args=[total, now or "", TTL]))
 
     def has(self, index: int) -> bool:
         return bool(self.client.getbit(self.bits, index))
@@ -140,7 +148,7 @@ class RunProgress:
                 for i in range(n)]
 
     def touch(self, now: float | None = None) -> None:
-        self.client.hset(self.state, "last", now or time.time())
+        self.client.hset(self.state, "last", now or self.now())
 
     def add_requeued(self, n: int) -> None:
         self.client.hincrby(self.state, "requeued", n)
@@ -148,7 +156,7 @@ class RunProgress:
     def healed(self, now: float | None = None) -> None:
         """A healing round happened: restart the clock, and double the next wait."""
         pipe = self.client.pipeline()
-        pipe.hset(self.state, "last", now or time.time())
+        pipe.hset(self.state, "last", now or self.now())
         pipe.hincrby(self.state, "heals", 1)
         pipe.execute()
 
@@ -179,6 +187,8 @@ def progress_client(settings: Any) -> Any:
 
     for url in (settings.progress_url, settings.result_backend, settings.broker_url):
         if url and url.startswith(("redis://", "rediss://", "unix://")):
+            tls = {"ssl_ca_certs": settings.tls_ca} if (
+                url.startswith("rediss://") and getattr(settings, "tls_ca", "")) else {}
             return redis.Redis.from_url(url, socket_timeout=10, socket_connect_timeout=10,
-                                        health_check_interval=30)
+                                        health_check_interval=30, **tls)
     return None

@@ -44,6 +44,32 @@ class AccessDenied(StorageError):
     """Credentials missing, wrong, or lacking permission."""
 
 
+class ClockSkewed(StorageUnavailable):
+    """S3 refuses this machine's request signatures because its clock is off the server's by
+    more than S3 allows (15 minutes). The request is fine, this machine is not: another
+    machine can do the job, so it is retried there (``StorageUnavailable``), never failed."""
+
+
+MAX_CLOCK_SKEW_S = 300.0  # a 403 whose response is dated further from this clock is the clock
+
+
+def clock_skew(response: dict[str, Any], now: float | None = None) -> float | None:
+    """Seconds this machine's clock is ahead of the server that sent ``response`` (its
+    ``Date`` header), when that passes ``MAX_CLOCK_SKEW_S``; None otherwise."""
+    import email.utils
+    import time
+
+    date = (response.get("ResponseMetadata", {}).get("HTTPHeaders") or {}).get("date")
+    if not date:
+        return None
+    try:
+        server = email.utils.parsedate_to_datetime(date).timestamp()
+    except (TypeError, ValueError):
+        return None
+    skew = (now if now is not None else time.time()) - server
+    return skew if abs(skew) > MAX_CLOCK_SKEW_S else None
+
+
 class InvalidKey(ValueError):
     """A key that could escape its prefix or is otherwise unsafe."""
 
@@ -194,12 +220,13 @@ _DENIED = {
     "InvalidToken",
     "ExpiredToken",
 }
+_SKEWED = {"RequestTimeTooSkewed", "RequestExpired"}
 _TRANSIENT = {
+    *_SKEWED,
     "InternalError",
     "ServiceUnavailable",
     "SlowDown",
     "RequestTimeout",
-    "RequestTimeTooSkewed",
     "500",
     "502",
     "503",
@@ -245,7 +272,10 @@ class S3Storage:
         connect_timeout: float = S3_CONNECT_TIMEOUT_S,
         read_timeout: float = S3_READ_TIMEOUT_S,
         max_pool_connections: int = 64,
+        ca_bundle: str | None = None,
     ) -> None:
+        """``ca_bundle``: the CA that signs an https endpoint's certificate, when it is not a
+        public one (``CONVATLAS_TLS_CA``)."""
         if len(bucket) < 3:
             raise ValueError("S3 bucket names have at least 3 characters")
         if (access_key is None) != (secret_key is None):
@@ -267,6 +297,7 @@ class S3Storage:
             # a worker's task threads (up to its concurrency) share one client
             "max_pool_connections": max_pool_connections,
         }
+        self._verify: str | None = ca_bundle or None
         self._client_obj: Any = None
         self._client_pid = 0
         self._lock = threading.Lock()
@@ -305,7 +336,8 @@ class S3Storage:
             read_timeout=a["read_timeout"],
             max_pool_connections=a["max_pool_connections"],
         )
-        return session.client("s3", endpoint_url=self.endpoint_url, config=config)
+        return session.client("s3", endpoint_url=self.endpoint_url, config=config,
+                              verify=self._verify)
 
     def _full(self, key: str) -> str:
         key = validate_key(key)
@@ -325,6 +357,7 @@ class S3Storage:
             IncompleteReadError,
             NoCredentialsError,
             PartialCredentialsError,
+            SSLError,
         )
 
         what = f"{self.describe()} key {key!r}" if key else self.describe()
@@ -336,6 +369,12 @@ class S3Storage:
             status = int(e.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
             if code in _NOT_FOUND and key is not None:
                 raise ObjectNotFound(key) from None
+            skew = clock_skew(e.response) if code in _SKEWED or status == 403 else None
+            if skew is not None:
+                raise ClockSkewed(
+                    f"{code or status} from {what}: this machine's clock is {skew:+.0f} s off "
+                    "the S3 server's, which refuses its signatures (set its clock: NTP)"
+                ) from None
             if code in _DENIED:
                 raise AccessDenied(f"{code} for {what}") from None
             if code in _TRANSIENT or status >= 500:
@@ -343,6 +382,9 @@ class S3Storage:
             raise StorageError(f"{code or status} for {what}: {err.get('Message', '')}") from None
         except (NoCredentialsError, PartialCredentialsError) as e:
             raise AccessDenied(f"no usable S3 credentials for {what}: {e}") from None
+        except SSLError as e:  # a certificate nobody here trusts: retrying will not help
+            raise StorageError(f"TLS with {what} failed: {e}; is CONVATLAS_TLS_CA the CA that "
+                               "signed its certificate?") from None
         except (ConnectionError, HTTPClientError, IncompleteReadError) as e:
             raise StorageUnavailable(f"cannot reach {what}: {type(e).__name__}") from e
         except BotoCoreError as e:
@@ -448,4 +490,5 @@ def s3_storage_from_settings(settings: Settings, *, create_bucket: bool = False)
         endpoint_url=settings.s3_endpoint or None,
         region=settings.s3_region,
         create_bucket=create_bucket,
+        ca_bundle=settings.tls_ca or None,
     )

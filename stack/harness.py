@@ -52,6 +52,9 @@ def fleet_env(
         PYTHONUNBUFFERED="1",
         TF_CPP_MIN_LOG_LEVEL="2",
     )
+    tls = redis.tls or s3.tls
+    if tls:  # one CA signs both servers (``convatlas.stack.tls``)
+        env["CONVATLAS_TLS_CA"] = str(tls.ca)
     return env
 
 
@@ -66,6 +69,7 @@ def settings_from(env: dict[str, str]) -> Settings:
         s3_prefix=env["CONVATLAS_S3_PREFIX"],
         cache_dir=Path(env["CONVATLAS_CACHE_DIR"]),
         visibility_timeout=int(env["CONVATLAS_VISIBILITY_TIMEOUT"]),
+        tls_ca=env.get("CONVATLAS_TLS_CA", ""),
     )
 
 
@@ -73,6 +77,7 @@ def s3_storage(s3: SeaweedS3Server, prefix: str) -> S3Storage:
     return S3Storage(
         bucket=BUCKET, prefix=prefix, endpoint_url=s3.endpoint_url,
         access_key=s3.access_key, secret_key=s3.secret_key, create_bucket=True,
+        ca_bundle=str(s3.tls.ca) if s3.tls else None,
     )
 
 
@@ -175,9 +180,11 @@ class Fleet:
     def redis_client(self, password: bool = True, db: int = 0) -> Any:
         import redis
 
+        tls: dict[str, Any] = (
+            {"ssl": True, "ssl_ca_certs": str(self.redis.tls.ca)} if self.redis.tls else {})
         return redis.Redis(host="127.0.0.1", port=self.redis.port, db=db,
                            password=self.redis.password if password else None,
-                           socket_timeout=5)
+                           socket_timeout=5, **tls)
 
     def ping_worker(self) -> bool:
         """The worker answers a broadcast ping (it is alive and consuming)."""

@@ -28,6 +28,7 @@ from typing import Any, TypeVar
 from urllib.parse import quote
 
 from convatlas.shared.config import redact_url
+from convatlas.stack.tls import TlsFiles
 
 LOOPBACK = "127.0.0.1"
 GRPC_OFFSET = 10000  # SeaweedFS puts each gRPC port at its HTTP port + 10000
@@ -108,14 +109,19 @@ def wait_for_port(
 
 
 def wait_for_http(
-    url: str, timeout: float = 15.0, proc: subprocess.Popen[bytes] | None = None
+    url: str, timeout: float = 15.0, proc: subprocess.Popen[bytes] | None = None,
+    cafile: Path | None = None,
 ) -> int:
-    """Block until ``url`` answers with any HTTP status (403 counts: the server is up)."""
+    """Block until ``url`` answers with any HTTP status (403 counts: the server is up);
+    ``cafile``: the CA of an https server's certificate."""
+    import ssl
+
+    context = ssl.create_default_context(cafile=str(cafile)) if cafile else None
     deadline = time.monotonic() + timeout
     while True:
         _check_alive(proc)
         try:
-            with urllib.request.urlopen(url, timeout=1) as resp:
+            with urllib.request.urlopen(url, timeout=1, context=context) as resp:
                 return int(resp.status)
         except urllib.error.HTTPError as e:
             return int(e.code)
@@ -289,9 +295,12 @@ class RedisServer(_Managed):
         password: str | None = None,
         persistent: bool = False,
         users: Mapping[str, str] | None = None,
+        tls: TlsFiles | None = None,
     ) -> None:
+        """``tls``: serve TLS only (``rediss://``; no plain port at all)."""
         super().__init__(dir)
         self.port = port or free_port()
+        self.tls = tls
         self.password = password
         # role -> password: ACL users with only what that role needs (``redis_acl``); the
         # ``default`` user (``password``) stays the operator's
@@ -303,7 +312,11 @@ class RedisServer(_Managed):
     @property
     def url(self) -> str:
         auth = f":{quote(self.password, safe='')}@" if self.password else ""
-        return f"redis://{auth}{LOOPBACK}:{self.port}/0"
+        return f"{self.scheme}://{auth}{LOOPBACK}:{self.port}/0"
+
+    @property
+    def scheme(self) -> str:
+        return "rediss" if self.tls else "redis"
 
     @property
     def redacted_url(self) -> str:
@@ -314,7 +327,7 @@ class RedisServer(_Managed):
         if not self.users:
             return self.url.rsplit("/", 1)[0] + f"/{db}"
         auth = f"{role}:{quote(self.users[role], safe='')}@"
-        return f"redis://{auth}{LOOPBACK}:{self.port}/{db}"
+        return f"{self.scheme}://{auth}{LOOPBACK}:{self.port}/{db}"
 
     def _client(self, password: str | None = None, timeout: float = 1.0) -> Any:
         import redis
@@ -323,6 +336,7 @@ class RedisServer(_Managed):
 
         # No retries: redis-py >= 6 retries with backoff by default, which turns a refused
         # readiness probe or the connection drop after SHUTDOWN into seconds of waiting.
+        tls: dict[str, Any] = {"ssl": True, "ssl_ca_certs": str(self.tls.ca)} if self.tls else {}
         return redis.Redis(
             host=LOOPBACK,
             port=self.port,
@@ -330,6 +344,7 @@ class RedisServer(_Managed):
             socket_timeout=timeout,
             socket_connect_timeout=timeout,
             retry=Retry(NoBackoff(), 0),
+            **tls,
         )
 
     def ping(self) -> bool:
@@ -344,8 +359,12 @@ class RedisServer(_Managed):
     def start(self, timeout: float = 15.0) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
         conf = self.dir / "redis.conf"
+        listen = [f"port {self.port}"] if not self.tls else [
+            "port 0", f"tls-port {self.port}", f"tls-cert-file {self.tls.cert}",
+            f"tls-key-file {self.tls.key}", f"tls-ca-cert-file {self.tls.ca}",
+            "tls-auth-clients no"]  # clients verify the server; they show a password, no cert
         lines = [
-            f"port {self.port}",
+            *listen,
             f"bind {LOOPBACK}",
             "protected-mode yes",
             'save ""',
@@ -408,8 +427,11 @@ class SeaweedS3Server(_Managed):
         secret_key: str | None = None,
         ports: dict[str, int] | None = None,
         roles: Mapping[str, list[str]] | None = None,
+        tls: TlsFiles | None = None,
     ) -> None:
+        """``tls``: the S3 port serves https only."""
         super().__init__(dir)
+        self.tls = tls
         # role -> SeaweedFS actions (``s3_identities.role_actions``): one identity each, with
         # random keys in ``role_keys``; the operator identity (``access_key``) stays Admin
         self.role_keys = {role: ("AK" + secrets.token_hex(8).upper(), secrets.token_urlsafe(30))
@@ -427,7 +449,7 @@ class SeaweedS3Server(_Managed):
 
     @property
     def endpoint_url(self) -> str:
-        return f"http://{LOOPBACK}:{self.ports['s3']}"
+        return f"{'https' if self.tls else 'http'}://{LOOPBACK}:{self.ports['s3']}"
 
     @property
     def master_url(self) -> str:
@@ -453,6 +475,8 @@ class SeaweedS3Server(_Managed):
             "-master.telemetry=false",
             f"-s3.config={s3_config}",
         ]
+        if self.tls:
+            argv += [f"-s3.cert.file={self.tls.cert}", f"-s3.key.file={self.tls.key}"]
         # Unix sockets default to /tmp/seaweedfs-*.sock and the S3 one outlives the process;
         # keep those two in our dir when the path fits the 107-byte sun_path limit.
         for role in ("s3", "filer"):
@@ -480,7 +504,8 @@ class SeaweedS3Server(_Managed):
         self._spawn(self._argv(s3_config), env=env)
         deadline = time.monotonic() + timeout
         try:
-            wait_for_http(self.endpoint_url + "/", timeout=timeout, proc=self.proc)
+            wait_for_http(self.endpoint_url + "/", timeout=timeout, proc=self.proc,
+                          cafile=self.tls.ca if self.tls else None)
             self._wait_volumes(deadline)
         except (TimeoutError, ServerError) as e:
             raise self._fail_start(str(e)) from None
@@ -552,7 +577,10 @@ class RabbitMQServer(_Managed):
 
     name = "rabbitmq"
 
-    def __init__(self, dir: Path | str, port: int | None = None) -> None:
+    def __init__(self, dir: Path | str, port: int | None = None,
+                 rabbit_env: dict[str, int] | None = None) -> None:
+        """``rabbit_env``: settings of the ``rabbit`` application written to the node's
+        ``advanced.config`` (integers, e.g. ``consumer_timeout`` in ms)."""
         import tempfile
 
         # Debian's wrapper runs the node as the rabbitmq user, which must reach every folder
@@ -562,6 +590,7 @@ class RabbitMQServer(_Managed):
         self.port = port or free_port()
         self.dist_port = free_port()
         self.node = f"convatlas-{self.port}@localhost"
+        self.rabbit_env = dict(rabbit_env or {})
 
     @property
     def url(self) -> str:
@@ -579,6 +608,7 @@ class RabbitMQServer(_Managed):
             "RABBITMQ_PID_FILE": str(d / "pid"),
             "RABBITMQ_ENABLED_PLUGINS_FILE": str(d / "plugins"),
             "RABBITMQ_CONFIG_FILE": str(d / "rabbitmq"),
+            "RABBITMQ_ADVANCED_CONFIG_FILE": str(d / "advanced.config"),
             "RABBITMQ_FEATURE_FLAGS_FILE": str(d / "feature_flags"),
         }
 
@@ -588,6 +618,8 @@ class RabbitMQServer(_Managed):
         (self.dir / "plugins").write_text("[].\n")
         (self.dir / "rabbitmq.conf").write_text(
             f"listeners.tcp.default = 127.0.0.1:{self.port}\nloopback_users = none\n")
+        settings = ", ".join(f"{{{k}, {int(v)}}}" for k, v in self.rabbit_env.items())
+        (self.dir / "advanced.config").write_text(f"[{{rabbit, [{settings}]}}].\n")
         if os.geteuid() == 0:  # Debian's wrapper drops to the rabbitmq user
             subprocess.run(["chown", "-R", "rabbitmq:rabbitmq", str(self.dir)], check=False)
         self._spawn([exe], env=self._env())
@@ -596,10 +628,53 @@ class RabbitMQServer(_Managed):
         except Exception as exc:
             raise self._fail_start(str(exc)) from exc
 
+    def ctl(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+        """``rabbitmqctl`` on this node; ``ServerError`` with the node's log when it fails or
+        hangs (``timeout`` is a hang guard: a call answers in seconds)."""
+        try:
+            return subprocess.run(["rabbitmqctl", "-n", self.node, *args], env=self._env(),
+                                  check=True, capture_output=True, text=True, timeout=timeout)
+        except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as exc:
+            out = getattr(exc, "stderr", "") or ""
+            raise ServerError(f"rabbitmqctl {' '.join(args)}: {exc}\n{out}\n"
+                              f"--- the node's log ---\n{self.node_log_tail()}") from exc
+
+    def answers(self, timeout: float = 30) -> bool:
+        """Whether the node is up and serving (``rabbitmq-diagnostics check_running``)."""
+        if not self.running:
+            return False
+        try:
+            subprocess.run(["rabbitmq-diagnostics", "-n", self.node, "-q", "check_running"],
+                           env=self._env(), check=True, capture_output=True, timeout=timeout)
+        except (subprocess.CalledProcessError, subprocess.TimeoutExpired, OSError):
+            return False
+        return True
+
+    def node_log_tail(self, lines: int = 60) -> str:
+        """The last lines of the node's own log (its wrapper's output is ``log_path``), and an
+        Erlang crash dump's slogan if there is one."""
+        parts = [self.log_tail(lines // 3)]
+        for path in sorted((self.dir / "log").glob("*.log")):
+            with contextlib.suppress(OSError):
+                text = path.read_text(errors="replace").splitlines()
+                parts.append(f"--- {path.name} ---\n" + "\n".join(text[-lines:]))
+        for dump in self.dir.rglob("erl_crash.dump"):
+            with contextlib.suppress(OSError):
+                parts.append("--- erl_crash.dump ---\n"
+                             + "\n".join(dump.read_text(errors="replace").splitlines()[:5]))
+        return "\n".join(parts)
+
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
             with contextlib.suppress(Exception):
                 subprocess.run(["rabbitmqctl", "-n", self.node, "shutdown"], env=self._env(),
                                capture_output=True, timeout=30)
         self._terminate(timeout=10)
+        # keep the node's logs where the caller asked (the work dir is a private temp dir)
+        with contextlib.suppress(OSError):
+            self.requested_dir.mkdir(parents=True, exist_ok=True)
+            for path in [self.log_path, *(self.dir / "log").glob("*.log"),
+                         *self.dir.rglob("erl_crash.dump")]:
+                if path.is_file():
+                    shutil.copy(path, self.requested_dir / path.name)
         shutil.rmtree(self.dir, ignore_errors=True)

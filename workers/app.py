@@ -12,8 +12,10 @@ whose marker exists is skipped. Only JSON crosses the broker, and never image by
 from __future__ import annotations
 
 import logging
+import warnings
 from typing import Any
 
+from celery.exceptions import CPendingDeprecationWarning
 from celery.signals import (
     celeryd_after_setup,
     worker_init,
@@ -23,6 +25,7 @@ from celery.signals import (
 
 from convatlas.shared.config import Settings, redact_url
 from convatlas.shared.jobs.kinds import TASK_NAMES
+from convatlas.workers.ack_timeouts import ack_timeouts_as_connection_loss
 from convatlas.workers.broker_refusals import refusals_as_connection_loss
 from convatlas.workers.config import QUEUE, make_app
 from convatlas.workers.kombu_fixes import close_despite_a_lost_reply
@@ -33,8 +36,20 @@ __all__ = ["QUEUE", "TASK_NAMES", "app", "make_app"]
 
 
 close_despite_a_lost_reply()  # before any broker connection (workers.kombu_fixes)
+ack_timeouts_as_connection_loss()  # RabbitMQ's consumer_timeout: reconnect (workers.ack_timeouts)
 refusals_as_connection_loss()  # a full disk is an outage, not a crash (workers.broker_refusals)
 app = make_app()
+
+
+def _quiet_chosen_default(**_: Any) -> None:
+    """``worker_cancel_long_running_tasks_on_connection_loss`` is off on purpose
+    (``workers.config``): not news at every connection loss. Once the worker is ready: after
+    Celery's logging setup, which puts its own 'always' filter for the category first."""
+    warnings.filterwarnings("ignore", message=r"\s*In Celery 5\.1 we introduced an optional",
+                            category=CPendingDeprecationWarning)
+
+
+worker_ready.connect(_quiet_chosen_default, weak=False)
 
 
 def _log_config(**_: Any) -> None:
@@ -102,3 +117,14 @@ def _start_memory_guard(sender: Any = None, **_: Any) -> None:
 
 
 worker_ready.connect(_start_memory_guard, weak=False)
+
+
+def _start_clock_guard(sender: Any = None, **_: Any) -> None:
+    """A clock off the fleet's: take no tasks until it is right (``clock_guard``)."""
+    from convatlas.workers.clock_guard import start_guard
+    from convatlas.workers.completion import client
+
+    start_guard(sender, client())
+
+
+worker_ready.connect(_start_clock_guard, weak=False)

@@ -123,9 +123,13 @@ class Recounter:
         if not self._flushing.acquire(blocking=False):
             return 0
         try:
-            return self._flush()
+            settled = self._flush()
         finally:
             self._flushing.release()
+        if settled:  # whichever path flushed: the thread, or the next count that succeeded
+            log.warning("counted %d outcome(s) whose count had failed; %d still pending",
+                        settled, self.pending())
+        return settled
 
     def _flush(self) -> int:
         settled = 0
@@ -150,10 +154,7 @@ class Recounter:
     def _loop(self) -> None:
         while self.pending():
             time.sleep(self.every)
-            n = self.flush()
-            if n:
-                log.warning("counted %d outcome(s) whose count had failed; %d still pending",
-                            n, self.pending())
+            self.flush()
 
 
 _recounters: dict[int, Recounter] = {}

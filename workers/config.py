@@ -101,7 +101,10 @@ def make_app(settings: Settings | None = None) -> Celery:
         redis_socket_timeout=BROKER_SOCKET_TIMEOUT_S,
         redis_socket_connect_timeout=BROKER_CONNECT_TIMEOUT_S,
         redis_socket_keepalive=True,
-        worker_cancel_long_running_tasks_on_connection_loss=True,
+        # False: the threads pool cannot cancel a running task (each attempt logs a traceback
+        # per task held, on every connection loss); its late ack fails and the broker hands the
+        # message out again, which a content-addressed job skips
+        worker_cancel_long_running_tasks_on_connection_loss=False,
         # Each thread holds one task: a worker reserves exactly as many tasks as it has
         # threads (= the largest batch it can form) and leaves the rest to other workers.
         worker_prefetch_multiplier=1,
@@ -117,7 +120,23 @@ def make_app(settings: Settings | None = None) -> Celery:
         # delivery limit of 20 redeliveries by default (3.x has none): a message redelivered
         # more often is dropped, and the healer queues its job again.
         app.conf.update(task_default_queue_type="quorum", worker_detect_quorum_queues=True)
+    app.conf.update(_redis_tls(s))
     return app
+
+
+def _redis_tls(s: Settings) -> dict[str, Any]:
+    """TLS to a ``rediss://`` broker or result backend: the server's certificate is verified
+    (against ``CONVATLAS_TLS_CA`` when set, else the system's CAs), never skipped."""
+    import ssl
+
+    options = {"ssl_cert_reqs": ssl.CERT_REQUIRED,
+               **({"ssl_ca_certs": s.tls_ca} if s.tls_ca else {})}
+    conf: dict[str, Any] = {}
+    if s.broker_url.startswith("rediss://"):
+        conf["broker_use_ssl"] = options
+    if (s.result_backend or s.broker_url).startswith("rediss://"):
+        conf["redis_backend_use_ssl"] = options
+    return conf
 
 
 def default_concurrency(settings: Settings) -> int:

@@ -26,7 +26,6 @@ from __future__ import annotations
 import logging
 import secrets
 import threading
-import time
 from typing import Any
 
 from convatlas.shared.config import Settings
@@ -82,8 +81,8 @@ def held_jobs(app: Any, timeout: float = 1.0) -> set[tuple[str, int]] | None:
 def heal_run(app: Any, storage: Storage, client: Any, run_id: str, requeue_after: float,
              now: float | None = None) -> int:
     """One run: reconcile with storage if it stalled. Returns the number of jobs queued again."""
-    now = now or time.time()
     progress = RunProgress(client, run_id)
+    now = now or progress.now()  # Redis's clock, the one outcomes are stamped with
     snap = progress.snapshot()
     try:
         manifest = load_manifest(storage, run_id)

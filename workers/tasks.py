@@ -46,9 +46,10 @@ from convatlas.shared.jobs import (
     record_failure,
 )
 from convatlas.shared.jobs.kinds import KINDS, JobKind, RunStep, post_run_step
-from convatlas.shared.storage import StorageUnavailable
+from convatlas.shared.storage import ClockSkewed, StorageUnavailable
 from convatlas.workers.app import TASK_NAMES, app
 from convatlas.workers.batcher import Batcher, process_batcher
+from convatlas.workers.clock_guard import alarm as clock_alarm
 from convatlas.workers.completion import client, count_or_defer, run_progress
 from convatlas.workers.memory_guard import attempt
 from convatlas.workers.resources import worker_storage
@@ -106,9 +107,14 @@ class FleetTask(Task):
             return _error(message)
 
     def retry_or_error(self, exc: Exception, what: str) -> dict[str, Any]:
-        """Raise ``Retry`` while retries are left; then report the problem without raising."""
+        """Raise ``Retry`` while retries are left; then report the problem without raising.
+        A clock off S3's is this worker's fault: retried at once, with no ETA (it would carry
+        the wrong clock), for a worker with a right clock (``workers.clock_guard``)."""
         if self.request.retries < MAX_RETRIES:
-            raise self.retry(exc=exc, countdown=backoff(self.request.retries),
+            skewed = isinstance(exc, ClockSkewed)
+            if skewed:
+                clock_alarm()
+            raise self.retry(exc=exc, countdown=0 if skewed else backoff(self.request.retries),
                              max_retries=MAX_RETRIES)
         log.error("%s: %s after %d retries: %s", self.name, what, MAX_RETRIES, exc)
         return _error(f"{what} after {MAX_RETRIES} retries: {exc}")

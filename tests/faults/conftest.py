@@ -15,6 +15,7 @@ slower, while a lost message fails it within seconds of the bound.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import re
@@ -23,6 +24,7 @@ import subprocess
 import threading
 import time
 import uuid
+import warnings
 from collections import Counter
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -251,15 +253,19 @@ def make_rig(
     with a private password-protected Redis (its broker, or with ``broker == "rabbitmq"`` its
     result backend and progress store beside a private RabbitMQ virtual host); everything is
     stopped at teardown."""
-    made: list[Rig] = []
+    made: list[tuple[Rig, RabbitMQServer | None]] = []
     rabbit: RabbitMQServer | None = (
         request.getfixturevalue("rabbitmq_server") if broker == "rabbitmq" else None)
 
     def make(visibility_timeout: int = 60, concurrency: int = 16,
              s3: SeaweedS3Server | None = None, worker: bool = True,
              requeue_after: int = 300, persistent: bool = True,
-             task_time_limit: int | None = None, env: dict[str, str] | None = None) -> Rig:
+             task_time_limit: int | None = None, env: dict[str, str] | None = None,
+             node: RabbitMQServer | None = None) -> Rig:
+        """``node``: a RabbitMQ node of the test's own (other settings) instead of the
+        session's, for a RabbitMQ rig."""
         tmp = tmp_path_factory.mktemp("rig")
+        node = node or rabbit if broker == "rabbitmq" else None
         redis = RedisServer(tmp / "redis", password=secrets.token_urlsafe(18),
                             persistent=persistent)
         redis.start()
@@ -269,11 +275,11 @@ def make_rig(
                             extra_env={"CONVATLAS_TASK_TIME_LIMIT": str(
                                 task_time_limit or min(visibility_timeout - 2, TASK_TIME_LIMIT_S)),
                                        "CONVATLAS_REQUEUE_AFTER": str(requeue_after),
-                                       **_rabbit_env(rabbit, redis, tmp.name),
+                                       **_rabbit_env(node, redis, tmp.name),
                                        **(env or {})})
         rig = Rig(**{f.name: getattr(base, f.name) for f in dataclasses.fields(base)})
         rig.broker = broker
-        made.append(rig)
+        made.append((rig, node))
         if worker:
             rig.start_worker()
         return rig
@@ -281,20 +287,32 @@ def make_rig(
     try:
         yield make
     finally:
-        for rig in made:
+        for rig, node in made:
             rig.close()
             rig.redis.stop()
+            if node is not None and node.running:  # the node stays lean over a session
+                with contextlib.suppress(Exception):
+                    node.ctl("delete_vhost", _vhost(rig.dir.name), timeout=30)
+
+
+def _vhost(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_-]", "-", name)
 
 
 def _rabbit_env(rabbit: RabbitMQServer | None, redis: RedisServer, name: str) -> dict[str, str]:
-    """Broker on a fresh RabbitMQ virtual host; results and run progress in the rig's Redis."""
+    """Broker on a fresh RabbitMQ virtual host; results and run progress in the rig's Redis.
+    The node is shared by the session. One that stopped answering is started again, with a
+    warning that carries its log: the test that was running then has failed already, and the
+    tests after it are about their own faults, not about a dead fixture."""
     if rabbit is None:
         return {}
-    vhost = re.sub(r"[^A-Za-z0-9_-]", "-", name)
-    for cmd in (["add_vhost", vhost], ["set_permissions", "-p", vhost, "guest", ".*", ".*", ".*"]):
-        # a hang guard only: rabbitmqctl answers in seconds (an Erlang VM start and one call)
-        subprocess.run(["rabbitmqctl", "-n", rabbit.node, *cmd], env=rabbit._env(),
-                       check=True, capture_output=True, timeout=60)
+    if not rabbit.answers():
+        warnings.warn(f"RabbitMQ node {rabbit.node} stopped answering; started it again. "
+                      f"Its log:\n{rabbit.node_log_tail()}", stacklevel=1)
+        rabbit.restart()
+    vhost = _vhost(name)
+    rabbit.ctl("add_vhost", vhost)
+    rabbit.ctl("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
     return {"CONVATLAS_BROKER_URL": rabbit.url[:-1] + vhost,
             "CONVATLAS_RESULT_BACKEND": redis.url}
 

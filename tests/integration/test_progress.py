@@ -5,14 +5,17 @@ from __future__ import annotations
 
 import random
 import threading
+import time
 import uuid
 
+import pytest
 import redis as redis_lib
 
 from convatlas.shared.progress import RunProgress
 from convatlas.stack.servers import RedisServer
 
 PAGES = {0: 64, 1: 64, 2: 10}
+_real_time = time.time  # before any test skews it
 
 
 def _client(server: RedisServer) -> redis_lib.Redis:
@@ -90,3 +93,20 @@ def test_each_fruitless_heal_doubles_the_wait(redis_server: RedisServer) -> None
     progress.mark(0, now=40.0)  # an outcome: back to the plain wait
     snap = progress.snapshot()
     assert snap is not None and snap.heals == 0 and snap.stalled(50.0, after=10)
+
+
+def test_outcomes_are_stamped_with_the_redis_clock(redis_server: RedisServer,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """A process whose clock is off by 20 minutes stamps its outcomes with Redis's time, so
+    the healer (which reads the same clock) sees neither a false stall nor a hidden one."""
+    progress = RunProgress(_client(redis_server), f"h-{uuid.uuid4().hex[:12]}")
+    monkeypatch.setattr(time, "time", lambda: _real_time() + 20 * 60)  # this process, skewed
+    before = progress.now()
+    progress.start()
+    progress.seal(2)
+    progress.mark(0)
+    progress.mark_many([(1, None)])
+    after = progress.now()
+    snap = progress.snapshot()
+    assert snap is not None and before <= snap.last <= after
+    assert abs(after - _real_time()) < 60  # the server's clock, not this process's
