@@ -79,8 +79,11 @@ def broker_refused(exc: BaseException) -> bool:
 
 def run_counter(app: Celery, settings: Settings | None, run_id: str) -> RunProgress:
     s = settings or Settings.from_env()
-    client = progress_client(replace(s, broker_url=s.broker_url or str(app.conf.broker_url or ""),
-                                      result_backend=s.result_backend or str(app.conf.result_backend or "")))
+    tls = app.conf.broker_use_ssl or app.conf.redis_backend_use_ssl or {}
+    client = progress_client(replace(
+        s, broker_url=s.broker_url or str(app.conf.broker_url or ""),
+        result_backend=s.result_backend or str(app.conf.result_backend or ""),
+        tls_ca=s.tls_ca or str(tls.get("ssl_ca_certs") or "")))  # the app's, as built
     if client is None:
         raise ValueError("fleet runs count their progress in Redis: set CONVATLAS_PROGRESS_URL "
                          "(or use a Redis broker or result backend)")

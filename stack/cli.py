@@ -38,13 +38,14 @@ def up(
     concurrency: Annotated[int | None, typer.Option(help="Threads per worker; default 2 × CONVATLAS_MAX_BATCH, so the next batch gathers while one runs.")] = None,
     flower_port: Annotated[int | None, typer.Option(help="Flower's port; default a free one.")] = None,
     detach: Annotated[bool, typer.Option("--detach/--foreground", help="Return once up, or stay and stop everything on Ctrl-C.")] = False,
+    tls: Annotated[bool, typer.Option("--tls/--no-tls", help="Redis and S3 serve TLS only (rediss://, https), with a private CA in DIR/tls that stack.env's CONVATLAS_TLS_CA names.")] = False,
 ) -> None:
     """Start the stack and print its addresses (never its passwords)."""
     from convatlas.stack.servers import ServerError
     from convatlas.stack.supervisor import ENV_FILE, LocalStack, StackError
 
     stack = LocalStack(dir, workers=workers, concurrency=concurrency,
-                       ports={"flower": flower_port} if flower_port else None)
+                       ports={"flower": flower_port} if flower_port else None, tls=tls)
     signal.signal(signal.SIGTERM, _interrupt)
     t0 = time.monotonic()
     try:

@@ -43,6 +43,7 @@ from convatlas.stack.servers import (
     free_port,
     wait_for_http,
 )
+from convatlas.stack.tls import tls_in
 from convatlas.workers.config import worker_argv
 
 STATE_FILE = "stack.json"
@@ -208,7 +209,11 @@ class LocalStack:
         role_secrets: Mapping[str, Any] | None = None,
         worker_stop_timeout: float = 30.0,
         ready_timeout: float = 90.0,
+        tls: bool = False,
     ) -> None:
+        """``tls``: Redis (``rediss://``) and S3 (``https``) serve TLS only, with a private CA
+        in ``dir/tls`` (``convatlas.stack.tls``); clients trust it through ``CONVATLAS_TLS_CA``
+        (in ``stack.env``)."""
         if workers < 0 or (concurrency is not None and concurrency < 1):
             raise ValueError("workers must be >= 0 and concurrency >= 1")
         ports = dict(ports or {})
@@ -234,16 +239,19 @@ class LocalStack:
         # own Redis ACL user and S3 identity (``redis_acl``, ``s3_identities``); the operator's
         # password and Admin key stay with the stack
         known = dict(role_secrets or {})
+        self.tls = tls_in(self.dir / "tls") if tls else None
         self.redis = _Redis(
             self.dir / "redis",
             port=ports.get("redis"),
             password=redis_password or secrets.token_urlsafe(24),
             persistent=True,
             users=known.get("redis") or {r: secrets.token_urlsafe(24) for r in REDIS_ROLES},
+            tls=self.tls,
         )
         s3_ports = {k: v for k, v in ports.items() if k in S3_ROLES}
         self.s3 = _S3(self.dir / "s3", s3_access_key, s3_secret_key, ports=s3_ports,
-                      roles={r: role_actions(r, BUCKET, PREFIX) for r in S3_IDENTITY_ROLES})
+                      roles={r: role_actions(r, BUCKET, PREFIX) for r in S3_IDENTITY_ROLES},
+                      tls=self.tls)
         if known.get("s3"):
             self.s3.role_keys = {r: (k[0], k[1]) for r, k in known["s3"].items()}
         self.flower_port = ports.get("flower") or free_port()
@@ -315,6 +323,8 @@ class LocalStack:
         """Broker, result backend and S3 keys of ``role`` (Flower: no S3 keys)."""
         url = self.redis.role_url(role)
         env = {"CONVATLAS_BROKER_URL": url, "CONVATLAS_RESULT_BACKEND": url}
+        if self.tls:
+            env["CONVATLAS_TLS_CA"] = str(self.tls.ca)
         if role in self.s3.role_keys:
             env["AWS_ACCESS_KEY_ID"], env["AWS_SECRET_ACCESS_KEY"] = self.s3.role_keys[role]
         return env
@@ -385,6 +395,7 @@ class LocalStack:
         S3Storage(
             BUCKET, endpoint_url=self.s3.endpoint_url, region=REGION,
             access_key=self.s3.access_key, secret_key=self.s3.secret_key,
+            ca_bundle=str(self.tls.ca) if self.tls else None,
         ).ensure_bucket()
 
     def _wait_flower(self) -> None:
@@ -400,10 +411,15 @@ class LocalStack:
     def _control(self) -> Any:
         """A bare Celery app on our broker, for ``ping`` (imports no tasks)."""
         if self._control_app is None:
+            import ssl
+
             from celery import Celery
 
             self._control_app = Celery("convatlas-stack", broker=self.redis.url,
                                        set_as_current=False)
+            if self.tls:
+                self._control_app.conf.broker_use_ssl = {
+                    "ssl_cert_reqs": ssl.CERT_REQUIRED, "ssl_ca_certs": str(self.tls.ca)}
         return self._control_app
 
     def ping(self, nodes: list[str], timeout: float = 1.0) -> set[str]:
@@ -552,6 +568,7 @@ class LocalStack:
             "pythonpath": self.pythonpath,
             "host": self.host,
             "ports": ports,
+            "tls": self.tls is not None,
             "pids": self._pid_records(),
         }
         _write_private(self.dir / STATE_FILE, json.dumps(state, indent=2) + "\n")
@@ -585,6 +602,7 @@ class LocalStack:
             s3_access_key=operator.get("s3_access_key"),
             s3_secret_key=operator.get("s3_secret_key"),
             role_secrets=roles,
+            tls=bool(state.get("tls")),
         )
         for part in stack._parts():
             rec = state["pids"].get(part.name)

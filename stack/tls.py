@@ -19,6 +19,16 @@ class TlsFiles:
     key: Path  # its private key (PEM, 0600)
 
 
+def tls_in(dir: Path | str) -> TlsFiles:
+    """The CA and certificate kept in ``dir``, made there the first time (a stack restarted
+    from its folder keeps its CA, so clients keep trusting it)."""
+    d = Path(dir)
+    files = TlsFiles(d / "ca.pem", d / "server.pem", d / "server.key")
+    if all(p.is_file() for p in (files.ca, files.cert, files.key)):
+        return files
+    return make_tls(d)
+
+
 def make_tls(dir: Path | str) -> TlsFiles:
     """A fresh CA and a loopback server certificate in ``dir``."""
     import os

@@ -314,3 +314,31 @@ def read_env_example() -> dict[str, str]:
             out[k] = v
     return out
 
+
+
+def test_stack_with_tls_runs_a_job_and_refuses_plain_tcp(tmp_path: Path) -> None:
+    """`LocalStack(tls=True)` (`convatlas stack up --tls`): Redis and S3 serve TLS only, with
+    the stack's own CA; a run through it completes with the CA from stack.env, and a plain
+    TCP client gets nothing."""
+    import redis
+
+    s = LocalStack(tmp_path / "st", workers=1, concurrency=4, tls=True)
+    s.start()
+    try:
+        env = s.env()
+        assert env["CONVATLAS_BROKER_URL"].startswith("rediss://")
+        assert env["CONVATLAS_S3_ENDPOINT"].startswith("https://")
+        assert Path(env["CONVATLAS_TLS_CA"]).is_file()
+        p = subprocess.run(
+            [sys.executable, "-m", "convatlas.producer.cli", "submit", "grids", "--model",
+             "vgg16-hed", "--layers", "block1_conv1", "--filters", "0:2", "--size", "16",
+             "--steps", "1", "--wait"],
+            capture_output=True, text=True, env={**os.environ, **env}, cwd=ROOT, timeout=300)
+        assert p.returncode == 0 and "2 done" in p.stdout, p.stdout + p.stderr
+        with pytest.raises(redis.exceptions.ConnectionError):
+            redis.Redis(port=s.redis.port, password=s.redis.password, socket_timeout=5).ping()
+        with pytest.raises(urllib.error.URLError):
+            urllib.request.urlopen(env["CONVATLAS_S3_ENDPOINT"].replace("https:", "http:"),
+                                   timeout=5)
+    finally:
+        s.stop()
