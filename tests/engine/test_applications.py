@@ -130,12 +130,16 @@ HEAVY = {"nasnet-mobile", "convnext-tiny", "densenet121", "inception-v3"}  # 40â
                                   for n in sorted(FAMILY_TARGETS)])
 def test_each_family_runs_gradcam_patterns_and_examples(name: str) -> None:
     """Random weights are enough for the plumbing: one photo, four filters, two examples."""
+    import keras
+
+    from convatlas.shared.backend_select import requested_backend
     from convatlas.shared.engine.cam_runner import grad_cam
     from convatlas.shared.engine.patterns import PatternParams, filter_patterns
     from convatlas.shared.engine.unit_maxima import top_examples
     from convatlas.shared.models import applications
     from convatlas.shared.models.registry import LoadedModel, layer_table
 
+    assert keras.backend.backend() == requested_backend()  # JAX in test_applications_jax.py
     spec = get_spec(name)
     lm = LoadedModel(spec, applications.build(name), "0" * 64, 0.0)
     rng = np.random.default_rng(0)
