@@ -28,7 +28,9 @@ SKEWED_CLOCK = Path(__file__).with_name("skewed_clock")
 
 
 def test_a_worker_twenty_minutes_ahead_loses_nothing(make_rig, tmp_path: Path) -> None:  # noqa: ANN001
-    rig = make_rig(worker=False, concurrency=8, requeue_after=30)
+    # a skewed healer would see every run stalled for 20 min and requeue at once; a healthy
+    # run here has its outcomes well within this (the other worker's start included)
+    rig = make_rig(worker=False, concurrency=8, requeue_after=120)
     skew_file = tmp_path / "skew"
     skew_file.write_text("0")
     env = {**rig.env, "CONVATLAS_TEST_CLOCK_SKEW_FILE": str(skew_file),
