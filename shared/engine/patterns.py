@@ -128,6 +128,12 @@ def filter_patterns(
     """Optimise ``filters`` of ``layer`` in chunks of ``batch_size``; one compiled loop per chunk."""
     from convatlas.shared.engine.backend import constant, to_numpy
 
+    channels = int(lm.any_size_model(params.precision).get_layer(layer).output.shape[-1])
+    if bad := [f for f in filters if not 0 <= int(f) < channels]:
+        # the planners refuse these before queueing; a direct caller gets the reason, not a
+        # gather error from inside the compiled loop
+        raise ValueError(f"{layer} has {channels} filters (0–{channels - 1}); "
+                         f"asked for {bad[:5]}{' …' if len(bad) > 5 else ''}")
     style = params.style_spec
     param = params.parametrisation()
     transforms = style.transforms(params.size)

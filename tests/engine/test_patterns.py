@@ -55,6 +55,11 @@ def test_batch_composition_does_not_change_a_pattern(hed: LoadedModel) -> None:
     assert np.abs(other_seed.raw - alone.raw).mean() > 0.1
 
 
+def test_a_filter_the_layer_lacks_is_refused_with_its_range(hed: LoadedModel) -> None:
+    with pytest.raises(ValueError, match=r"block1_conv1 has 64 filters \(0–63\); asked for \[64\]"):
+        filter_patterns(hed, "block1_conv1", [0, 64], PatternParams(size=16, steps=1))
+
+
 def test_dead_filters_are_detected_and_rescued(hed: LoadedModel) -> None:
     filters = list(range(24))
     rescued = filter_patterns(hed, "block5_conv1", filters, FAST)
