@@ -144,19 +144,15 @@ def main(argv: list[str] | None = None) -> int:
                     help="instead: path similarity through examples + grids + atlas, in WORKDIR")
     args = ap.parse_args(argv)
     if args.paths is not None:
-        got = paths(args.smoke, args.paths)
-        text = path_lines(got)
-        print("\n".join(text))
-        dump_raw(raw_path("trust-paths", args.smoke, args.raw), got)
-        if not args.smoke:
-            write_section(BENCH / "RESULTS-trust.md", "trust-paths", text)
-        return 0
-    data = run(args.smoke, args.repeats or (1 if args.smoke else 3))
-    text = lines(data)
+        name, data = "trust-paths", paths(args.smoke, args.paths)
+        text = path_lines(data)
+    else:
+        name, data = "trust", run(args.smoke, args.repeats or (1 if args.smoke else 3))
+        text = lines(data)
     print("\n".join(text))
-    dump_raw(raw_path("trust", args.smoke, args.raw), data)
+    dump_raw(raw_path(name, args.smoke, args.raw), data)
     if not args.smoke:
-        write_section(BENCH / "RESULTS-trust.md", "trust", text)
+        write_section(BENCH / "RESULTS-trust.md", name, text)
     return 0
 
 

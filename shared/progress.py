@@ -24,10 +24,15 @@ from typing import Any
 
 TTL = 7 * 24 * 3600
 
+# the caller's ``now`` (tests), else the server's clock, as "seconds.micro"
+_NOW_OR_TIME = """
+if now == '' then local t = redis.call('TIME'); now = t[1] .. '.' .. string.format('%06d', t[2]) end
+"""
+
 _MARK = """
 local bits, state, pages, totals = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local idx, page, now, ttl = ARGV[1], tonumber(ARGV[2]), ARGV[3], tonumber(ARGV[4])
-if now == '' then local t = redis.call('TIME'); now = t[1] .. '.' .. string.format('%06d', t[2]) end
+""" + _NOW_OR_TIME + """
 if redis.call('SETBIT', bits, idx, 1) == 1 then
   redis.call('HINCRBY', state, 'duplicates', 1)
   return {0, 0}
@@ -49,7 +54,7 @@ return {fire_page, fire_run}
 
 _SEAL = """
 local state, now = KEYS[1], ARGV[2]
-if now == '' then local t = redis.call('TIME'); now = t[1] .. '.' .. string.format('%06d', t[2]) end
+""" + _NOW_OR_TIME + """
 redis.call('HSET', state, 'total', ARGV[1])
 redis.call('HSETNX', state, 'last', now)
 redis.call('EXPIRE', state, tonumber(ARGV[3]))

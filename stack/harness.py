@@ -180,11 +180,9 @@ class Fleet:
     def redis_client(self, password: bool = True, db: int = 0) -> Any:
         import redis
 
-        tls: dict[str, Any] = (
-            {"ssl": True, "ssl_ca_certs": str(self.redis.tls.ca)} if self.redis.tls else {})
         return redis.Redis(host="127.0.0.1", port=self.redis.port, db=db,
                            password=self.redis.password if password else None,
-                           socket_timeout=5, **tls)
+                           socket_timeout=5, **self.redis.client_tls)
 
     def ping_worker(self) -> bool:
         """The worker answers a broadcast ping (it is alive and consuming)."""

@@ -319,6 +319,11 @@ class RedisServer(_Managed):
         return "rediss" if self.tls else "redis"
 
     @property
+    def client_tls(self) -> dict[str, Any]:
+        """redis-py's arguments for a client of this server (none without TLS)."""
+        return {"ssl": True, "ssl_ca_certs": str(self.tls.ca)} if self.tls else {}
+
+    @property
     def redacted_url(self) -> str:
         return redact_url(self.url)
 
@@ -336,7 +341,6 @@ class RedisServer(_Managed):
 
         # No retries: redis-py >= 6 retries with backoff by default, which turns a refused
         # readiness probe or the connection drop after SHUTDOWN into seconds of waiting.
-        tls: dict[str, Any] = {"ssl": True, "ssl_ca_certs": str(self.tls.ca)} if self.tls else {}
         return redis.Redis(
             host=LOOPBACK,
             port=self.port,
@@ -344,7 +348,7 @@ class RedisServer(_Managed):
             socket_timeout=timeout,
             socket_connect_timeout=timeout,
             retry=Retry(NoBackoff(), 0),
-            **tls,
+            **self.client_tls,
         )
 
     def ping(self) -> bool:

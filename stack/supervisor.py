@@ -44,7 +44,7 @@ from convatlas.stack.servers import (
     wait_for_http,
 )
 from convatlas.stack.tls import tls_in
-from convatlas.workers.config import worker_argv
+from convatlas.workers.config import redis_tls, worker_argv
 
 STATE_FILE = "stack.json"
 ENV_FILE = "stack.env"
@@ -411,15 +411,12 @@ class LocalStack:
     def _control(self) -> Any:
         """A bare Celery app on our broker, for ``ping`` (imports no tasks)."""
         if self._control_app is None:
-            import ssl
-
             from celery import Celery
 
             self._control_app = Celery("convatlas-stack", broker=self.redis.url,
                                        set_as_current=False)
-            if self.tls:
-                self._control_app.conf.broker_use_ssl = {
-                    "ssl_cert_reqs": ssl.CERT_REQUIRED, "ssl_ca_certs": str(self.tls.ca)}
+            self._control_app.conf.update(redis_tls(Settings(
+                broker_url=self.redis.url, tls_ca=str(self.tls.ca) if self.tls else "")))
         return self._control_app
 
     def ping(self, nodes: list[str], timeout: float = 1.0) -> set[str]:

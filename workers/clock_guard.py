@@ -84,13 +84,12 @@ class ClockGuard(threading.Thread):
             self.consuming = self._control("add_consumer")
 
     def _control(self, command: str) -> bool:
-        """Run ``cancel_consumer``/``add_consumer`` for the task queue on this worker (in its
-        consumer's thread, as a remote control command); whether it answered."""
-        from convatlas.workers.config import QUEUE
+        """``cancel_consumer``/``add_consumer`` of this worker's task queue; whether it
+        answered."""
+        from convatlas.workers.config import own_queue_command
 
         try:
-            replies = getattr(self.consumer.app.control, command)(
-                QUEUE, destination=[self.consumer.hostname], reply=True, timeout=5)
+            replies = own_queue_command(self.consumer, command)
         except Exception as exc:  # noqa: BLE001 (the broker is away: try at the next check)
             log.warning("clock guard: %s failed: %s", command, exc)
             return False

@@ -120,11 +120,19 @@ def make_app(settings: Settings | None = None) -> Celery:
         # delivery limit of 20 redeliveries by default (3.x has none): a message redelivered
         # more often is dropped, and the healer queues its job again.
         app.conf.update(task_default_queue_type="quorum", worker_detect_quorum_queues=True)
-    app.conf.update(_redis_tls(s))
+    app.conf.update(redis_tls(s))
     return app
 
 
-def _redis_tls(s: Settings) -> dict[str, Any]:
+def own_queue_command(consumer: Any, command: str) -> Any:
+    """``cancel_consumer``/``add_consumer`` of the task queue on this worker only, as a remote
+    control command (it runs in the consumer's own thread); the replies (empty: unanswered).
+    Raises when the broker cannot carry it."""
+    return getattr(consumer.app.control, command)(
+        QUEUE, destination=[consumer.hostname], reply=True, timeout=5)
+
+
+def redis_tls(s: Settings) -> dict[str, Any]:
     """TLS to a ``rediss://`` broker or result backend: the server's certificate is verified
     (against ``CONVATLAS_TLS_CA`` when set, else the system's CAs), never skipped."""
     import ssl

@@ -88,11 +88,10 @@ class MemoryGuard(threading.Thread):
     def stop_consuming(self) -> None:
         """Cancel the task queue in the consumer's own thread (a remote control command to
         this node); by hand if the broker cannot carry it."""
-        from convatlas.workers.config import QUEUE
+        from convatlas.workers.config import QUEUE, own_queue_command
 
         try:
-            replies = self.consumer.app.control.cancel_consumer(
-                QUEUE, destination=[self.consumer.hostname], reply=True, timeout=5)
+            replies = own_queue_command(self.consumer, "cancel_consumer")
         except Exception:  # noqa: BLE001 (the broker is away: cancel here)
             replies = None
         if not replies:  # no answer: it may not have run, and the drain would never end
