@@ -13,8 +13,10 @@
 #    docker-compose.yml uses, and the project image from the Dockerfile with CPU TensorFlow;
 # 3. `compose up --wait` with docker-compose.ci.yml (it only drops the GPU reservation), then
 #    through the compose services: a producer grid run and a heatmap run (--wait, fetched,
-#    PNG geometry and report counts checked), Flower's basic auth, the worker container
-#    SIGKILLed and started again while a run submitted meanwhile completes;
+#    PNG geometry and report counts checked), Flower's basic auth, each role refused what it
+#    must not do (docker/e2e/check_roles.py), the worker container
+#    SIGKILLed and started again while a run submitted meanwhile completes; then the stack
+#    recreated with docker-compose.tls.yml (a private CA): TLS checks and a run over TLS;
 # 4. always (trap): compose down -v, images removed, dockerd stopped by its pid, its mounts,
 #    iptables rules/chains, bridges and temp dir removed, ip_forward restored.
 #
@@ -235,12 +237,10 @@ TF_CPU=${CONVATLAS_E2E_TENSORFLOW:-tensorflow>=2.16,<2.22}
 FLOWER_PORT=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 secret() { python3 -c 'import secrets; print(secrets.token_urlsafe(18))'; }
 umask 077
-cat >"$ENV_FILE" <<EOF
-REDIS_PASSWORD=$(secret)
-S3_ACCESS_KEY=$(secret)
-S3_SECRET_KEY=$(secret)
+# the documented way to a fresh .env (every role's secrets), then this run's own settings
+sh scripts/compose-env.sh >"$ENV_FILE"
+cat >>"$ENV_FILE" <<EOF
 FLOWER_USER=e2e
-FLOWER_PASSWORD=$(secret)
 FLOWER_BIND=127.0.0.1
 FLOWER_PORT=$FLOWER_PORT
 TENSORFLOW="$TF_CPU"
@@ -383,6 +383,17 @@ say "heatmap run checked in $((SECONDS - t)) s"
 (set -a; . "$ENV_FILE"; .venv/bin/python docker/e2e/check_run.py flower "http://127.0.0.1:$FLOWER_PORT") >&2 \
     || die "Flower check failed"
 
+# Least privilege: each role, from its own container and credentials, is refused what it must
+# not do (FLUSHALL, CONFIG, KEYS, another role's keys and S3 prefixes, buckets) and allowed its own.
+t=$SECONDS
+for svc in worker flower; do
+    compose exec -T "$svc" python - "$svc" <docker/e2e/check_roles.py >"$WORK/roles-$svc.log" 2>&1 \
+        || { cat "$WORK/roles-$svc.log" >&2; die "least-privilege check of $svc failed"; }
+done
+producer_no_deps python - producer <docker/e2e/check_roles.py >"$WORK/roles-producer.log" 2>&1 \
+    || { cat "$WORK/roles-producer.log" >&2; die "least-privilege check of producer failed"; }
+say "least privilege: $(cat "$WORK"/roles-*.log | grep -c 'refused as it should be') forbidden actions refused, $(cat "$WORK"/roles-*.log | grep -c ': allowed:') own actions allowed ($((SECONDS - t)) s)"
+
 compose exec -T redis sh -c 'test -d /data/appendonlydir && ls /data/appendonlydir | grep -q aof' \
     || die "Redis writes no append-only file to its volume"
 say "redis: append-only file in the redis-data volume"
@@ -412,6 +423,26 @@ KILL_RUN=$(run_id "$WORK/kill.out")
 fetch "$KILL_RUN"
 .venv/bin/python docker/e2e/check_run.py grid "$FETCH/$KILL_RUN" "$KILL_RUN" --tile 32 --filters 64 >&2
 say "worker kill/restart checked in $((SECONDS - t)) s"
+
+# --- TLS on (docker-compose.tls.yml): the same stack recreated with a private CA -------------
+t=$SECONDS
+TLS_DIR=$WORK/tls
+.venv/bin/python -m convatlas.stack.cli tls-files "$TLS_DIR" >&2 || die "convatlas stack tls-files failed"
+chmod 755 "$TLS_DIR"
+echo "TLS_DIR=$TLS_DIR" >>"$ENV_FILE"
+compose_tls() { "$COMPOSE_BIN" --env-file "$ENV_FILE" -f docker-compose.yml -f docker-compose.ci.yml -f docker-compose.tls.yml "$@"; }
+fg compose_tls up -d --no-build --wait --wait-timeout 300 >"$WORK/up-tls.log" 2>&1 \
+    || { cat "$WORK/up-tls.log" >&2; compose_tls logs --no-color --tail 40 redis s3 >&2; die "compose up --wait with TLS failed"; }
+say "TLS on: all healthy in $((SECONDS - t)) s"
+compose_tls exec -T worker python - <docker/e2e/check_tls.py >"$WORK/tls-check.log" 2>&1 \
+    || { cat "$WORK/tls-check.log" >&2; die "TLS check failed"; }
+sed 's/^/  /' "$WORK/tls-check.log" >&2
+fg timeout 900 "$COMPOSE_BIN" --env-file "$ENV_FILE" -f docker-compose.yml -f docker-compose.ci.yml -f docker-compose.tls.yml \
+    run --rm -T producer convatlas submit grids "${GRID_ARGS[@]}" --seed 2 --wait --timeout 600 \
+    >"$WORK/tls-run.out" 2>"$WORK/tls-run.err" \
+    || { cat "$WORK/tls-run.out" >&2; tail -c 3000 "$WORK/tls-run.err" >&2; die "the run over TLS failed"; }
+grep -q '64 done' "$WORK/tls-run.out" || { cat "$WORK/tls-run.out" >&2; die "the run over TLS did not finish its 64 jobs"; }
+say "TLS: a 64-job grid run completed over rediss:// and https; plain TCP refused ($((SECONDS - t)) s)"
 
 # SIGTERM stops each service by itself (compose stop/down, a redeploy), well before the
 # SIGKILL deadline: the worker by a warm shutdown, Flower, Redis and S3 too.

@@ -127,5 +127,19 @@ def env(dir: DirOpt = Path(".stack")) -> None:
     typer.echo(path.read_text(), nl=False)
 
 
+@stack_app.command("tls-files")
+def tls_files(
+    dir: Annotated[Path, typer.Argument(help="Folder for ca.pem, server.pem and server.key (0600).")] = Path("tls"),
+    host: Annotated[list[str] | None, typer.Option("--host", help="A name or IP the servers answer to; repeat. Default: the compose services, redis and s3, and loopback.")] = None,
+) -> None:
+    """Make a private CA and one server certificate signed by it, for TLS on the compose
+    deployment (docker-compose.tls.yml) without a CA of your own. Needs trustme (dev extra)."""
+    from convatlas.stack.tls import LOOPBACK_HOSTS, make_tls
+
+    hosts = tuple(host) if host else ("redis", "s3", *LOOPBACK_HOSTS)
+    files = make_tls(dir, hosts)
+    typer.echo(f"CA {files.ca}, certificate {files.cert} for {', '.join(hosts)}, key {files.key}")
+
+
 if __name__ == "__main__":
     stack_app()

@@ -11,9 +11,12 @@ optionally limited to ``bucket`` or to a key prefix (``Write:bucket/prefix/*``; 
   builds a site from the bucket; ``submit atlas`` removes a stale summary); the workers
   ``results/`` (outputs and error records), ``runs/`` (reports, galleries, summaries) and
   ``atlas/`` (sites). The producer cannot write results, the workers cannot touch inputs;
-- SeaweedFS has no separate delete action: ``Write`` on a prefix includes DeleteObject there
-  (the producer removes a stale report and the run's ``active`` marker, the healer that
-  marker too), so "no Delete" holds outside each role's write prefixes only;
+- SeaweedFS identities have no separate delete action (``Write`` on a prefix includes
+  DeleteObject there), so a bucket policy (``bucket_policy``, set by the operator when the
+  bucket is made) denies DeleteObject on ``inputs/``, ``results/`` and ``models/`` to every
+  principal: photos, results and weights are content-addressed records nobody removes. What
+  the fleet does delete stays allowed: a run's ``active`` marker (producer, healer), a stale
+  report or summary before a re-run waits on it (producer);
 - both read and list the whole bucket (the producer lists results to queue only what is
   missing, the workers read inputs and manifests);
 - Flower gets no identity at all.
@@ -21,9 +24,12 @@ optionally limited to ``bucket`` or to a key prefix (``Write:bucket/prefix/*``; 
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 ROLES = ("producer", "worker")
+# top-level prefixes whose objects are never deleted, whoever asks
+KEPT = ("inputs", "results", "models")
 WRITES: dict[str, tuple[str, ...]] = {
     "producer": ("inputs", "runs", "atlas"),
     "worker": ("results", "runs", "atlas"),
@@ -42,3 +48,32 @@ def identity(name: str, access_key: str, secret_key: str, actions: list[str]) ->
     """One entry of s3.json's ``identities``."""
     return {"name": name, "credentials": [{"accessKey": access_key, "secretKey": secret_key}],
             "actions": actions}
+
+
+def bucket_policy(bucket: str, prefix: str = "") -> dict[str, Any]:
+    """A bucket policy denying DeleteObject under the ``KEPT`` prefixes to every principal."""
+    base = f"{bucket}/{prefix.strip('/')}/" if prefix.strip("/") else f"{bucket}/"
+    return {"Version": "2012-10-17", "Statement": [{
+        "Sid": "ConvatlasRecordsAreKept", "Effect": "Deny", "Principal": "*",
+        "Action": "s3:DeleteObject", "Resource": [f"arn:aws:s3:::{base}{top}/*" for top in KEPT]}]}
+
+
+def protect_bucket(client: Any, bucket: str, prefix: str = "") -> None:
+    """Set :func:`bucket_policy` on ``bucket`` (a boto3 client with the operator's Admin key)."""
+    client.put_bucket_policy(Bucket=bucket, Policy=json.dumps(bucket_policy(bucket, prefix)))
+
+
+def main() -> None:
+    """The compose deployment's bucket job: create the bucket with the operator's key (from
+    the environment, as every client reads it) and set its policy."""
+    from convatlas.shared.config import Settings
+    from convatlas.shared.storage import s3_storage_from_settings
+
+    settings = Settings.from_env()
+    storage = s3_storage_from_settings(settings, create_bucket=True)
+    protect_bucket(storage.client, settings.s3_bucket, settings.s3_prefix)
+    print(f"bucket {settings.s3_bucket}: ready; deletes under {', '.join(f'{t}/' for t in KEPT)} denied")
+
+
+if __name__ == "__main__":
+    main()

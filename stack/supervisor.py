@@ -31,7 +31,7 @@ from typing import Any
 from convatlas.shared.config import Settings, redact_url
 from convatlas.stack.redis_acl import ROLES as REDIS_ROLES
 from convatlas.stack.s3_identities import ROLES as S3_IDENTITY_ROLES
-from convatlas.stack.s3_identities import role_actions
+from convatlas.stack.s3_identities import protect_bucket, role_actions
 from convatlas.stack.servers import (
     LOOPBACK,
     RedisServer,
@@ -392,11 +392,13 @@ class LocalStack:
         from convatlas.shared.storage import S3Storage
 
         self.s3.start(timeout=self.ready_timeout)
-        S3Storage(
+        operator = S3Storage(
             BUCKET, endpoint_url=self.s3.endpoint_url, region=REGION,
             access_key=self.s3.access_key, secret_key=self.s3.secret_key,
             ca_bundle=str(self.tls.ca) if self.tls else None,
-        ).ensure_bucket()
+        )
+        operator.ensure_bucket()
+        protect_bucket(operator.client, BUCKET, PREFIX)  # no one deletes inputs, results, weights
 
     def _wait_flower(self) -> None:
         try:

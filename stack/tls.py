@@ -29,16 +29,24 @@ def tls_in(dir: Path | str) -> TlsFiles:
     return make_tls(d)
 
 
-def make_tls(dir: Path | str) -> TlsFiles:
-    """A fresh CA and a loopback server certificate in ``dir``."""
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost")
+
+
+def make_tls(dir: Path | str, hosts: tuple[str, ...] = LOOPBACK_HOSTS) -> TlsFiles:
+    """A fresh CA and one server certificate for ``hosts`` (names or IPs) in ``dir``; the
+    compose deployment's has ``redis`` and ``s3`` (``convatlas stack tls-files``)."""
     import os
 
-    import trustme
+    try:
+        import trustme
+    except ImportError:
+        raise SystemExit("making a test CA needs trustme (pip install trustme, or the dev extra); "
+                         "or bring your own ca.pem, server.pem and server.key") from None
 
     d = Path(dir)
     d.mkdir(parents=True, exist_ok=True)
     ca = trustme.CA(organization_name="convatlas local CA")
-    server = ca.issue_cert("127.0.0.1", "localhost")
+    server = ca.issue_cert(*hosts)
     files = TlsFiles(d / "ca.pem", d / "server.pem", d / "server.key")
     ca.cert_pem.write_to_path(str(files.ca))
     server.cert_chain_pems[0].write_to_path(str(files.cert))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from convatlas.producer.plans.plan import InputFile, Plan, run_id_of
 from convatlas.producer.plans.validate import (
+    check_pattern_size,
     model_weights_id,
     parse_filters,
     parse_layers,
@@ -24,7 +25,9 @@ def plan_grids(
     wid = model_weights_id(model, settings)
     jobs: list[Job] = []
     grids: list[GridJob] = []
-    for layer, channels in parse_layers(model, layers):
+    chosen_layers = parse_layers(model, layers)
+    check_pattern_size(model, chosen_layers, params.size)
+    for layer, channels in chosen_layers:
         chosen = parse_filters(filters, channels)
         for page in sorted({f // TILES_PER_PAGE for f in chosen}):
             on_page = tuple(f for f in chosen if f // TILES_PER_PAGE == page)

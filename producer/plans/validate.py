@@ -9,8 +9,8 @@ from convatlas.producer.plans.plan import PlanError
 from convatlas.shared.config import Settings
 from convatlas.shared.engine.precision import check_precision
 
-__all__ = ["checked_precision", "model_weights_id", "parse_filters", "parse_layers",
-           "resolve_class", "resolve_model"]
+__all__ = ["check_pattern_size", "checked_precision", "model_weights_id", "parse_filters",
+           "parse_layers", "resolve_class", "resolve_model"]
 
 
 def model_weights_id(model: str, settings: Settings) -> str:
@@ -76,6 +76,20 @@ def parse_layers(model: str, layers: str) -> list[tuple[str, int]]:
     if not out:
         raise PlanError("no layers given")
     return out
+
+
+def check_pattern_size(model: str, layers: list[tuple[str, int]], size: int) -> None:
+    """Refuse a pattern ``size`` at which a chosen layer has no feature map left (its valid
+    convolutions and poolings would shrink it to nothing), naming the size each one needs."""
+    from convatlas.shared.models.registry import find_layer
+
+    small = [(name, need) for name, _ in layers if (need := find_layer(model, name).min_size) > size]
+    if small:
+        shown = ", ".join(f"{name} needs {need}" for name, need in small[:6])
+        more = f" and {len(small) - 6} more" if len(small) > 6 else ""
+        raise PlanError(
+            f"--size {size} is too small for {len(small)} layer(s) of {model}: {shown}{more} px "
+            f"(use --size {max(n for _, n in small)} or more, or shallower layers)")
 
 
 def resolve_class(model: str, cls: str | None) -> int | None:

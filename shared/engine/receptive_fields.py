@@ -10,7 +10,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["Axis", "Geometry", "GeometryError", "geometry_for", "layer_geometry", "receptive_fields"]
+__all__ = ["Axis", "Geometry", "GeometryError", "geometry_for", "layer_geometry", "min_input_sizes",
+           "receptive_fields"]
 
 
 class GeometryError(ValueError):
@@ -122,7 +123,7 @@ def _spatial(layer: Any) -> tuple[int | None, int | None] | None:
     return shape[1], shape[2]
 
 
-def receptive_fields(model: Any, input_hw: tuple[int, int] | int) -> dict[str, Geometry]:
+def receptive_fields(model: Any, input_hw: tuple[int, int] | int, strict: bool = True) -> dict[str, Geometry]:
     """Geometry of every 4-D layer of a Keras functional model, from its layer graph.
 
     Convolutions (``Conv2D``, ``DepthwiseConv2D``, ``SeparableConv2D``) and poolings contribute
@@ -133,11 +134,16 @@ def receptive_fields(model: Any, input_hw: tuple[int, int] | int) -> dict[str, G
     pooling or a dense layer (e.g. a squeeze-and-excitation product) sees the whole input.
     Transposed convolutions and resizing are refused (``GeometryError``). Computed sizes are
     checked against the model's own static shapes.
+
+    ``strict=False`` answers "which maps exist at this input size" instead: the static shapes
+    are not checked (the input may differ from the model's own), and a layer whose window does
+    not fit, or whose inputs differ in size, is left out with everything computed from it.
     """
     h, w = (input_hw, input_hw) if isinstance(input_hw, int) else input_hw
     rows: dict[str, Axis] = {}
     cols: dict[str, Axis] = {}
     flat: set[str] = set()  # layers without a 2-D map (global pooling, dense…)
+    gone: set[str] = set()  # strict=False: layers with no map at this input size
     for layer in model.layers:
         kind = type(layer).__name__
         name = layer.name
@@ -145,47 +151,86 @@ def receptive_fields(model: Any, input_hw: tuple[int, int] | int) -> dict[str, G
         if kind == "InputLayer" or not parents:
             rows[name], cols[name] = Axis(h, 1, 1, 0), Axis(w, 1, 1, 0)
             continue
-        spatial = _spatial(layer)
-        if getattr(layer, "data_format", "channels_last") != "channels_last":
-            raise GeometryError(f"{name}: only channels_last models are supported")
-        if spatial is None:
-            flat.add(name)
+        if not strict:
+            if gone.intersection(parents):
+                gone.add(name)
+                continue
+            try:
+                r, c = _layer_axes(layer, parents, rows, cols, flat, (h, w), check=False)
+            except GeometryError:
+                gone.add(name)
+                continue
+            if r is not None and c is not None:
+                rows[name], cols[name] = r, c
             continue
-        maps = [p for p in parents if p in rows]
-        if not maps:
-            raise GeometryError(f"{name}: a 2-D map made from no 2-D map ({kind})")
-        if kind in ("Conv2DTranspose", "UpSampling2D", "Resizing"):
-            raise GeometryError(f"{name}: {kind} has no receptive field supported here")
-        if hasattr(layer, "kernel_size") or hasattr(layer, "pool_size"):
-            if len(maps) != 1:
-                raise GeometryError(f"{name}: a window layer with {len(maps)} inputs")
-            k = layer.kernel_size if hasattr(layer, "kernel_size") else layer.pool_size
-            ky, kx = _pair(k)
-            sy, sx = _pair(layer.strides if layer.strides is not None else k)
-            dy, dx = _pair(getattr(layer, "dilation_rate", 1))
-            pad = str(layer.padding).lower()
-            r = _window(rows[maps[0]], ky, sy, dy, pad)
-            c = _window(cols[maps[0]], kx, sx, dx, pad)
-        elif kind == "ZeroPadding2D":
-            (pt, pb), (pl, pr) = layer.padding
-            r0, c0 = rows[maps[0]], cols[maps[0]]
-            r = Axis(r0.size + pt + pb, r0.jump, r0.rf, r0.start - pt * r0.jump)
-            c = Axis(c0.size + pl + pr, c0.jump, c0.rf, c0.start - pl * c0.jump)
-        elif kind == "Cropping2D":
-            (ct, cb), (cl, cr) = layer.cropping
-            r0, c0 = rows[maps[0]], cols[maps[0]]
-            r = Axis(r0.size - ct - cb, r0.jump, r0.rf, r0.start + ct * r0.jump)
-            c = Axis(c0.size - cl - cr, c0.jump, c0.rf, c0.start + cl * c0.jump)
-        else:  # element-wise: the union of the inputs' fields
-            r = _union([rows[p] for p in maps], name)
-            c = _union([cols[p] for p in maps], name)
-            if any(p in flat for p in parents):  # e.g. squeeze-and-excitation: sees everything
-                r, c = Axis(r.size, 0, h, 0), Axis(c.size, 0, w, 0)
-        for got, want, axis in ((r.size, spatial[0], "rows"), (c.size, spatial[1], "columns")):
-            if want is not None and got != want:
-                raise GeometryError(f"{name}: computed {got} {axis}, the model has {want}")
-        rows[name], cols[name] = r, c
+        r, c = _layer_axes(layer, parents, rows, cols, flat, (h, w), check=True)
+        if r is not None and c is not None:
+            rows[name], cols[name] = r, c
     return {n: Geometry(n, (h, w), rows[n], cols[n]) for n in rows}
+
+
+def _layer_axes(layer: Any, parents: list[str], rows: dict[str, Axis], cols: dict[str, Axis],
+                flat: set[str], hw: tuple[int, int], check: bool) -> tuple[Axis | None, Axis | None]:
+    """One layer's row and column axes from its parents' (None, None for a layer without a
+    2-D map, which joins ``flat``)."""
+    kind, name = type(layer).__name__, layer.name
+    h, w = hw
+    spatial = _spatial(layer)
+    if getattr(layer, "data_format", "channels_last") != "channels_last":
+        raise GeometryError(f"{name}: only channels_last models are supported")
+    if spatial is None:
+        flat.add(name)
+        return None, None
+    maps = [p for p in parents if p in rows]
+    if not maps:
+        raise GeometryError(f"{name}: a 2-D map made from no 2-D map ({kind})")
+    if kind in ("Conv2DTranspose", "UpSampling2D", "Resizing"):
+        raise GeometryError(f"{name}: {kind} has no receptive field supported here")
+    if hasattr(layer, "kernel_size") or hasattr(layer, "pool_size"):
+        if len(maps) != 1:
+            raise GeometryError(f"{name}: a window layer with {len(maps)} inputs")
+        k = layer.kernel_size if hasattr(layer, "kernel_size") else layer.pool_size
+        ky, kx = _pair(k)
+        sy, sx = _pair(layer.strides if layer.strides is not None else k)
+        dy, dx = _pair(getattr(layer, "dilation_rate", 1))
+        pad = str(layer.padding).lower()
+        r = _window(rows[maps[0]], ky, sy, dy, pad)
+        c = _window(cols[maps[0]], kx, sx, dx, pad)
+    elif kind == "ZeroPadding2D":
+        (pt, pb), (pl, pr) = layer.padding
+        r0, c0 = rows[maps[0]], cols[maps[0]]
+        r = Axis(r0.size + pt + pb, r0.jump, r0.rf, r0.start - pt * r0.jump)
+        c = Axis(c0.size + pl + pr, c0.jump, c0.rf, c0.start - pl * c0.jump)
+    elif kind == "Cropping2D":
+        (ct, cb), (cl, cr) = layer.cropping
+        r0, c0 = rows[maps[0]], cols[maps[0]]
+        r = Axis(r0.size - ct - cb, r0.jump, r0.rf, r0.start + ct * r0.jump)
+        c = Axis(c0.size - cl - cr, c0.jump, c0.rf, c0.start + cl * c0.jump)
+    else:  # element-wise: the union of the inputs' fields
+        r = _union([rows[p] for p in maps], name)
+        c = _union([cols[p] for p in maps], name)
+        if any(p in flat for p in parents):  # e.g. squeeze-and-excitation: sees everything
+            r, c = Axis(r.size, 0, h, 0), Axis(c.size, 0, w, 0)
+    if r.size < 1 or c.size < 1:
+        raise GeometryError(f"{name}: no map left ({r.size}×{c.size})")
+    for got, want, axis in ((r.size, spatial[0], "rows"), (c.size, spatial[1], "columns")):
+        if check and want is not None and got != want:
+            raise GeometryError(f"{name}: computed {got} {axis}, the model has {want}")
+    return r, c
+
+
+def min_input_sizes(model: Any, names: Sequence[str], cap: int = 1024) -> dict[str, int]:
+    """The smallest square input at which each layer in ``names`` still has a map (valid
+    convolutions and poolings shrink maps; Inception's and Xception's deep layers need about
+    75 px, VGG's block 5 16 px). Layers still without a map at ``cap`` are left out."""
+    want, found = set(names), {}
+    for side in range(1, cap + 1):
+        for name in want.intersection(receptive_fields(model, side, strict=False)):
+            found[name] = side
+        want -= set(found)
+        if not want:
+            break
+    return found
 
 
 def layer_geometry(model: Any, layer: str, input_hw: tuple[int, int] | int) -> Geometry:

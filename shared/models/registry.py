@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -254,6 +254,10 @@ class LayerInfo:
     name: str
     kind: str
     channels: int
+    # the smallest square input (px) at which the layer still has a map: valid convolutions
+    # and poolings shrink maps (VGG's block 5 needs 16, Inception's mixed10 75); patterns
+    # smaller than this are refused at planning
+    min_size: int = 1
 
 
 LAYERS_FILE = Path(__file__).with_name("layers.json")
@@ -263,7 +267,7 @@ APPLICATION_LAYERS_FILE = Path(__file__).with_name("applications_layers.json.gz"
 @cache
 def application_tables() -> dict[str, dict[str, Any]]:
     """Per keras.applications model, read from the built graphs (``applications_layers.json.gz``,
-    checked against them by a test): {"gradcam": target, "layers": [[name, kind, channels]]}."""
+    checked against them by a test): {"gradcam": target, "layers": [[name, kind, channels, min_size]]}."""
     import gzip
     import json
 
@@ -303,17 +307,30 @@ def built_layer_table(name: str) -> tuple[LayerInfo, ...]:
     """The layer table read from the built architecture (imports TensorFlow)."""
     model = get_spec(name).build()
     if name in applications.APPS:
-        return tuple(LayerInfo(*row) for row in applications.offered_layers(model))
-    out = []
-    for layer in model.layers:
-        shape = getattr(layer, "output", None)
-        shape = getattr(shape, "shape", None)
-        if shape is None or len(shape) != 4 or type(layer).__name__ == "InputLayer":
-            continue
-        kind = type(layer).__name__
-        if kind in ("Conv2D", "DepthwiseConv2D", "SeparableConv2D", "Activation", "ReLU"):
-            out.append(LayerInfo(layer.name, kind, int(shape[-1])))
-    return tuple(out)
+        rows = applications.offered_layers(model)
+    else:
+        rows = []
+        for layer in model.layers:
+            shape = getattr(layer, "output", None)
+            shape = getattr(shape, "shape", None)
+            if shape is None or len(shape) != 4 or type(layer).__name__ == "InputLayer":
+                continue
+            kind = type(layer).__name__
+            if kind in ("Conv2D", "DepthwiseConv2D", "SeparableConv2D", "Activation", "ReLU"):
+                rows.append((layer.name, kind, int(shape[-1])))
+    return tuple(LayerInfo(*row, min_size) for row, min_size in zip(rows, layer_min_sizes(model, rows), strict=True))
+
+
+def layer_min_sizes(model: Any, rows: Sequence[tuple[str, str, int]]) -> list[int]:
+    """Each row's smallest pattern input, from the layer graph (1 where the graph holds a
+    layer the receptive-field arithmetic does not know: the pattern itself will say)."""
+    from convatlas.shared.engine.receptive_fields import GeometryError, min_input_sizes
+
+    try:
+        sizes = min_input_sizes(model, [r[0] for r in rows])
+    except GeometryError:
+        sizes = {}
+    return [sizes.get(r[0], 1) for r in rows]
 
 
 def conv_layers(name: str) -> tuple[LayerInfo, ...]:

@@ -60,6 +60,46 @@ def test_a_filter_the_layer_lacks_is_refused_with_its_range(hed: LoadedModel) ->
         filter_patterns(hed, "block1_conv1", [0, 64], PatternParams(size=16, steps=1))
 
 
+@pytest.mark.parametrize(("model", "layer"), [("vgg16-hed", "block5_conv3"), ("inception-v3", "mixed10"),
+                                             ("xception", "block14_sepconv2_act"), ("mobilenet", "conv_pw_13_relu"),
+                                             ("densenet121", "relu")])
+def test_a_layers_min_size_is_where_its_map_ends(model: str, layer: str) -> None:
+    """The table's smallest pattern size is the real boundary, by Keras's own shape inference:
+    at it the layer has a map, one pixel less a window no longer fits (TensorFlow's CPU
+    depthwise kernel would still return a map there, of padding only)."""
+    from convatlas.shared.models import applications
+    from convatlas.shared.models.registry import find_layer, get_spec
+
+    need = find_layer(model, layer).min_size
+    assert need > 1
+    built = applications.build(model) if model in applications.APPS else get_spec(model).build()
+    flexible = LoadedModel(get_spec(model), built, "0" * 64, 0.0).any_size_model()
+    trunk = keras.Model(flexible.input, flexible.get_layer(layer).output)
+
+    def side(s: int) -> int:
+        return min(trunk.compute_output_spec(keras.KerasTensor((1, s, s, 3))).shape[1:3])
+
+    assert side(need) >= 1
+    try:
+        assert side(need - 1) < 1
+    except ValueError as e:  # Keras refuses a negative output size outright
+        assert "negative" in str(e).lower() or "size" in str(e).lower(), e
+
+
+def test_a_pattern_size_too_small_for_a_layer_is_refused_before_queueing() -> None:
+    from convatlas.producer.plans.grids import plan_grids
+    from convatlas.producer.plans.plan import PlanError
+    from convatlas.producer.plans.validate import check_pattern_size
+    from convatlas.shared.config import Settings
+
+    with pytest.raises(PlanError, match=r"--size 8 is too small .* block5_conv3 needs 16 px \(use --size 16"):
+        plan_grids("vgg16-hed", "block5_conv3", "0:4", PatternParams(size=8), Settings.from_env())
+    assert len(plan_grids("vgg16-hed", "block5_conv3", "0:4", PatternParams(size=16), Settings.from_env()).jobs) == 4
+    with pytest.raises(PlanError, match=r"mixed10 needs 75"):
+        check_pattern_size("inception-v3", [("mixed10", 2048)], 64)
+    check_pattern_size("inception-v3", [("conv2d", 32)], 8)  # an early layer is fine at 8
+
+
 def test_dead_filters_are_detected_and_rescued(hed: LoadedModel) -> None:
     filters = list(range(24))
     rescued = filter_patterns(hed, "block5_conv1", filters, FAST)

