@@ -16,6 +16,7 @@ import subprocess
 import sys
 import uuid
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -118,6 +119,49 @@ def test_fetch_from_file_then_a_fresh_process_loads_it_from_the_bucket(
     assert got["cached"] == [weights_file.name]
     assert got["same_kernel"]
     assert all(f"/{sha[:12]}/" in key for key in got["keys"]), got["keys"]
+
+
+def test_a_celery_worker_runs_a_new_name_with_weights_only_from_the_bucket(
+    redis_server: Any, s3_server: SeaweedS3Server, weights_file: Path, tmp_path: Path
+) -> None:
+    """The fleet on a keras.applications name: ``models fetch --from FILE`` puts the weights in
+    the bucket; a real Celery worker with an empty cache and no internet then computes a grid
+    page and Grad-CAM heatmaps of that model, loading the weights from the bucket once; every
+    result key carries the file's sha256."""
+    from convatlas.stack.harness import Fleet
+
+    md5 = hashlib.md5(weights_file.read_bytes()).hexdigest()
+    sha = hashlib.sha256(weights_file.read_bytes()).hexdigest()
+    no_internet = {k: v for k, v in _env(s3_server, "", tmp_path).items()
+                   if k.lower().endswith("_proxy") or k == "KERAS_HOME"}
+    (tmp_path / "fleet").mkdir()
+    fleet = Fleet.create(redis_server, s3_server, tmp_path / "fleet", db=7, concurrency=8, extra_env={
+        **no_internet, "CONVATLAS_TEST_PUBLISHED_HASH": f"{NAME}:{md5}",
+        "PYTHONPATH": str(Path(__file__).with_name("published_hash"))})
+    try:
+        fetched = subprocess.run([sys.executable, "-m", "convatlas.producer.cli", "models", "fetch", NAME,
+                                  "--from", str(weights_file)], env=fleet.env, capture_output=True,
+                                 text=True, timeout=300)
+        assert fetched.returncode == 0, fetched.stdout + fetched.stderr[-2000:]
+        cache = Path(fleet.env["CONVATLAS_CACHE_DIR"]) / "models"
+        for f in cache.glob("*"):  # the fetch's own copy: the worker must find none
+            f.unlink()
+        fleet.start_worker()
+        grid = fleet.cli("submit", "grids", "--model", NAME, "--layers", "conv", "--filters", "0:4",
+                         "--size", "32", "--steps", "2", "--wait", "--timeout", "600", timeout=660)
+        assert grid.returncode == 0 and "4 done" in grid.stdout, grid.stdout + grid.stderr[-2000:]
+        photos = Path(__file__).parents[2] / "samples" / "photos"
+        heat = fleet.cli("submit", "heatmaps", str(photos), "--model", NAME, "--wait",
+                         "--timeout", "600", timeout=660)
+        n = len(list(photos.iterdir()))
+        assert heat.returncode == 0 and f"{n} done" in heat.stdout, heat.stdout + heat.stderr[-2000:]
+    finally:
+        fleet.close()
+    log = fleet.logs()
+    assert "downloaded from the internet" not in log and "Downloading" not in log
+    assert sorted(p.name for p in cache.glob("*")) == [weights_file.name]  # from the bucket, once
+    results = [k for k in fleet.bucket_keys() if "/results/" in k and f"/{NAME}/" in k]
+    assert results and all(f"/{sha[:12]}/" in k for k in results), results[:4]
 
 
 @pytest.mark.parametrize("damage", ["tampered", "truncated"])
