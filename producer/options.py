@@ -23,7 +23,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 # field of PatternParams → (type, CLI default, help). ``None`` defaults are resolved later:
 # steps/step_size by the style, precision by CONVATLAS_PRECISION.
 PATTERN_OPTIONS: dict[str, tuple[Any, Any, str]] = {
-    "size": (int, 64, "Pattern size in pixels."),
+    "size": (int, 64, "Pattern size in pixels, 8..1024; a layer refuses one its map would not survive (VGG block 5 needs 16, Inception's deepest 75)."),
     "steps": (int | None, None, "Optimisation steps; default the style's (book 40, lucid and maco 256)."),
     "step_size": (float | None, None, "Step size: of the RMS-normalised gradient (book, default 1) or Adam's learning rate (lucid, default 0.05) or NAdam's (maco, default 1)."),
     "seed": (int, 0, "Seed of the start images (and of lucid's random transforms)."),

@@ -13,10 +13,10 @@ optionally limited to ``bucket`` or to a key prefix (``Write:bucket/prefix/*``; 
   ``atlas/`` (sites). The producer cannot write results, the workers cannot touch inputs;
 - SeaweedFS identities have no separate delete action (``Write`` on a prefix includes
   DeleteObject there), so a bucket policy (``bucket_policy``, set by the operator when the
-  bucket is made) denies DeleteObject on ``inputs/``, ``results/`` and ``models/`` to every
-  principal: photos, results and weights are content-addressed records nobody removes. What
-  the fleet does delete stays allowed: a run's ``active`` marker (producer, healer), a stale
-  report or summary before a re-run waits on it (producer);
+  bucket is made) denies DeleteObject to every principal on every key but the few the fleet
+  replaces (``DELETABLE``): a run's ``active`` marker (producer, healer), a stale report or
+  examples summary before a re-run waits on it, an atlas summary (producer). Photos, results,
+  weights, manifests and pages are records nobody removes;
 - both read and list the whole bucket (the producer lists results to queue only what is
   missing, the workers read inputs and manifests);
 - Flower gets no identity at all.
@@ -28,8 +28,9 @@ import json
 from typing import Any
 
 ROLES = ("producer", "worker")
-# top-level prefixes whose objects are never deleted, whoever asks
-KEPT = ("inputs", "results", "models")
+# the only keys (under the fleet's prefix) anyone may delete: markers and summaries that a
+# re-run replaces (report.active_key, report_key, examples_reduce.summary_key, sinks.summary_key)
+DELETABLE = ("runs/active/*", "runs/*/report.json", "runs/*/examples.json", "atlas/*.json")
 WRITES: dict[str, tuple[str, ...]] = {
     "producer": ("inputs", "runs", "atlas"),
     "worker": ("results", "runs", "atlas"),
@@ -51,11 +52,11 @@ def identity(name: str, access_key: str, secret_key: str, actions: list[str]) ->
 
 
 def bucket_policy(bucket: str, prefix: str = "") -> dict[str, Any]:
-    """A bucket policy denying DeleteObject under the ``KEPT`` prefixes to every principal."""
+    """A bucket policy denying DeleteObject to every principal, on every key but ``DELETABLE``."""
     base = f"{bucket}/{prefix.strip('/')}/" if prefix.strip("/") else f"{bucket}/"
     return {"Version": "2012-10-17", "Statement": [{
         "Sid": "ConvatlasRecordsAreKept", "Effect": "Deny", "Principal": "*",
-        "Action": "s3:DeleteObject", "Resource": [f"arn:aws:s3:::{base}{top}/*" for top in KEPT]}]}
+        "Action": "s3:DeleteObject", "NotResource": [f"arn:aws:s3:::{base}{k}" for k in DELETABLE]}]}
 
 
 def protect_bucket(client: Any, bucket: str, prefix: str = "") -> None:
@@ -72,7 +73,7 @@ def main() -> None:
     settings = Settings.from_env()
     storage = s3_storage_from_settings(settings, create_bucket=True)
     protect_bucket(storage.client, settings.s3_bucket, settings.s3_prefix)
-    print(f"bucket {settings.s3_bucket}: ready; deletes under {', '.join(f'{t}/' for t in KEPT)} denied")
+    print(f"bucket {settings.s3_bucket}: ready; deletes denied but of {', '.join(DELETABLE)}")
 
 
 if __name__ == "__main__":

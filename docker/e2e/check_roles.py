@@ -72,6 +72,8 @@ own, other = ("inputs", "results") if ROLE == "producer" else ("results", "input
 allowed(f"put under {own}/", lambda: s3.put_object(Bucket=bucket, Key=f"{prefix}/{own}/{probe}", Body=b"x"))
 # the bucket policy: its own records are kept too (SeaweedFS's Write would include delete)
 refused(f"delete under {own}/", lambda: s3.delete_object(Bucket=bucket, Key=f"{prefix}/{own}/{probe}"))
+allowed("put a run's manifest", lambda: s3.put_object(Bucket=bucket, Key=f"{prefix}/runs/{probe}/manifest.json", Body=b"{}"))
+refused("delete a run's manifest", lambda: s3.delete_object(Bucket=bucket, Key=f"{prefix}/runs/{probe}/manifest.json"))
 allowed("put and delete a run's active marker",
         lambda: (s3.put_object(Bucket=bucket, Key=f"{prefix}/runs/active/{probe}", Body=b""),
                  s3.delete_object(Bucket=bucket, Key=f"{prefix}/runs/active/{probe}")))

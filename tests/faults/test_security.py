@@ -216,17 +216,23 @@ def test_s3_roles_write_only_their_own_prefixes(role_s3: Any) -> None:
     refused(lambda: worker.put_bytes("inputs/ab/photo", b"swapped"))
     refused(lambda: worker.client.delete_object(Bucket=ROLE_BUCKET, Key=f"{ROLE_PREFIX}/inputs/ab/photo"))
     refused(lambda: producer.client.delete_object(Bucket=ROLE_BUCKET, Key=f"{ROLE_PREFIX}/results/m/x.png"))
-    # the bucket policy: nobody deletes inputs, results or weights, not even in its own write
-    # prefix (SeaweedFS's Write includes delete); a run's marker and stale report can go
+    # the bucket policy: nobody deletes a record, not even in its own write prefix (SeaweedFS's
+    # Write includes delete); only a run's marker and stale summaries can go
     refused(lambda: worker.client.delete_object(Bucket=ROLE_BUCKET, Key=f"{ROLE_PREFIX}/results/m/x.png"))
     refused(lambda: producer.client.delete_object(Bucket=ROLE_BUCKET, Key=f"{ROLE_PREFIX}/inputs/cd/photo2"))
+    refused(lambda: producer.client.delete_object(Bucket=ROLE_BUCKET, Key=f"{ROLE_PREFIX}/runs/r1/manifest.json"))
     refused(lambda: admin.client.delete_object(Bucket=ROLE_BUCKET, Key=f"{ROLE_PREFIX}/results/m/x.png"))
+    worker.put_bytes("atlas/m/index.html", b"<html>")
+    refused(lambda: worker.client.delete_object(Bucket=ROLE_BUCKET, Key=f"{ROLE_PREFIX}/atlas/m/index.html"))
     for role in (producer, worker):
         role.put_bytes("runs/active/r1", b"")
         role.delete("runs/active/r1")
         assert not role.exists("runs/active/r1")
-    producer.put_bytes("runs/r1/report.json", b"{}")
-    producer.delete("runs/r1/report.json")
+    for key in ("runs/r1/report.json", "runs/r1/examples.json", "atlas/m.json"):
+        producer.put_bytes(key, b"{}")
+        producer.delete(key)
+        assert not producer.exists(key)
+    assert producer.exists("runs/r1/manifest.json")
     # no Admin: neither creates nor deletes buckets, nor writes outside the fleet's prefix
     for role in (producer, worker):
         refused(lambda r=role: r.client.create_bucket(Bucket="convatlas-other"))
