@@ -132,8 +132,9 @@ def tls_files(
     dir: Annotated[Path, typer.Argument(help="Folder for ca.pem, server.pem and server.key (0600).")] = Path("tls"),
     host: Annotated[list[str] | None, typer.Option("--host", help="A name or IP the servers answer to; repeat. Default: the compose services, redis and s3, and loopback.")] = None,
 ) -> None:
-    """Make a private CA and one server certificate signed by it, for TLS on the compose
-    deployment (docker-compose.tls.yml) without a CA of your own. Needs trustme (dev extra)."""
+    """Make a private CA and a server certificate it signs, for TLS on compose without a CA of your own.
+
+    For docker-compose.tls.yml; needs trustme (the dev extra)."""
     from convatlas.stack.tls import LOOPBACK_HOSTS, make_tls
 
     hosts = tuple(host) if host else ("redis", "s3", *LOOPBACK_HOSTS)
